@@ -1,0 +1,898 @@
+"""Tamper-evident run records: the archive under ``outputs/``, its ledger, ``verify`` and ``history``.
+
+Layout of an archive root (the ``outputs/`` directory)::
+
+    outputs/
+      ledger.jsonl                 one line per record, hash-chained (see below)
+      ledger.lock                  the file lock every writer holds while it appends
+      .incoming/                   staging: a record is built here, then renamed into place
+      <runbook_id>/<run_id>/       one record: the redacted files of one run, plus manifest.json
+        manifest.json              the runner's manifest + "files" {posix path: sha256} + "record_format"
+        notebook.ipynb, notebook.html, evidence/..., (whatever the runner handed over)
+
+A record is written once and never rewritten: it is built in ``.incoming/<run_id>-<random>/``, every
+file fsync'd, files made 0o444 and folders 0o555, then renamed into place and appended to the ledger,
+both while holding ``ledger.lock``. If the process dies between the rename and the ledger append,
+the record is on disk but not in the ledger; ``verify`` reports it as ``not_in_ledger``.
+
+Ledger format (``ledger.jsonl``): one JSON object per line, keys sorted, separators ``,`` and ``:``
+(no spaces), UTF-8, ``\\n``-terminated. Fields: ``seq`` (1-based, consecutive), ``run_id``,
+``runbook_id``, ``runbook_version``, ``status``, ``mode``, ``target``, ``operator``, ``started``,
+``ended`` (copied from the manifest, else ``null``), ``record`` (``runbook_id/run_id``),
+``manifest_sha256`` (sha256 of the bytes of ``manifest.json``), ``prev`` (the previous entry's
+``hash``, ``"0" * 64`` for the first) and ``hash``: the sha256 hex of the canonical JSON (same
+encoding) of the entry without its ``hash`` key. Keep the chain head (``Archive.head()``, also
+``VerifyReport.head``) somewhere the runner cannot rewrite and pass it back as ``expect_head``: a
+ledger that lost its tail or was rewritten from scratch is then detected too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, date, datetime
+from pathlib import Path, PurePath
+from typing import Any
+
+import filelock
+
+from opsbook.errors import ArchiveError, LedgerError, RecordExists
+
+__all__ = [
+    "GENESIS",
+    "PROBLEM_KINDS",
+    "RECORD_FORMAT",
+    "Archive",
+    "LedgerEntry",
+    "RecordRef",
+    "VerifyProblem",
+    "VerifyReport",
+    "build_manifest",
+    "canonical_json",
+    "chain_entry",
+]
+
+RECORD_FORMAT = 1
+GENESIS = "0" * 64
+MANIFEST_NAME = "manifest.json"
+LEDGER_NAME = "ledger.jsonl"
+LOCK_NAME = "ledger.lock"
+INCOMING_NAME = ".incoming"
+#: Files at the archive root that are ours (or the repo's) and not records.
+ROOT_FILES = frozenset({LEDGER_NAME, LOCK_NAME, "README.md", ".gitignore", ".gitkeep"})
+#: Manifest keys copied into the ledger entry (``null`` when the manifest has no such key).
+LEDGER_MANIFEST_KEYS = ("runbook_version", "status", "mode", "target", "operator", "started", "ended")
+
+PROBLEM_KINDS = frozenset({
+    "modified",            # a file's sha256 differs from the manifest
+    "missing_file",        # a file listed in the manifest is gone
+    "unexpected_file",     # a file in a record folder that its manifest does not list
+    "removed",             # a record folder the ledger lists is gone
+    "manifest_modified",   # manifest.json's sha256 differs from the ledger entry
+    "ledger_edited",       # a ledger entry's hash does not match its content
+    "reordered",           # seq out of order, or prev does not chain (swapped, moved or deleted lines)
+    "not_in_ledger",       # a record folder on disk that the ledger does not list
+    "truncated",           # expect_head is neither the head nor anywhere in the chain
+    "unparseable",         # a ledger line or a manifest that is not valid
+})
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+_HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
+_CHUNK = 1 << 20
+_LOCK_TIMEOUT = 120.0
+
+
+# --------------------------------------------------------------------------------------------------
+# canonical encoding and hashing
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The one encoding the ledger is hashed and written with: sorted keys, compact, UTF-8."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _sha256_file(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file: one read for small files, 1 MiB chunks for large ones."""
+    with open(path, "rb", buffering=0) as f:
+        data = f.read(_CHUNK)
+        h = hashlib.sha256(data)
+        if len(data) == _CHUNK:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, PurePath):
+        return value.as_posix()
+    if isinstance(value, set | frozenset | tuple):
+        return sorted(value, key=str) if isinstance(value, set | frozenset) else list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _ledger_value(value: Any) -> str | int | float | bool | None:
+    """A manifest value as it goes into a ledger field: scalars as they are, anything else as text."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def _check_id(kind: str, value: str) -> str:
+    if not isinstance(value, str) or not _ID_RE.match(value):
+        raise ArchiveError(
+            f"invalid {kind} {value!r}: use letters, digits, '.', '_' and '-' (not first), at most 200"
+        )
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# public value types
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One line of ``ledger.jsonl``."""
+
+    seq: int
+    run_id: str
+    runbook_id: str
+    runbook_version: Any
+    status: Any
+    mode: Any
+    target: Any
+    operator: Any
+    started: Any
+    ended: Any
+    record: str
+    manifest_sha256: str
+    prev: str
+    hash: str
+
+    def body(self) -> dict[str, Any]:
+        """The entry without its ``hash``: what the hash is computed over."""
+        d = asdict(self)
+        del d["hash"]
+        return d
+
+    def compute_hash(self) -> str:
+        return _sha256_bytes(canonical_json(self.body()))
+
+    def to_line(self) -> bytes:
+        return canonical_json(asdict(self)) + b"\n"
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> LedgerEntry:
+        """Build from a parsed ledger line; ``ValueError`` if a field is missing or of the wrong type."""
+        if not isinstance(obj, dict):
+            raise ValueError("not a JSON object")
+        missing = [n for n in _ENTRY_FIELDS if n not in obj]
+        if missing:
+            raise ValueError(f"missing field(s): {', '.join(missing)}")
+        seq = obj["seq"]
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+            raise ValueError(f"seq must be a positive integer, got {seq!r}")
+        for name in ("run_id", "runbook_id", "record", "manifest_sha256", "prev", "hash"):
+            if not isinstance(obj[name], str):
+                raise ValueError(f"{name} must be a string")
+        return cls(**{n: obj[n] for n in _ENTRY_FIELDS})
+
+    @property
+    def started_at(self) -> datetime | None:
+        return _parse_time(self.started)
+
+    @property
+    def ended_at(self) -> datetime | None:
+        return _parse_time(self.ended)
+
+
+_ENTRY_FIELDS = tuple(f.name for f in fields(LedgerEntry))
+
+
+def chain_entry(*, prev: LedgerEntry | None | tuple[int, str], run_id: str, runbook_id: str,
+                manifest: dict[str, Any], manifest_sha256: str) -> LedgerEntry:
+    """The ledger entry that follows ``prev`` (an entry, ``(seq, hash)``, or ``None`` for the first)."""
+    if prev is None:
+        prev_seq, prev_hash = 0, GENESIS
+    elif isinstance(prev, LedgerEntry):
+        prev_seq, prev_hash = prev.seq, prev.hash
+    else:
+        prev_seq, prev_hash = prev
+    values = {k: _ledger_value(manifest.get(k)) for k in LEDGER_MANIFEST_KEYS}
+    body = dict(seq=prev_seq + 1, run_id=run_id, runbook_id=runbook_id, record=f"{runbook_id}/{run_id}",
+                manifest_sha256=manifest_sha256, prev=prev_hash, **values)
+    return LedgerEntry(**body, hash=_sha256_bytes(canonical_json(body)))
+
+
+def build_manifest(manifest: dict[str, Any], *, run_id: str, runbook_id: str,
+                   files: dict[str, str]) -> bytes:
+    """The bytes of ``manifest.json``: the runner's manifest, ``files`` and ``record_format``.
+
+    ``run_id``/``runbook_id`` are added when absent and must agree when present. A ``files`` key
+    given by the caller is replaced: the archive computes the hashes itself.
+    """
+    if not isinstance(manifest, dict):
+        raise ArchiveError(f"manifest must be a dict, not {type(manifest).__name__}")
+    doc = dict(manifest)
+    for key, value in (("run_id", run_id), ("runbook_id", runbook_id)):
+        if doc.setdefault(key, value) != value:
+            raise ArchiveError(f"manifest {key} {doc[key]!r} does not match the record's {key} {value!r}")
+    doc["files"] = dict(sorted(files.items()))
+    doc["record_format"] = RECORD_FORMAT
+    try:
+        text = json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False, default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise ArchiveError(f"manifest for run {run_id} is not JSON serialisable: {exc}") from exc
+    return (text + "\n").encode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRef:
+    """Where one archived record lives. ``entry`` is its ledger entry, ``None`` if it has none."""
+
+    run_id: str
+    runbook_id: str
+    path: Path
+    entry: LedgerEntry | None = None
+
+    @property
+    def record(self) -> str:
+        return f"{self.runbook_id}/{self.run_id}"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST_NAME
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyProblem:
+    """One thing ``verify`` found wrong. ``kind`` is one of ``PROBLEM_KINDS``; ``record`` the run id
+    (or ``ledger.jsonl:LINE`` for a ledger line without one); ``file`` the file inside the record."""
+
+    kind: str
+    record: str
+    detail: str
+    file: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.record}: {self.detail}"
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    ok: bool
+    head: str | None
+    records: int
+    problems: list[VerifyProblem] = field(default_factory=list)
+    info: list[str] = field(default_factory=list)
+
+    def kinds(self) -> set[str]:
+        return {p.kind for p in self.problems}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "head": self.head, "records": self.records,
+                "problems": [asdict(p) for p in self.problems], "info": list(self.info)}
+
+    def __str__(self) -> str:
+        lines = [f"{'OK' if self.ok else 'FAILED'}: {self.records} record(s), "
+                 f"{len(self.problems)} problem(s), head {self.head or '-'}"]
+        lines += [f"  {p}" for p in self.problems]
+        lines += [f"  info: {i}" for i in self.info]
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# small filesystem helpers
+
+
+def _fsync_dir(path: str | os.PathLike[str]) -> None:
+    if os.name != "posix":  # pragma: no cover - directories cannot be fsync'd on Windows
+        return
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_writable(path: Path) -> None:
+    """Undo the read-only modes of a staging tree so that it can be removed."""
+    for dirpath, dirnames, filenames in os.walk(path):
+        os.chmod(dirpath, 0o755)
+        for name in filenames:
+            with contextlib.suppress(OSError):
+                os.chmod(os.path.join(dirpath, name), 0o644, follow_symlinks=False)
+        for name in dirnames:
+            with contextlib.suppress(OSError):
+                os.chmod(os.path.join(dirpath, name), 0o755)
+
+
+def _remove_tree(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        _make_writable(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _read_last_line(path: Path) -> bytes | None:
+    """The last line of a file (without its ``\\n``), reading backwards from the end; ``None`` if the
+    file is absent or empty. Raises ``LedgerError`` if the file does not end with a newline."""
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return None
+    with f:
+        end = f.seek(0, os.SEEK_END)
+        if end == 0:
+            return None
+        f.seek(end - 1)
+        if f.read(1) != b"\n":
+            raise LedgerError(f"{path} does not end with a newline: its last entry is incomplete "
+                              "(a torn write?); run `opsbook verify` and repair the ledger by hand")
+        block = 4096
+        pos = end - 1  # position of the final newline
+        buf = b""
+        while pos > 0:
+            start = max(0, pos - block)
+            f.seek(start)
+            buf = f.read(pos - start) + buf
+            nl = buf.rfind(b"\n")
+            if nl >= 0:
+                return buf[nl + 1:]
+            pos = start
+            block *= 2
+        return buf
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------------------------------
+# the archive
+
+
+@dataclass(slots=True)
+class _Line:
+    lineno: int
+    entry: LedgerEntry
+    hash_ok: bool
+    after_unparseable: bool
+
+
+class Archive:
+    """The run records under one ``outputs/`` directory.
+
+    ``fsync=False`` skips the fsync calls (for benchmarks and tests that write thousands of
+    records); the order of operations and the lock are unchanged.
+    """
+
+    def __init__(self, root: Path | str, *, fsync: bool = True):
+        self.root = Path(root).absolute()
+        self.fsync = fsync
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ArchiveError(f"cannot create the archive root {self.root}: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"Archive({str(self.root)!r})"
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.root / LEDGER_NAME
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / LOCK_NAME
+
+    @property
+    def incoming_path(self) -> Path:
+        return self.root / INCOMING_NAME
+
+    # ---------------------------------------------------------------------------------- writing
+
+    def record(self, *, runbook_id: str, run_id: str, source_dir: Path | str,
+               manifest: dict[str, Any]) -> RecordRef:
+        """Archive the (already redacted) files of one run under ``root/<runbook_id>/<run_id>/``.
+
+        Raises ``RecordExists`` if a record with this run id is already archived (under any
+        runbook), ``LedgerError`` if the ledger cannot be appended, ``ArchiveError`` otherwise.
+        """
+        _check_id("runbook id", runbook_id)
+        _check_id("run id", run_id)
+        source = Path(source_dir)
+        if not source.is_dir():
+            raise ArchiveError(f"source_dir {source} is not a directory")
+        self._refuse_existing(run_id)
+
+        incoming = self.incoming_path
+        incoming.mkdir(exist_ok=True)
+        staging = incoming / f"{run_id}-{secrets.token_hex(6)}"
+        staging.mkdir()
+        renamed = False
+        try:
+            files = self._copy_tree(source, staging)
+            manifest_bytes = build_manifest(manifest, run_id=run_id, runbook_id=runbook_id, files=files)
+            self._write_file(staging / MANIFEST_NAME, manifest_bytes)
+            self._seal(staging)
+            manifest_sha = _sha256_bytes(manifest_bytes)
+            final = self.root / runbook_id / run_id
+            with self._lock():
+                self._refuse_existing(run_id)
+                tail = self._tail()  # before the rename: a bad ledger leaves nothing on disk
+                final.parent.mkdir(exist_ok=True)
+                os.rename(staging, final)
+                renamed = True
+                os.chmod(final, 0o555)
+                if self.fsync:
+                    _fsync_dir(final.parent)
+                    _fsync_dir(incoming)
+                entry = chain_entry(prev=tail, run_id=run_id, runbook_id=runbook_id,
+                                    manifest=manifest, manifest_sha256=manifest_sha)
+                self._append(entry)
+        except OSError as exc:
+            raise ArchiveError(f"cannot archive run {run_id}: {exc}") from exc
+        finally:
+            if not renamed:
+                _remove_tree(staging)
+        return RecordRef(run_id=run_id, runbook_id=runbook_id, path=final, entry=entry)
+
+    def _refuse_existing(self, run_id: str) -> None:
+        for rb in self._runbook_dirs():
+            if os.path.lexists(os.path.join(rb, run_id)):
+                raise RecordExists(f"run {run_id} is already archived at {Path(rb) / run_id}")
+
+    def _runbook_dirs(self) -> Iterator[str]:
+        try:
+            it = os.scandir(self.root)
+        except FileNotFoundError:
+            return
+        with it:
+            for e in it:
+                if not e.name.startswith(".") and e.is_dir(follow_symlinks=False):
+                    yield e.path
+
+    def _copy_tree(self, source: Path, dest: Path) -> dict[str, str]:
+        """Copy every regular file of ``source`` into ``dest`` (hashing as it copies)."""
+        files: dict[str, str] = {}
+
+        def walk(src: str, dst: str, rel: str) -> None:
+            with os.scandir(src) as it:
+                entries = sorted(it, key=lambda e: e.name)
+            for e in entries:
+                relpath = f"{rel}{e.name}"
+                if e.is_symlink():
+                    raise ArchiveError(f"{relpath} in {source} is a symlink; a record holds regular files only")
+                if e.is_dir():
+                    os.mkdir(os.path.join(dst, e.name))
+                    walk(e.path, os.path.join(dst, e.name), relpath + "/")
+                elif e.is_file():
+                    if relpath == MANIFEST_NAME:
+                        raise ArchiveError(f"{source} holds a {MANIFEST_NAME}: that name is reserved")
+                    files[relpath] = self._copy_file(e.path, os.path.join(dst, e.name))
+                else:
+                    raise ArchiveError(f"{relpath} in {source} is not a regular file")
+
+        walk(str(source), str(dest), "")
+        return files
+
+    def _copy_file(self, src: str, dst: str) -> str:
+        h = hashlib.sha256()
+        with open(src, "rb", buffering=0) as fin, open(dst, "xb", buffering=0) as fout:
+            while chunk := fin.read(_CHUNK):
+                h.update(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[fout.write(view):]
+            if self.fsync:
+                os.fsync(fout.fileno())
+        return h.hexdigest()
+
+    def _write_file(self, path: Path, data: bytes) -> None:
+        with open(path, "xb") as f:
+            f.write(data)
+            f.flush()
+            if self.fsync:
+                os.fsync(f.fileno())
+
+    def _seal(self, staging: Path) -> None:
+        """Files 0o444, sub-folders 0o555 (the top folder is sealed after its rename, which needs it
+        writable on Linux for non-root users), and every folder fsync'd."""
+        for dirpath, _dirnames, filenames in os.walk(staging, topdown=False):
+            for name in filenames:
+                os.chmod(os.path.join(dirpath, name), 0o444)
+            if self.fsync:
+                _fsync_dir(dirpath)
+            if dirpath != str(staging):
+                os.chmod(dirpath, 0o555)
+
+    def _lock(self) -> contextlib.AbstractContextManager[Any]:
+        lock = filelock.FileLock(str(self.lock_path), timeout=_LOCK_TIMEOUT)
+        try:
+            return lock.acquire()  # the returned proxy releases on __exit__
+        except filelock.Timeout as exc:
+            raise LedgerError(f"could not lock {self.lock_path} within {_LOCK_TIMEOUT:.0f} s") from exc
+
+    def _tail(self) -> tuple[int, str]:
+        """(seq, hash) of the last ledger entry, ``(0, GENESIS)`` for an empty ledger."""
+        line = _read_last_line(self.ledger_path)
+        if line is None:
+            return 0, GENESIS
+        try:
+            obj = json.loads(line)
+            seq, h = obj["seq"], obj["hash"]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise LedgerError(f"the last line of {self.ledger_path} cannot be parsed ({exc}); "
+                              "run `opsbook verify`") from exc
+        if not isinstance(seq, int) or not isinstance(h, str) or not _HEX64_RE.match(h):
+            raise LedgerError(f"the last line of {self.ledger_path} has no valid seq/hash; run `opsbook verify`")
+        return seq, h
+
+    def _append(self, entry: LedgerEntry) -> None:
+        path = self.ledger_path
+        created = not path.exists()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            data = entry.to_line()
+            written = os.write(fd, data)
+            if written != len(data):
+                raise LedgerError(f"short write to {path}: {written} of {len(data)} bytes")
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if created and self.fsync:
+            _fsync_dir(self.root)
+
+    # ---------------------------------------------------------------------------------- reading
+
+    def head(self) -> str | None:
+        """The ``hash`` of the last ledger entry (the chain head), ``None`` for an empty ledger."""
+        seq, h = self._tail()
+        return None if seq == 0 else h
+
+    def entries(self) -> list[LedgerEntry]:
+        """Every ledger entry in file order; ``LedgerError`` if a line does not parse."""
+        out: list[LedgerEntry] = []
+        for lineno, raw in self._ledger_lines():
+            try:
+                out.append(LedgerEntry.from_obj(json.loads(raw)))
+            except ValueError as exc:
+                raise LedgerError(f"{self.ledger_path}:{lineno} cannot be parsed ({exc}); "
+                                  "run `opsbook verify`") from exc
+        return out
+
+    def _ledger_lines(self) -> list[tuple[int, bytes]]:
+        return self._read_ledger()[0]
+
+    def _read_ledger(self) -> tuple[list[tuple[int, bytes]], bool]:
+        """The ledger's lines numbered from 1, and whether its last line lacks its newline (torn)."""
+        try:
+            data = self.ledger_path.read_bytes()
+        except FileNotFoundError:
+            return [], False
+        lines = data.split(b"\n")
+        torn = lines[-1] != b""
+        if not torn:
+            lines.pop()
+        return list(enumerate(lines, start=1)), torn
+
+    def find(self, run_id: str) -> RecordRef | None:
+        """The record of ``run_id``: looked up in the ledger, else by scanning the runbook folders."""
+        if not isinstance(run_id, str) or not _ID_RE.match(run_id):
+            return None
+        needle = canonical_json({"run_id": run_id})[1:-1]  # '"run_id":"..."' as it appears in a line
+        for _lineno, raw in self._ledger_lines():
+            if needle not in raw:
+                continue
+            try:
+                entry = LedgerEntry.from_obj(json.loads(raw))
+            except ValueError:
+                continue
+            if entry.run_id == run_id and _ID_RE.match(entry.runbook_id):
+                return RecordRef(run_id=run_id, runbook_id=entry.runbook_id,
+                                 path=self.root / entry.runbook_id / run_id, entry=entry)
+        for rb in self._runbook_dirs():
+            if os.path.isdir(os.path.join(rb, run_id)):
+                return RecordRef(run_id=run_id, runbook_id=os.path.basename(rb), path=Path(rb) / run_id)
+        return None
+
+    def load_manifest(self, run_id: str) -> dict[str, Any]:
+        ref = self.find(run_id)
+        if ref is None:
+            raise ArchiveError(f"no record of run {run_id} in {self.root}")
+        try:
+            doc = json.loads(ref.manifest_path.read_bytes())
+        except FileNotFoundError as exc:
+            raise ArchiveError(f"record {ref.record} has no {MANIFEST_NAME}") from exc
+        except (OSError, ValueError) as exc:
+            raise ArchiveError(f"cannot read the manifest of {ref.record}: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise ArchiveError(f"the manifest of {ref.record} is not a JSON object")
+        return doc
+
+    def history(self, *, runbook: str | None = None, status: str | None = None,
+                since: datetime | None = None, limit: int | None = None) -> list[LedgerEntry]:
+        """Ledger entries, oldest first (newest last), filtered; ``limit`` keeps the newest ``limit``.
+
+        ``since`` compares with ``started`` (``ended`` when a run has no start); entries with neither
+        are left out when ``since`` is given. Naive datetimes, given or stored, are taken as UTC.
+        Reads only the ledger; ``LedgerError`` if a line does not parse.
+        """
+        if limit is not None and limit <= 0:
+            return []
+        since_utc = None
+        if since is not None:
+            since_utc = since if since.tzinfo is not None else since.replace(tzinfo=UTC)
+        out: list[LedgerEntry] = []
+        for e in self.entries():
+            if runbook is not None and e.runbook_id != runbook:
+                continue
+            if status is not None and e.status != status:
+                continue
+            if since_utc is not None:
+                t = _parse_time(e.started) or _parse_time(e.ended)
+                if t is None or t < since_utc:
+                    continue
+            out.append(e)
+        return out[-limit:] if limit is not None else out
+
+    # ---------------------------------------------------------------------------------- verify
+
+    def verify(self, *, expect_head: str | None = None) -> VerifyReport:
+        """Recompute every hash of the ledger and of every record, and name what does not match."""
+        problems: list[VerifyProblem] = []
+        info: list[str] = []
+
+        lines = self._verify_ledger_lines(problems)
+        head = lines[-1].entry.hash if lines else None
+        self._verify_chain(lines, problems)
+        self._verify_head(lines, head, expect_head, problems, info)
+        count = self._verify_records(lines, problems, info)
+
+        leftovers = self._incoming_leftovers()
+        if leftovers:
+            info.append(f"{len(leftovers)} leftover staging folder(s) in {INCOMING_NAME}/ from interrupted "
+                        f"record() calls (ignored, safe to delete): {', '.join(leftovers[:5])}"
+                        + (" ..." if len(leftovers) > 5 else ""))
+        return VerifyReport(ok=not problems, head=head, records=count, problems=problems, info=info)
+
+    def _verify_ledger_lines(self, problems: list[VerifyProblem]) -> list[_Line]:
+        out: list[_Line] = []
+        after_bad = False
+        raw_lines, torn = self._read_ledger()
+        for lineno, raw in raw_lines:
+            where = f"{LEDGER_NAME}:{lineno}"
+            try:
+                obj = json.loads(raw)
+                entry = LedgerEntry.from_obj(obj)
+            except ValueError as exc:
+                why = "blank line" if not raw.strip() else str(exc)
+                if torn and lineno == len(raw_lines):
+                    why += " (the last line has no newline: a torn write?)"
+                problems.append(VerifyProblem("unparseable", where, f"ledger line {lineno}: {why}"))
+                after_bad = True
+                continue
+            body = {k: v for k, v in obj.items() if k != "hash"}
+            hash_ok = _sha256_bytes(canonical_json(body)) == entry.hash
+            if not hash_ok:
+                problems.append(VerifyProblem(
+                    "ledger_edited", entry.run_id,
+                    f"ledger line {lineno} (seq {entry.seq}): the entry's hash does not match its content"))
+            out.append(_Line(lineno, entry, hash_ok, after_bad))
+            after_bad = False
+        return out
+
+    def _verify_chain(self, lines: list[_Line], problems: list[VerifyProblem]) -> None:
+        breaks: list[tuple[_Line | None, _Line]] = []
+        prev: _Line | None = None
+        for cur in lines:
+            exp_seq, exp_prev = (1, GENESIS) if prev is None else (prev.entry.seq + 1, prev.entry.hash)
+            if cur.entry.seq != exp_seq or cur.entry.prev != exp_prev:
+                breaks.append((prev, cur))
+            prev = cur
+        if not breaks:
+            return
+
+        # Lines moved or swapped: every entry present, and sorted by seq the chain is intact.
+        by_seq = sorted(lines, key=lambda x: x.entry.seq)
+        if [x.entry.seq for x in by_seq] == list(range(1, len(lines) + 1)) and all(
+            x.entry.prev == (GENESIS if i == 0 else by_seq[i - 1].entry.hash) for i, x in enumerate(by_seq)
+        ):
+            for pos, cur in enumerate(lines):
+                if cur.entry.seq != pos + 1:
+                    problems.append(VerifyProblem(
+                        "reordered", cur.entry.run_id,
+                        f"seq {cur.entry.seq} is on ledger line {cur.lineno}, out of order; the entries "
+                        "are intact and chain correctly when sorted by seq (lines were swapped or moved)"))
+            return
+
+        by_hash = {x.entry.hash: x for x in lines}
+        for prev, cur in breaks:
+            if cur.after_unparseable or not cur.hash_ok or (prev is not None and not prev.hash_ok):
+                continue  # already explained by an unparseable line or an edited entry
+            e = cur.entry
+            exp_seq = 1 if prev is None else prev.entry.seq + 1
+            after = "the start of the ledger" if prev is None else f"seq {prev.entry.seq} (line {prev.lineno})"
+            target = by_hash.get(e.prev)
+            if target is not None and target is not prev:
+                kind = "reordered"
+                detail = (f"seq {e.seq} (line {cur.lineno}) chains to seq {target.entry.seq} "
+                          f"(line {target.lineno}) but follows {after}")
+            elif e.seq > exp_seq and target is None:
+                kind = "reordered"
+                gap = f"seq {exp_seq}" if e.seq == exp_seq + 1 else f"seq {exp_seq}..{e.seq - 1}"
+                detail = (f"{gap} missing before seq {e.seq} (line {cur.lineno}): entries were "
+                          "removed from the ledger")
+            elif e.seq == exp_seq and e.prev != (GENESIS if prev is None else prev.entry.hash):
+                kind = "ledger_edited"
+                detail = (f"seq {e.seq} (line {cur.lineno}) does not chain to {after}: one of the two "
+                          "entries was rewritten and its hash recomputed")
+            else:
+                kind = "reordered"
+                detail = f"seq {e.seq} (line {cur.lineno}) follows {after}; expected seq {exp_seq}"
+            problems.append(VerifyProblem(kind, e.run_id, detail))
+
+    def _verify_head(self, lines: list[_Line], head: str | None, expect_head: str | None,
+                     problems: list[VerifyProblem], info: list[str]) -> None:
+        if expect_head is None:
+            return
+        expect_head = expect_head.strip().lower()
+        if expect_head == head:
+            info.append("the ledger head matches the expected head")
+            return
+        for pos, x in enumerate(lines):
+            if x.entry.hash == expect_head:
+                grown = len(lines) - pos - 1
+                info.append(f"the expected head is seq {x.entry.seq} (line {x.lineno}); the ledger grew "
+                            f"by {grown} entr{'y' if grown == 1 else 'ies'} since (not a problem)")
+                return
+        problems.append(VerifyProblem(
+            "truncated", LEDGER_NAME,
+            f"the expected head {expect_head} is not in the ledger (current head: {head or 'none'}): "
+            "the ledger lost its tail or was rewritten"))
+
+    def _verify_records(self, lines: list[_Line], problems: list[VerifyProblem], info: list[str]) -> int:
+        on_disk: dict[str, str] = {}
+        try:
+            top = sorted(os.scandir(self.root), key=lambda e: e.name)
+        except FileNotFoundError:
+            top = []
+        for rb in top:
+            if rb.name.startswith(".") and rb.name not in ROOT_FILES and rb.is_dir(follow_symlinks=False):
+                continue  # .incoming/ and other hidden folders
+            if not rb.is_dir(follow_symlinks=False):
+                if rb.name not in ROOT_FILES:
+                    info.append(f"unknown file at the archive root: {rb.name}")
+                continue
+            with os.scandir(rb.path) as it:
+                for rec in it:
+                    if rec.is_dir(follow_symlinks=False):
+                        on_disk[f"{rb.name}/{rec.name}"] = rec.path
+                    else:
+                        problems.append(VerifyProblem(
+                            "unexpected_file", f"{rb.name}/{rec.name}",
+                            f"{rb.name}/{rec.name} is not a record folder", file=rec.name))
+
+        count = 0
+        seen: set[str] = set()
+        for x in lines:
+            e = x.entry
+            if e.record in seen:
+                continue
+            seen.add(e.record)
+            count += 1
+            parts = e.record.split("/")
+            if len(parts) != 2 or not all(_ID_RE.match(p) for p in parts):
+                problems.append(VerifyProblem("unparseable", e.run_id,
+                                              f"ledger line {x.lineno}: invalid record path {e.record!r}"))
+                continue
+            path = on_disk.pop(e.record, None)
+            if path is None:
+                problems.append(VerifyProblem("removed", e.run_id,
+                                              f"record folder {e.record} (seq {e.seq}) is gone"))
+                continue
+            problems.extend(_check_record(e, path))
+
+        for rel in sorted(on_disk):
+            run_id = rel.split("/", 1)[1]
+            problems.append(VerifyProblem(
+                "not_in_ledger", run_id,
+                f"record folder {rel} is not in the ledger: added outside the archive, or the writer "
+                "died between the rename and the ledger append"))
+        return count
+
+    def _incoming_leftovers(self) -> list[str]:
+        try:
+            with os.scandir(self.incoming_path) as it:
+                return sorted(e.name for e in it)
+        except FileNotFoundError:
+            return []
+
+
+def _walk_record(path: str) -> dict[str, os.DirEntry[str]]:
+    """Every non-directory below a record folder by relative posix path (``manifest.json`` excluded)."""
+    found: dict[str, os.DirEntry[str]] = {}
+    stack = [(path, "")]
+    while stack:
+        d, rel = stack.pop()
+        with os.scandir(d) as it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    stack.append((e.path, f"{rel}{e.name}/"))
+                else:
+                    found[f"{rel}{e.name}"] = e
+    found.pop(MANIFEST_NAME, None)
+    return found
+
+
+def _check_record(e: LedgerEntry, path: str) -> list[VerifyProblem]:
+    out: list[VerifyProblem] = []
+    rid = e.run_id
+    try:
+        with open(os.path.join(path, MANIFEST_NAME), "rb") as f:
+            mbytes = f.read()
+    except FileNotFoundError:
+        return [VerifyProblem("missing_file", rid, f"{e.record}/{MANIFEST_NAME} is gone", file=MANIFEST_NAME)]
+    if _sha256_bytes(mbytes) != e.manifest_sha256:
+        out.append(VerifyProblem("manifest_modified", rid,
+                                 f"{e.record}/{MANIFEST_NAME} differs from the one the ledger recorded",
+                                 file=MANIFEST_NAME))
+    try:
+        doc = json.loads(mbytes)
+        files = doc["files"]
+        if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+            raise ValueError("'files' is not a mapping of path to sha256")
+    except (ValueError, KeyError, TypeError) as exc:
+        out.append(VerifyProblem("unparseable", rid, f"{e.record}/{MANIFEST_NAME}: {exc}", file=MANIFEST_NAME))
+        return out
+    found = _walk_record(path)
+    for rel, digest in files.items():
+        de = found.pop(rel, None)
+        if de is None:
+            out.append(VerifyProblem("missing_file", rid, f"{rel} is gone from {e.record}", file=rel))
+        elif de.is_symlink() or not de.is_file(follow_symlinks=False):
+            out.append(VerifyProblem("modified", rid, f"{rel} in {e.record} was replaced by a non-regular file",
+                                     file=rel))
+        else:
+            actual = _sha256_file(de.path)
+            if actual != digest:
+                out.append(VerifyProblem("modified", rid,
+                                         f"{rel} in {e.record}: sha256 {actual[:12]}… != manifest {digest[:12]}…",
+                                         file=rel))
+    for rel in sorted(found):
+        out.append(VerifyProblem("unexpected_file", rid, f"{rel} in {e.record} is not in its manifest", file=rel))
+    return out
+
+
+def iter_record_files(root: Path | str) -> Iterable[str]:
+    """Every file below the record folders of an archive (for benchmarks: the baseline's input)."""
+    root = str(root)
+    for rb in os.scandir(root):
+        if rb.name.startswith(".") or not rb.is_dir(follow_symlinks=False):
+            continue
+        for rec in os.scandir(rb.path):
+            if rec.is_dir(follow_symlinks=False):
+                yield os.path.join(rec.path, MANIFEST_NAME)
+                yield from (de.path for de in _walk_record(rec.path).values())
+

@@ -1,0 +1,324 @@
+"""The ``opsbook`` command line: parse, delegate, print. No logic lives here.
+
+Imports are deferred to the verb that needs them, so that ``opsbook --help`` stays fast (no
+papermill, no mlflow, no kubernetes).
+
+Exit codes: 0 success, 1 the runbook failed (or verify found a problem), 2 invalid input,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+EPILOG = """\
+examples:
+  opsbook list
+  opsbook show initial-kubernetes-deployment
+  opsbook run initial-kubernetes-deployment -p namespace ml-platform          # plan mode (default)
+  opsbook run initial-kubernetes-deployment --mode apply --approve RUN_ID    # apply an approved plan
+  opsbook history --runbook deploy-new-model --status failed --since 2026-11-01
+  opsbook verify --expect-head HASH
+
+environment: OPSBOOK_OUTPUTS (archive folder), OPSBOOK_NOTEBOOKS (runbook folder),
+OPSBOOK_TARGETS (personal targets file), OPSBOOK_OPERATOR (who runs).
+exit codes: 0 ok, 1 runbook failed / verify found a problem, 2 invalid input, 130 interrupted."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="opsbook", description="Executable notebook runbooks: run, record and verify operational runbooks.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="verb", metavar="VERB")
+
+    def common(sp: argparse.ArgumentParser, *, outputs: bool = True, notebooks: bool = True) -> None:
+        if outputs:
+            sp.add_argument("--outputs", metavar="DIR", help="the archive folder (default: $OPSBOOK_OUTPUTS or "
+                            "outputs/ next to notebooks/)")
+        if notebooks:
+            sp.add_argument("--notebooks", metavar="DIR", help="the runbook folder (default: $OPSBOOK_NOTEBOOKS "
+                            "or the nearest notebooks/)")
+
+    sp = sub.add_parser("list", help="list the runbooks", description="List the runbooks in the catalogue.")
+    common(sp, outputs=False)
+
+    sp = sub.add_parser("show", help="show a runbook's objective and parameters",
+                        description="Show a runbook: objective, risk, parameters with types, defaults and help.")
+    sp.add_argument("runbook", metavar="ID")
+    common(sp, outputs=False)
+
+    sp = sub.add_parser(
+        "run", help="run a runbook headlessly and archive its record",
+        description="Validate the parameters, execute the runbook with papermill in a private staging folder, "
+                    "redact secrets, and archive the executed notebook, its HTML and manifest.",
+        epilog="exit codes: 0 succeeded, 1 failed, 2 invalid input, 130 interrupted (the record is kept)",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp.add_argument("runbook", metavar="ID")
+    sp.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="set a parameter (repeatable; applied after -f files)")
+    sp.add_argument("-f", "--parameters-file", action="append", default=[], metavar="FILE",
+                    help="YAML file of parameters (repeatable, later files win)")
+    sp.add_argument("--mode", choices=["plan", "apply"], help="plan (default: record what would change) or apply")
+    sp.add_argument("--target", metavar="NAME", help="target environment (see `opsbook targets`; default local)")
+    sp.add_argument("--approve", metavar="PLAN_RUN_ID", help="the plan run this apply executes (high-risk "
+                    "runbooks and targets that require approval)")
+    sp.add_argument("--cell-timeout", type=int, metavar="SECONDS", help="fail a cell that runs longer")
+    sp.add_argument("--quiet", action="store_true", help="no per-cell progress")
+    common(sp)
+
+    sp = sub.add_parser("history", help="list archived runs", description="List archived runs from the ledger.")
+    sp.add_argument("--runbook", metavar="ID")
+    sp.add_argument("--status", choices=["succeeded", "failed", "aborted"])
+    sp.add_argument("--since", metavar="DATE", help="YYYY-MM-DD or an ISO 8601 time (UTC)")
+    sp.add_argument("--limit", type=int, default=50, metavar="N", help="newest N runs (default 50; 0 = all)")
+    sp.add_argument("--json", action="store_true", help="print JSON lines")
+    common(sp, notebooks=False)
+
+    sp = sub.add_parser(
+        "verify", help="verify every record and the ledger chain",
+        description="Recompute every file hash and the whole ledger chain; exit 1 naming each record that was "
+                    "modified, removed, reordered or added outside the ledger. Prints the chain head: keep it "
+                    "somewhere the runner cannot rewrite, and pass it back with --expect-head.")
+    sp.add_argument("--expect-head", metavar="HASH", help="a chain head kept earlier; detects a truncated ledger")
+    common(sp, notebooks=False)
+
+    sp = sub.add_parser("targets", help="list target environments",
+                        description="List the targets (built-in, targets.yaml, ~/.config/opsbook/targets.yaml).")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from importlib.metadata import version
+
+        print(f"opsbook {version('opsbook')}")
+        return EXIT_OK
+    if not args.verb:
+        parser.print_help()
+        return EXIT_USAGE
+    from opsbook.errors import OpsbookError, ParameterError, UsageError
+
+    handler = globals()[f"_cmd_{args.verb}"]
+    try:
+        return int(handler(args))
+    except ParameterError as exc:
+        print(f"opsbook: {len(exc.problems)} invalid parameter(s); nothing was run:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem.name}: got {problem.value}; {problem.expected}", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"opsbook: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OpsbookError as exc:
+        print(f"opsbook: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("opsbook: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from opsbook import catalog
+    from opsbook.errors import RunbookError
+
+    d = catalog.notebooks_dir(args.notebooks)
+    books = catalog.all_runbooks(d)
+    table = Table(title=f"Runbooks in {d}")
+    for col in ("id", "title", "version", "risk", "parameters"):
+        table.add_column(col)
+    broken = 0
+    for rb in books:
+        if isinstance(rb, RunbookError):
+            broken += 1
+            table.add_row("[red]invalid[/red]", str(rb), "", "", "")
+        else:
+            risk = "[bold red]high[/bold red]" if rb.high_risk else "low"
+            table.add_row(rb.id, rb.title, rb.version, risk, str(len(rb.spec.params)))
+    _console().print(table)
+    return EXIT_FAILED if broken else EXIT_OK
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from opsbook import catalog
+
+    rb = catalog.get(args.runbook, catalog.notebooks_dir(args.notebooks))
+    con = _console()
+    con.print(f"[bold]{rb.title}[/bold]  ({rb.id} v{rb.version}, risk {rb.risk})")
+    con.print(f"Objective: {rb.objective}")
+    if rb.high_risk:
+        con.print("Apply needs --approve PLAN_RUN_ID (high risk).")
+    table = Table(title="Parameters")
+    for col in ("name", "type", "default", "expects", "help"):
+        table.add_column(col, overflow="fold")
+    for p in rb.spec:
+        table.add_row(p.name, p.type, repr(p.default), p.describe(), p.help)
+    con.print(table)
+    return EXIT_OK
+
+
+def _cmd_targets(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from opsbook.targets import load_all
+
+    table = Table(title="Targets")
+    for col in ("name", "cluster", "namespace", "mlflow", "production", "approval", "source"):
+        table.add_column(col, overflow="fold")
+    for t in load_all().values():
+        table.add_row(t.name, t.kube_context or ("(kubeconfig)" if t.kubeconfig else "none: plan only"),
+                      t.namespace, t.mlflow_uri or "embedded", "YES" if t.production else "no",
+                      "required" if t.requires_approval else "-", t.source)
+    _console().print(table)
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from opsbook import catalog, runner
+    from opsbook.archive import Archive
+    from opsbook.parameters import load_params_file
+
+    given: dict[str, Any] = {}
+    for f in args.parameters_file:
+        given.update(load_params_file(f))
+    text_values: set[str] = set()
+    for name, value in args.parameter:
+        given[name] = value
+        text_values.add(name)
+    archive = Archive(catalog.outputs_dir(args.outputs))
+    nbdir = catalog.notebooks_dir(args.notebooks)
+    prep = runner.prepare(args.runbook, given, text_values=text_values, mode=args.mode, target=args.target,
+                          approve=args.approve, archive=archive, notebooks=nbdir)
+    err = _console(stderr=True)
+    mode = prep.params.get("mode", "plan")
+    err.print(f"[bold]{prep.runbook.id}[/bold] v{prep.runbook.version}: mode [bold]{mode}[/bold], "
+              f"target {prep.target.describe()}" + (f", approved plan {args.approve}" if args.approve else ""))
+    progress_cb, stop = _progress(err, quiet=args.quiet)
+    try:
+        outcome = runner.execute(prep, archive=archive, progress=progress_cb, cell_timeout=args.cell_timeout)
+    finally:
+        stop()
+    colour = {"succeeded": "green", "failed": "red", "aborted": "yellow"}[outcome.status]
+    out = _console()
+    out.print(f"[{colour}]{outcome.status}[/{colour}] run {outcome.run_id}")
+    if outcome.failed_cell:
+        fc = outcome.failed_cell
+        out.print(f"  failing cell: #{fc.get('index')} (execution count {fc.get('execution_count')})")
+        if fc.get("source"):
+            out.print("  " + fc["source"].splitlines()[0][:100])
+    if outcome.error:
+        out.print(f"  error: {outcome.error}")
+    out.print(f"  record: {outcome.record_dir}")
+    return outcome.exit_code
+
+
+def _progress(con: Any, *, quiet: bool) -> tuple[Any, Any]:
+    """Per-cell progress: a live bar on a terminal, one line per cell otherwise (CI logs)."""
+    if quiet:
+        return None, lambda: None
+    if not con.is_terminal:
+        def cb(event: str, index: int, total: int, label: str) -> None:
+            if event == "start":
+                con.print(f"[{index + 1}/{total}] {label}", markup=False)
+        return cb, lambda: None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=con, transient=False)
+    task = prog.add_task("starting kernel", total=None)
+    prog.start()
+
+    def cb(event: str, index: int, total: int, label: str) -> None:
+        if event == "start":
+            prog.update(task, total=total, completed=index, description=f"cell {index + 1}: {label[:50]}")
+        else:
+            prog.update(task, completed=index + 1)
+
+    return cb, prog.stop
+
+
+def _parse_since(text: str | None) -> Any:
+    if not text:
+        return None
+    from datetime import UTC, datetime
+
+    from opsbook.errors import UsageError
+
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--since {text!r}: expected YYYY-MM-DD or an ISO 8601 time") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    import json
+
+    from opsbook import catalog
+    from opsbook.archive import Archive
+
+    archive = Archive(catalog.outputs_dir(args.outputs))
+    entries = archive.history(runbook=args.runbook, status=args.status, since=_parse_since(args.since),
+                              limit=args.limit or None)
+    if args.json:
+        for e in entries:
+            print(json.dumps(_entry_dict(e), sort_keys=True))
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table(title=f"Runs in {archive.root} ({len(entries)} shown)")
+    for col in ("run id", "runbook", "status", "mode", "target", "operator", "started"):
+        table.add_column(col)
+    colours = {"succeeded": "green", "failed": "red", "aborted": "yellow"}
+    for e in entries:
+        d = _entry_dict(e)
+        c = colours.get(d.get("status") or "", "white")
+        table.add_row(d["run_id"], d["runbook_id"], f"[{c}]{d.get('status')}[/{c}]", str(d.get("mode") or ""),
+                      str(d.get("target") or ""), str(d.get("operator") or ""), str(d.get("started") or ""))
+    _console().print(table)
+    return EXIT_OK
+
+
+def _entry_dict(e: Any) -> dict[str, Any]:
+    if hasattr(e, "model_dump"):
+        return dict(e.model_dump())
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(e) if is_dataclass(e) else dict(e)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from opsbook import catalog
+    from opsbook.archive import Archive
+
+    archive = Archive(catalog.outputs_dir(args.outputs))
+    report = archive.verify(expect_head=args.expect_head)
+    con = _console()
+    for info in getattr(report, "info", []) or []:
+        con.print(f"note: {info}")
+    for prob in report.problems:
+        con.print(f"[red]{prob.kind}[/red] {prob.record or ''}: {prob.detail}")
+    verdict = "[green]OK[/green]" if report.ok else f"[red]FAILED[/red] ({len(report.problems)} problem(s))"
+    con.print(f"{verdict}: {report.records} record(s) in {archive.root}")
+    con.print(f"chain head: {report.head or '(empty ledger)'}")
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""opsbook's exception tree. Every error we raise on purpose is one of these; the original cause,
+where there is one, is chained (``raise ... from exc``).
+
+    OpsbookError
+    ├── UsageError                 bad input from the operator (CLI exit code 2)
+    │   ├── ParameterError         one or more invalid runbook parameters (``problems`` lists each)
+    │   ├── RunbookNotFound        no notebook with that id in the catalogue
+    │   ├── TargetError            unknown target, or a target file that does not parse
+    │   └── ApprovalError          apply without a valid approval of a matching plan run
+    ├── RunbookError               a notebook is not a valid runbook (no parameters cell, bad spec)
+    ├── SecretError                a secret reference cannot be resolved (never carries the value)
+    ├── RunFailed                  the runbook ran and failed (CLI exit code 1)
+    │   └── RunAborted             interrupted by Ctrl-C or SIGTERM (CLI exit code 130)
+    ├── PreflightFailed            a prerequisite is missing; raised inside the notebook
+    ├── ArchiveError               the record could not be written or read
+    │   ├── RecordExists           a record with that run id is already archived (never overwritten)
+    │   └── LedgerError            the ledger cannot be parsed or appended
+    └── ClientError                a call through ``opsbook.clients`` failed
+        ├── NotFound
+        ├── Conflict
+        ├── Forbidden
+        ├── Invalid
+        ├── Unreachable            the service could not be reached (temporary)
+        ├── TimedOut               a wait ran out of time (temporary)
+        └── CommandFailed          a subprocess (helm, kubectl, ...) exited non-zero; ``stderr`` verbatim
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class OpsbookError(Exception):
+    """Base of every error opsbook raises on purpose."""
+
+
+class UsageError(OpsbookError):
+    """The operator asked for something invalid. The CLI exits with code 2."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One invalid parameter: its name, the value as given (masked if secret), what was expected."""
+
+    name: str
+    value: str
+    expected: str
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.value}: {self.expected}"
+
+
+class ParameterError(UsageError):
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{len(self.problems)} invalid parameter(s):\n{lines}")
+
+
+class RunbookNotFound(UsageError):
+    pass
+
+
+class TargetError(UsageError):
+    pass
+
+
+class ApprovalError(UsageError):
+    pass
+
+
+class RunbookError(OpsbookError):
+    """The notebook does not follow the runbook contract."""
+
+
+class SecretError(OpsbookError):
+    """A secret reference cannot be resolved. The message names the reference, never a value."""
+
+
+class RunFailed(OpsbookError):
+    def __init__(self, message: str, *, run_id: str | None = None, record: str | None = None,
+                 cell_index: int | None = None):
+        super().__init__(message)
+        self.run_id = run_id
+        self.record = record
+        self.cell_index = cell_index
+
+
+class RunAborted(RunFailed):
+    pass
+
+
+class PreflightFailed(OpsbookError):
+    """A prerequisite check failed: the run stops here with the reasons."""
+
+
+class ArchiveError(OpsbookError):
+    pass
+
+
+class RecordExists(ArchiveError):
+    pass
+
+
+class LedgerError(ArchiveError):
+    pass
+
+
+class ClientError(OpsbookError):
+    """A call to an external system failed. ``temporary`` says whether a retry may help."""
+
+    temporary = False
+
+
+class NotFound(ClientError):
+    pass
+
+
+class Conflict(ClientError):
+    pass
+
+
+class Forbidden(ClientError):
+    pass
+
+
+class Invalid(ClientError):
+    pass
+
+
+class Unreachable(ClientError):
+    temporary = True
+
+
+class TimedOut(ClientError):
+    temporary = True
+
+
+class CommandFailed(ClientError):
+    def __init__(self, message: str, *, command: list[str] | None = None, returncode: int | None = None,
+                 stderr: str = ""):
+        super().__init__(message + (f"\n{stderr.strip()}" if stderr.strip() else ""))
+        self.command = command or []
+        self.returncode = returncode
+        self.stderr = stderr

@@ -1,0 +1,287 @@
+"""The notebook API: what runbook cells call.
+
+A runbook's setup cell creates the run context from its parameters::
+
+    import opsbook
+    run = opsbook.start("initial-kubernetes-deployment", globals())
+
+and every later cell is one call through it::
+
+    run.preflight(deploy.preflight(helm=helm, kube=kube))     # stops the run if a prerequisite fails
+    run.step("Render values.yaml", deploy.render_values, params)   # ok / failed
+    run.change("Install the release", deploy.install, helm, release, plan=deploy.plan_install)
+    run.check("Pods are Ready", deploy.pods_ready, kube, namespace)
+    run.summary()
+
+``change`` is the plan/apply guard: in ``plan`` mode the change is not made, and the step is recorded
+as ``planned`` with what the ``plan`` callable returns (rendered manifests, a server-side dry run);
+in ``apply`` mode it is made and recorded as ``changed``. Every outcome (``ok``, ``changed``,
+``planned``, ``skipped``, ``failed``) is shown in the notebook and, under ``opsbook run``, written to
+the run's events file, from which the runner builds the record's manifest.
+"""
+
+from __future__ import annotations
+
+import getpass
+import html
+import json
+import os
+import socket
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opsbook import catalog, secrets
+from opsbook.errors import OpsbookError, ParameterError, PreflightFailed, RunFailed
+from opsbook.ids import new_run_id, utcnow
+from opsbook.parameters import validate
+from opsbook.results import Check, Result
+from opsbook.targets import Target
+from opsbook.targets import get as get_target
+
+ENV_RUN_ID = "OPSBOOK_RUN_ID"
+ENV_EVENTS = "OPSBOOK_EVENTS"
+ENV_SOURCE = "OPSBOOK_SOURCE"
+ENV_OPERATOR = "OPSBOOK_OPERATOR"
+
+_ICONS = {"ok": "✅", "changed": "✏️", "planned": "📝", "skipped": "⏭️", "failed": "❌"}
+
+
+@dataclass
+class StepRecord:
+    kind: str  # step | change | check | preflight
+    title: str
+    outcome: str
+    summary: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    started: str = ""
+    seconds: float = 0.0
+
+
+def _display(html_text: str, plain: str) -> None:
+    """Show rich HTML in Jupyter and plain text in a terminal/headless log (both are kept)."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+
+        if get_ipython() is not None:
+            display({"text/html": html_text, "text/plain": plain}, raw=True)
+            return
+    except ImportError:
+        pass
+    print(plain)
+
+
+def _table_html(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "<p><em>(no rows)</em></p>"
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    head = "".join(f"<th style='text-align:left'>{html.escape(str(c))}</th>" for c in cols)
+    body = "".join(
+        "<tr>" + "".join(f"<td style='text-align:left'>{html.escape(str(r.get(c, '')))}</td>" for c in cols) + "</tr>"
+        for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _table_text(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(no rows)"
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    widths = {c: max(len(str(c)), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
+    line = "  ".join(str(c).ljust(widths[c]) for c in cols)
+    out = [line, "  ".join("-" * widths[c] for c in cols)]
+    out += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols) for r in rows]
+    return "\n".join(out)
+
+
+def _jsonable(obj: Any) -> Any:
+    try:
+        json.dumps(obj)
+        return obj
+    except (TypeError, ValueError):
+        if isinstance(obj, dict):
+            return {str(k): _jsonable(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [_jsonable(v) for v in obj]
+        return repr(obj)
+
+
+class Run:
+    """The context of one runbook run: parameters, mode, target, and the outcomes recorded so far."""
+
+    def __init__(self, *, runbook: catalog.Runbook, params: dict[str, Any], target: Target, run_id: str,
+                 operator: str, headless: bool):
+        self.runbook = runbook
+        self.params = params
+        self.mode: str = params.get("mode", "plan")
+        self.target = target
+        self.id = run_id
+        self.operator = operator
+        self.headless = headless
+        self.records: list[StepRecord] = []
+        self._events = os.environ.get(ENV_EVENTS) if headless else None
+
+    # -- public API -----------------------------------------------------------------------------
+    @property
+    def applying(self) -> bool:
+        return self.mode == "apply"
+
+    def secret(self, name: str, *, k8s: secrets.K8sReader | None = None) -> str:
+        """Resolve the secret reference held by parameter ``name`` (registered for redaction)."""
+        ref = self.params.get(name)
+        if not ref:
+            raise OpsbookError(f"parameter {name!r} holds no secret reference")
+        return secrets.resolve(ref, k8s=k8s)
+
+    def step(self, title: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a step that changes nothing (read, render, compute). Outcome ok, or failed (re-raised)."""
+        return self._call("step", title, fn, args, kwargs, default_outcome="ok")
+
+    def change(self, title: str, fn: Callable[..., Any], *args: Any,
+               plan: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
+        """A step that changes the world. In plan mode only ``plan(*args, **kwargs)`` runs (if given)
+        and the step is recorded as planned; in apply mode ``fn`` runs and it is recorded as changed."""
+        if not self.applying:
+            self._announce(f"plan mode: {title} is not applied")
+            if plan is None:
+                return self._record("change", title, "planned", "would run " + _callable_name(fn), {}, None,
+                                    time.monotonic(), utcnow())
+            return self._call("change", title, plan, args, kwargs, default_outcome="planned")
+        self._announce(f"apply mode: {title} changes the target {self.target.name}")
+        return self._call("change", title, fn, args, kwargs, default_outcome="changed")
+
+    def check(self, title: str, fn: Callable[..., Any] | bool, *args: Any, **kwargs: Any) -> bool:
+        """A verification. ``fn`` returns a bool, a Check or a Result; a failed check is recorded (the
+        summary then fails the run) but does not stop the cells after it."""
+        t0, started = time.monotonic(), utcnow()
+        try:
+            value = fn(*args, **kwargs) if callable(fn) else fn
+        except Exception as exc:  # a check that cannot run has failed
+            self._record("check", title, "failed", f"{type(exc).__name__}: {exc}", {}, None, t0, started)
+            return False
+        if isinstance(value, Check):
+            outcome, summary, details = ("ok" if value.passed else "failed"), value.reason, value.evidence
+            rows = None
+        elif isinstance(value, Result):
+            outcome, summary, details, rows = value.outcome or "ok", value.summary, value.details, value.rows
+        else:
+            outcome, summary, details, rows = ("ok" if value else "failed"), "", {}, None
+        self._record("check", title, outcome, summary, details, rows, t0, started)
+        return outcome == "ok"
+
+    def preflight(self, checks: Iterable[Check]) -> None:
+        """Record each prerequisite pass/fail with its reason; stop the run if any failed."""
+        t0, started = time.monotonic(), utcnow()
+        checks = list(checks)
+        rows = [{"prerequisite": c.name, "status": "pass" if c.passed else "FAIL", "reason": c.reason}
+                for c in checks]
+        failed = [c for c in checks if not c.passed]
+        outcome = "failed" if failed else "ok"
+        summary = (f"{len(failed)} of {len(checks)} prerequisites failed: " + "; ".join(
+            f"{c.name}: {c.reason}" for c in failed)) if failed else f"{len(checks)} prerequisites met"
+        self._record("preflight", "Preflight", outcome, summary, {}, rows, t0, started)
+        if failed:
+            raise PreflightFailed(summary)
+
+    def skip(self, title: str, reason: str) -> None:
+        self._record("step", title, "skipped", reason, {}, None, time.monotonic(), utcnow())
+
+    def summary(self) -> list[StepRecord]:
+        """Show every step and check with its status; raise RunFailed if any failed."""
+        rows = [{"": _ICONS.get(r.outcome, ""), "kind": r.kind, "step": r.title, "outcome": r.outcome,
+                 "seconds": f"{r.seconds:.1f}", "summary": r.summary[:120]} for r in self.records]
+        failed = [r for r in self.records if r.outcome == "failed"]
+        verdict = (f"FAILED: {len(failed)} step(s) failed" if failed else
+                   f"{'APPLIED' if self.applying else 'PLANNED'}: {len(self.records)} step(s), none failed")
+        _display(f"<h3>Summary: {html.escape(verdict)}</h3>" + _table_html(rows),
+                 f"Summary: {verdict}\n" + _table_text(rows))
+        self._emit({"event": "summary", "outcome": "failed" if failed else "succeeded"})
+        if failed:
+            raise RunFailed(verdict + ": " + ", ".join(r.title for r in failed), run_id=self.id)
+        return self.records
+
+    # -- internals ------------------------------------------------------------------------------
+    def _announce(self, text: str) -> None:
+        _display(f"<p><em>{html.escape(text)}</em></p>", text)
+
+    def _call(self, kind: str, title: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+              *, default_outcome: str) -> Any:
+        t0, started = time.monotonic(), utcnow()
+        try:
+            value = fn(*args, **kwargs)
+        except Exception as exc:
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            self._record(kind, title, "failed", detail, {}, None, t0, started)
+            raise
+        if isinstance(value, Result):
+            self._record(kind, title, value.outcome or default_outcome, value.summary, value.details, value.rows,
+                         t0, started)
+            return value.value if value.value is not None else value
+        self._record(kind, title, default_outcome, "", {}, None, t0, started)
+        return value
+
+    def _record(self, kind: str, title: str, outcome: str, summary: str, details: dict[str, Any],
+                rows: list[dict[str, Any]] | None, t0: float, started: str) -> StepRecord:
+        summary = secrets.REDACTOR.redact(summary)
+        rec = StepRecord(kind=kind, title=title, outcome=outcome, summary=summary,
+                         details=secrets.REDACTOR.redact_obj(_jsonable(details)), started=started,
+                         seconds=round(time.monotonic() - t0, 3))
+        self.records.append(rec)
+        icon = _ICONS.get(outcome, "")
+        head = f"{icon} {title}: {outcome}" + (f" ({summary})" if summary else "")
+        html_text = f"<p><strong>{icon} {html.escape(title)}</strong>: <code>{outcome}</code>" + (
+            f" &mdash; {html.escape(summary)}" if summary else "") + "</p>"
+        plain = head
+        if rows:
+            rows = secrets.REDACTOR.redact_obj(_jsonable(rows))
+            html_text += _table_html(rows)
+            plain += "\n" + _table_text(rows)
+        _display(html_text, plain)
+        self._emit({"event": "step", **asdict(rec)})
+        return rec
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        if not self._events:
+            return
+        line = secrets.REDACTOR.redact(json.dumps(_jsonable(event), sort_keys=True)) + "\n"
+        with open(self._events, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+
+
+def _callable_name(fn: Callable[..., Any]) -> str:
+    mod = getattr(fn, "__module__", "") or ""
+    return f"{mod}.{getattr(fn, '__qualname__', repr(fn))}".lstrip(".")
+
+
+def start(runbook_id: str, namespace: dict[str, Any]) -> Run:
+    """Create the run context from the notebook's parameters (validated again here, so that a
+    notebook run directly in JupyterLab gets the same checks as ``opsbook run``) and show the banner."""
+    source = os.environ.get(ENV_SOURCE)
+    headless = bool(source) and Path(source).stem == runbook_id
+    rb = catalog.load(Path(source)) if headless else catalog.get(runbook_id)
+    given = {p.name: namespace[p.name] for p in rb.spec if p.name in namespace}
+    try:
+        params = validate(rb.spec, given)
+    except ParameterError as exc:
+        _display("<pre>" + html.escape(str(exc)) + "</pre>", str(exc))
+        raise
+    target = get_target(params.get("target", "local"))
+    run_id = os.environ.get(ENV_RUN_ID) if headless else None
+    operator = os.environ.get(ENV_OPERATOR) or getpass.getuser()
+    run = Run(runbook=rb, params=params, target=target, run_id=run_id or new_run_id(), operator=operator,
+              headless=headless)
+    mode_note = ("APPLY: changes will be made" if run.applying else "plan: nothing will be changed")
+    rows = [
+        {"field": "runbook", "value": f"{rb.id} v{rb.version} ({rb.title}), risk {rb.risk}"},
+        {"field": "run id", "value": run.id + ("" if headless else " (interactive)")},
+        {"field": "mode", "value": mode_note},
+        {"field": "target", "value": target.describe() + (" [PRODUCTION]" if target.production else "")},
+        {"field": "operator", "value": f"{operator}@{socket.gethostname()}"},
+    ]
+    _display("<h3>opsbook run</h3>" + _table_html(rows), "opsbook run\n" + _table_text(rows))
+    run._emit({"event": "start", "run_id": run.id, "mode": run.mode, "target": target.name})
+    return run

@@ -1,0 +1,38 @@
+"""What ``ops`` functions return, so that the notebook API can record and show it.
+
+``ops`` code imports only this module from the upper layers: it stays plain functions that take
+their clients and return results, testable without a notebook.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Outcome = Literal["ok", "changed", "planned", "skipped", "failed"]
+OUTCOMES: tuple[str, ...] = ("ok", "changed", "planned", "skipped", "failed")
+
+
+@dataclass
+class Result:
+    """A step's result. ``outcome`` None lets the step wrapper decide (ok, or changed in apply mode)."""
+
+    summary: str = ""
+    outcome: Outcome | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    rows: list[dict[str, Any]] | None = None  # shown as a table
+    value: Any = None  # what the cell gets back
+
+    def __post_init__(self) -> None:
+        if self.outcome is not None and self.outcome not in OUTCOMES:
+            raise ValueError(f"outcome {self.outcome!r}: expected one of {', '.join(OUTCOMES)}")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One pass/fail check with the reason, e.g. a preflight prerequisite."""
+
+    name: str
+    passed: bool
+    reason: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,414 @@
+"""Run a runbook headlessly: validate, execute with papermill in a private staging dir, redact, archive.
+
+Order of a run, and why:
+
+1. Everything that can be refused is refused before a kernel starts: the runbook, the parameters,
+   the target, and (for a high-risk apply) the approval of a matching plan run.
+2. papermill executes into a private staging directory (mode 0700, outside ``outputs/``), because
+   it autosaves the notebook after every cell, secrets and all.
+3. Whatever happened (success, a failing cell, a dead kernel, Ctrl-C, SIGTERM), the executed
+   notebook is redacted (every value the kernel registered, and every env:/file: reference the
+   runner can resolve itself), rendered to HTML, and archived with its manifest. While that happens
+   further Ctrl-C/SIGTERM are held back, so that an interrupted run still leaves its record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from opsbook import catalog, secrets
+from opsbook.archive import Archive
+from opsbook.errors import ApprovalError, ArchiveError
+from opsbook.ids import new_run_id, utcnow
+from opsbook.notebook import ENV_EVENTS, ENV_OPERATOR, ENV_RUN_ID, ENV_SOURCE
+from opsbook.parameters import validate
+from opsbook.targets import Target
+from opsbook.targets import get as get_target
+
+NOTEBOOK_NAME = "notebook.ipynb"
+HTML_NAME = "notebook.html"
+
+ProgressCallback = Callable[[str, int, int, str], None]  # (event, cell index, cell count, label)
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    runbook_id: str
+    status: str  # succeeded | failed | aborted
+    record_dir: Path | None
+    failed_cell: dict[str, Any] | None = None
+    error: str | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return {"succeeded": 0, "failed": 1, "aborted": 130}[self.status]
+
+
+@dataclass
+class Prepared:
+    runbook: catalog.Runbook
+    params: dict[str, Any]
+    target: Target
+    approval: dict[str, Any] | None
+
+
+def prepare(runbook_id: str, given: dict[str, Any], *, text_values: set[str] | None = None,
+            mode: str | None = None, target: str | None = None, approve: str | None = None,
+            archive: Archive | None = None, notebooks: Path | None = None, operator: str | None = None) -> Prepared:
+    """Everything that is checked before a kernel starts. Raises UsageError subclasses."""
+    rb = catalog.get(runbook_id, notebooks)
+    given = dict(given)
+    text_values = set(text_values or ())
+    if mode is not None:
+        given["mode"] = mode
+        text_values.discard("mode")
+    if target is not None:
+        given["target"] = target
+        text_values.discard("target")
+    params = validate(rb.spec, given, text_values=text_values)
+    tgt = get_target(params.get("target", "local"))
+    approval = None
+    needs_approval = params.get("mode") == "apply" and (rb.high_risk or tgt.requires_approval)
+    if needs_approval and not approve:
+        why = "high-risk runbook" if rb.high_risk else f"target {tgt.name} requires approval"
+        raise ApprovalError(f"{rb.id} in apply mode needs --approve PLAN_RUN_ID ({why}): run it with "
+                            f"--mode plan first, review the record, then apply naming that plan run")
+    if approve:
+        if params.get("mode") != "apply":
+            raise ApprovalError("--approve names the plan run that an apply executes; use it with --mode apply")
+        approval = check_approval(archive or Archive(catalog.outputs_dir()), rb, params, approve,
+                                  approver=operator or _operator())
+    return Prepared(rb, params, tgt, approval)
+
+
+def _comparable(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k != "mode"}
+
+
+def check_approval(archive: Archive, rb: catalog.Runbook, params: dict[str, Any], plan_run_id: str,
+                   *, approver: str) -> dict[str, Any]:
+    """The plan record exists, verifies, is of this runbook and notebook, succeeded, and has the same
+    parameters bar ``mode``."""
+    try:
+        manifest = archive.load_manifest(plan_run_id)
+        ref = archive.find(plan_run_id)
+    except ArchiveError as exc:
+        raise ApprovalError(f"--approve {plan_run_id}: no such plan record in {archive.root} ({exc})") from None
+    if ref is None:
+        raise ApprovalError(f"--approve {plan_run_id}: no such plan record in {archive.root}")
+    problems = [p for p in archive.verify().problems if plan_run_id in (p.record or "")]
+    if problems:
+        raise ApprovalError(f"--approve {plan_run_id}: the plan record does not verify: "
+                            + "; ".join(f"{p.kind}: {p.detail}" for p in problems))
+    if manifest.get("runbook_id") != rb.id:
+        raise ApprovalError(f"--approve {plan_run_id}: that run is of runbook {manifest.get('runbook_id')!r}, "
+                            f"not {rb.id!r}")
+    if manifest.get("mode") != "plan":
+        raise ApprovalError(f"--approve {plan_run_id}: that run was in {manifest.get('mode')!r} mode, not plan")
+    if manifest.get("status") != "succeeded":
+        raise ApprovalError(f"--approve {plan_run_id}: that plan run {manifest.get('status')}; approve a "
+                            "plan that succeeded")
+    if manifest.get("source_sha256") != rb.sha256:
+        raise ApprovalError(f"--approve {plan_run_id}: the runbook notebook changed since that plan was made "
+                            "(source sha256 differs); make a new plan")
+    planned = _comparable(manifest.get("parameters", {}))
+    now = _comparable(params)
+    if planned != now:
+        diff = sorted(k for k in set(planned) | set(now) if planned.get(k) != now.get(k))
+        raise ApprovalError(f"--approve {plan_run_id}: parameters differ from the plan's: {', '.join(diff)}")
+    return {"plan_run_id": plan_run_id, "approver": approver, "approved_at": utcnow()}
+
+
+def _operator() -> str:
+    import getpass
+
+    return os.environ.get(ENV_OPERATOR) or getpass.getuser()
+
+
+def _git_commit(root: Path) -> str | None:
+    """The commit of the project's checkout, read from .git without running git."""
+    git = root / ".git"
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head
+        ref = head[5:]
+        if (git / ref).is_file():
+            return (git / ref).read_text().strip()
+        packed = git / "packed-refs"
+        if packed.is_file():
+            for line in packed.read_text().splitlines():
+                if line.endswith(" " + ref):
+                    return line.split()[0]
+    except OSError:
+        return None
+    return None
+
+
+def _tool_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("opsbook", "papermill", "nbclient", "nbconvert", "ipykernel", "jupyter_client"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[dist] = metadata.version(dist)
+    return out
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM is handled like Ctrl-C (KeyboardInterrupt), so the run is archived as aborted."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[list[int]]:
+    """While the record is written, Ctrl-C and SIGTERM are noted, not obeyed."""
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+    old = {s: signal.signal(s, lambda n, f: got.append(n)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield got
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _register_engine(progress: ProgressCallback | None) -> str:
+    """A papermill engine that reports each cell's start and end to ``progress``."""
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    class OpsbookEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, **kwargs: Any) -> Any:
+            if progress is not None:
+                total = len(nb_man.nb.cells)
+                start, complete = nb_man.cell_start, nb_man.cell_complete
+
+                def cell_start(cell: Any, cell_index: int | None = None, **kw: Any) -> Any:
+                    progress("start", cell_index or 0, total, _cell_label(cell))
+                    return start(cell, cell_index, **kw)
+
+                def cell_complete(cell: Any, cell_index: int | None = None, **kw: Any) -> Any:
+                    progress("complete", cell_index or 0, total, _cell_label(cell))
+                    return complete(cell, cell_index, **kw)
+
+                nb_man.cell_start, nb_man.cell_complete = cell_start, cell_complete
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+    papermill_engines.register("opsbook", OpsbookEngine)
+    return "opsbook"
+
+
+def _cell_label(cell: Any) -> str:
+    src = cell.get("source", "") if isinstance(cell, dict) else ""
+    for line in src.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            return line[:70]
+    return ""
+
+
+class _HtmlWarmup(threading.Thread):
+    """Import nbconvert and load its template while the kernel runs (it takes ~1 s on its own)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.exporter: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            from nbconvert import HTMLExporter
+
+            exp = HTMLExporter(template_name="lab")
+            # touch the template environment now so the render later is only the render
+            exp.template  # noqa: B018
+            self.exporter = exp
+        except BaseException as exc:  # reported at render time
+            self.error = exc
+
+
+def _redactor_for(params: dict[str, Any], rb: catalog.Runbook, secrets_file: Path) -> secrets.Redactor:
+    red = secrets.Redactor(secrets.read_registered(secrets_file))
+    # Defence in depth: resolve env:/file: references ourselves, in case a cell printed a value
+    # without registering it.
+    for p in rb.spec:
+        ref = params.get(p.name)
+        if p.secret and isinstance(ref, str) and ref and ref.split(":", 1)[0] in ("env", "file"):
+            with contextlib.suppress(Exception):
+                sref = secrets.parse_ref(ref)
+                if sref.scheme == "env" and sref.target in os.environ:
+                    red.register(os.environ[sref.target])
+                elif sref.scheme == "file":
+                    red.register(Path(sref.target).expanduser().read_text().rstrip("\n"))
+    return red
+
+
+def _read_events(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            out.append(json.loads(line))
+    return out
+
+
+def execute(prep: Prepared, *, archive: Archive, progress: ProgressCallback | None = None,
+            operator: str | None = None, run_id: str | None = None, cell_timeout: int | None = None) -> RunOutcome:
+    """Execute a prepared run and archive its record, whatever happens. Never raises for a run that
+    failed or was interrupted: the outcome says so (``status``, ``exit_code``)."""
+    rb, params = prep.runbook, prep.params
+    run_id = run_id or new_run_id()
+    operator = operator or _operator()
+    started, t0 = utcnow(), time.monotonic()
+    staging = Path(tempfile.mkdtemp(prefix=f"opsbook-{run_id}-"))  # mode 0700
+    out_nb = staging / "record" / NOTEBOOK_NAME
+    out_nb.parent.mkdir()
+    events, secrets_file = staging / "events.jsonl", staging / "secrets.jsonl"
+    env_keys = {ENV_RUN_ID: run_id, ENV_SOURCE: str(rb.path.resolve()), ENV_EVENTS: str(events),
+                secrets.ENV_SECRETS_FILE: str(secrets_file), ENV_OPERATOR: operator}
+    saved_env = {k: os.environ.get(k) for k in env_keys}
+    os.environ.update(env_keys)
+    status, failed_cell, error = "succeeded", None, None
+    warm = _HtmlWarmup()
+    warm.start()
+    try:
+        import papermill
+        from papermill.exceptions import PapermillExecutionError
+
+        engine = _register_engine(progress)
+        try:
+            with _sigterm_as_interrupt():
+                papermill.execute_notebook(
+                    str(rb.path), str(out_nb), parameters=params, engine_name=engine, progress_bar=False,
+                    cwd=str(rb.path.parent), log_output=False, execution_timeout=cell_timeout)
+        except PapermillExecutionError as exc:
+            status = "failed"
+            failed_cell = {"index": exc.cell_index, "execution_count": exc.exec_count, "ename": exc.ename,
+                           "evalue": exc.evalue}
+            error = f"cell {exc.exec_count} raised {exc.ename}: {exc.evalue}"
+        except KeyboardInterrupt as exc:
+            status = "aborted"
+            error = f"interrupted ({exc or 'Ctrl-C'})"
+        except Exception as exc:  # dead kernel, timeout, kernel that never started ...
+            status = "failed"
+            error = f"{type(exc).__name__}: {exc}".strip()
+            if "DeadKernel" in type(exc).__name__:
+                error = f"the kernel died (killed or out of memory): {exc}"
+    finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    with _signals_held() as held:
+        try:
+            outcome = _finalize(prep, archive=archive, staging=staging, out_nb=out_nb, events=events,
+                                secrets_file=secrets_file, run_id=run_id, operator=operator, started=started,
+                                seconds=time.monotonic() - t0, status=status, failed_cell=failed_cell,
+                                error=error, warm=warm)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        if held and outcome.status == "succeeded":
+            outcome.error = "interrupted while the record was written; the record is complete"
+    return outcome
+
+
+def _finalize(prep: Prepared, *, archive: Archive, staging: Path, out_nb: Path, events: Path,
+              secrets_file: Path, run_id: str, operator: str, started: str, seconds: float, status: str,
+              failed_cell: dict[str, Any] | None, error: str | None, warm: _HtmlWarmup) -> RunOutcome:
+    import nbformat
+
+    rb, params = prep.runbook, prep.params
+    red = _redactor_for(params, rb, secrets_file)
+    if out_nb.exists():
+        nb = nbformat.read(str(out_nb), as_version=4)
+    else:  # interrupted before papermill's first save: keep the source as the record's notebook
+        nb = nbformat.read(str(rb.path), as_version=4)
+    nb = nbformat.from_dict(red.redact_obj(nb))
+    nb.metadata.setdefault("opsbook", {})["run"] = {"run_id": run_id, "status": status}
+    nbformat.write(nb, str(out_nb))
+    if failed_cell is not None:
+        src = ""
+        idx = failed_cell.get("index")
+        if isinstance(idx, int) and 0 <= idx < len(nb.cells):
+            src = "".join(nb.cells[idx].source)[:500]
+        failed_cell["source"] = src
+        failed_cell["evalue"] = red.redact(str(failed_cell.get("evalue", "")))
+    warm.join(timeout=30)
+    try:
+        exporter = warm.exporter
+        if exporter is None:
+            from nbconvert import HTMLExporter
+
+            exporter = HTMLExporter(template_name="lab")
+        body, _ = exporter.from_notebook_node(nb)
+        (out_nb.parent / HTML_NAME).write_text(red.redact(body), encoding="utf-8")
+    except Exception as exc:  # the record is kept even if the rendering fails
+        (out_nb.parent / "html-error.txt").write_text(f"HTML rendering failed: {exc}\n")
+    evs = _read_events(events)
+    steps = [{k: v for k, v in e.items() if k != "event"} for e in evs if e.get("event") == "step"]
+    summary = next((e["outcome"] for e in reversed(evs) if e.get("event") == "summary"), None)
+    if status == "succeeded" and any(s.get("outcome") == "failed" for s in steps) and summary is None:
+        # a step failed but the notebook did not raise: the run is not a success
+        status, error = "failed", "a step reported failed"
+    manifest: dict[str, Any] = {
+        "run_id": run_id,
+        "runbook_id": rb.id,
+        "runbook_version": rb.version,
+        "runbook_title": rb.title,
+        "risk": rb.risk,
+        "source_path": rb.path.name,
+        "source_sha256": rb.sha256,
+        "git_commit": _git_commit(catalog.project_root(rb.path.parent)),
+        "parameters": params,
+        "mode": params.get("mode", "plan"),
+        "target": prep.target.name,
+        "target_detail": prep.target.model_dump(exclude={"description", "source"}),
+        "operator": operator,
+        "host": socket.gethostname(),
+        "started": started,
+        "ended": utcnow(),
+        "duration_seconds": round(seconds, 3),
+        "status": status,
+        "failed_cell": failed_cell,
+        "error": red.redact(error) if error else None,
+        "approval": prep.approval,
+        "steps": steps,
+        "tools": _tool_versions(),
+    }
+    manifest = red.redact_obj(manifest)
+    ref = archive.record(runbook_id=rb.id, run_id=run_id, source_dir=out_nb.parent, manifest=manifest)
+    record_dir = Path(getattr(ref, "path", archive.root / rb.id / run_id))
+    return RunOutcome(run_id=run_id, runbook_id=rb.id, status=status, record_dir=record_dir,
+                      failed_cell=failed_cell, error=manifest["error"], manifest=manifest)
+

@@ -1,0 +1,171 @@
+"""The resource table: what the server serves, as the discovery documents describe it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STD_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+NS_VERBS = ("create", "delete", "get", "list", "patch", "update", "watch")
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool
+    short_names: tuple[str, ...] = ()
+    verbs: tuple[str, ...] = STD_VERBS
+    # subresources served: status, scale, log, finalize
+    subresources: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    # resources with a spec get metadata.generation
+    has_spec: bool = True
+    # delete returns the object (true) or a Status (false)
+    return_deleted: bool = False
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    @property
+    def qualified(self) -> str:
+        """`pods`, `deployments.apps`: the name used in Status messages."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    @property
+    def list_kind(self) -> str:
+        return self.kind + "List"
+
+
+R = Resource
+RESOURCES: list[Resource] = [
+    # core/v1
+    R("", "v1", "namespaces", "Namespace", False, ("ns",), NS_VERBS, ("status", "finalize"), return_deleted=True),
+    R("", "v1", "nodes", "Node", False, ("no",), STD_VERBS, ("status",)),
+    R("", "v1", "pods", "Pod", True, ("po",), STD_VERBS, ("status", "log"), ("all",), return_deleted=True),
+    R("", "v1", "services", "Service", True, ("svc",), NS_VERBS + ("deletecollection",), ("status",), ("all",),
+      return_deleted=True),
+    R("", "v1", "endpoints", "Endpoints", True, ("ep",), has_spec=False),
+    R("", "v1", "configmaps", "ConfigMap", True, ("cm",), has_spec=False),
+    R("", "v1", "secrets", "Secret", True, (), has_spec=False),
+    R("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",), has_spec=False),
+    R("", "v1", "events", "Event", True, ("ev",), has_spec=False),
+    R("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True, ("pvc",), STD_VERBS, ("status",)),
+    # apps/v1
+    R("apps", "v1", "deployments", "Deployment", True, ("deploy",), STD_VERBS, ("status", "scale"), ("all",)),
+    R("apps", "v1", "replicasets", "ReplicaSet", True, ("rs",), STD_VERBS, ("status", "scale"), ("all",)),
+    R("apps", "v1", "daemonsets", "DaemonSet", True, ("ds",), STD_VERBS, ("status",), ("all",)),
+    R("apps", "v1", "statefulsets", "StatefulSet", True, ("sts",), STD_VERBS, ("status", "scale"), ("all",)),
+    R("apps", "v1", "controllerrevisions", "ControllerRevision", True, (), has_spec=False),
+    # batch/v1
+    R("batch", "v1", "jobs", "Job", True, (), STD_VERBS, ("status",), ("all",)),
+    R("batch", "v1", "cronjobs", "CronJob", True, ("cj",), STD_VERBS, ("status",), ("all",)),
+    # networking.k8s.io/v1
+    R("networking.k8s.io", "v1", "ingresses", "Ingress", True, ("ing",), STD_VERBS, ("status",)),
+    R("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, ("netpol",)),
+    # rbac.authorization.k8s.io/v1
+    R("rbac.authorization.k8s.io", "v1", "roles", "Role", True, has_spec=False),
+    R("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True, has_spec=False),
+    R("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False, has_spec=False),
+    R("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False, has_spec=False),
+    # coordination.k8s.io/v1
+    R("coordination.k8s.io", "v1", "leases", "Lease", True),
+    # events.k8s.io/v1
+    R("events.k8s.io", "v1", "events", "Event", True, ("ev",), has_spec=False),
+    # authorization.k8s.io/v1
+    R("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False, (), ("create",)),
+    # policy/v1
+    R("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, ("pdb",), STD_VERBS, ("status",)),
+]
+
+# group order as a real server lists it in /apis
+GROUP_ORDER = [
+    "apps", "events.k8s.io", "authorization.k8s.io", "batch", "networking.k8s.io",
+    "rbac.authorization.k8s.io", "policy", "coordination.k8s.io",
+]
+
+BY_PATH: dict[tuple[str, str, str], Resource] = {(r.group, r.version, r.plural): r for r in RESOURCES}
+BY_KIND: dict[tuple[str, str], Resource] = {(r.api_version, r.kind): r for r in RESOURCES}
+
+
+def lookup(group: str, version: str, plural: str) -> Resource | None:
+    return BY_PATH.get((group, version, plural))
+
+
+def by_kind(api_version: str, kind: str) -> Resource | None:
+    return BY_KIND.get((api_version, kind))
+
+
+def res(api_version: str, plural: str) -> Resource:
+    group, _, version = api_version.rpartition("/")
+    r = BY_PATH[(group, version, plural)]
+    return r
+
+
+def group_versions() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for r in RESOURCES:
+        if r.group:
+            out.setdefault(r.group, [])
+            if r.version not in out[r.group]:
+                out[r.group].append(r.version)
+    return out
+
+
+SUBRESOURCE_KINDS = {
+    "status": None,  # same kind as parent
+    "finalize": None,
+    "log": None,
+    "scale": ("autoscaling", "v1", "Scale"),
+}
+SUBRESOURCE_VERBS = {
+    "status": ["get", "patch", "update"],
+    "finalize": ["update"],
+    "log": ["get"],
+    "scale": ["get", "patch", "update"],
+}
+
+
+def api_resource_list(group: str, version: str) -> dict:
+    items = []
+    for r in RESOURCES:
+        if r.group != group or r.version != version:
+            continue
+        entry = {
+            "name": r.plural,
+            "singularName": r.singular,
+            "namespaced": r.namespaced,
+            "kind": r.kind,
+            "verbs": sorted(r.verbs),
+        }
+        if r.short_names:
+            entry["shortNames"] = list(r.short_names)
+        if r.categories:
+            entry["categories"] = list(r.categories)
+        items.append(entry)
+        for sub in r.subresources:
+            s = {"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced, "kind": r.kind,
+                 "verbs": SUBRESOURCE_VERBS[sub]}
+            gk = SUBRESOURCE_KINDS[sub]
+            if gk:
+                s["group"], s["version"], s["kind"] = gk
+            items.append(s)
+    return {"kind": "APIResourceList", "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version, "resources": items}
+
+
+def api_group_list() -> dict:
+    gvs = group_versions()
+    groups = []
+    for g in GROUP_ORDER:
+        if g not in gvs:
+            continue
+        versions = [{"groupVersion": f"{g}/{v}", "version": v} for v in gvs[g]]
+        groups.append({"name": g, "versions": versions, "preferredVersion": versions[0]})
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
