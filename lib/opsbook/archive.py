@@ -57,6 +57,7 @@ __all__ = [
     "build_manifest",
     "canonical_json",
     "chain_entry",
+    "iter_record_files",
 ]
 
 RECORD_FORMAT = 1
@@ -440,16 +441,19 @@ class Archive:
             with self._lock():
                 self._refuse_existing(run_id)
                 tail = self._tail()  # before the rename: a bad ledger leaves nothing on disk
+                new_runbook = not final.parent.exists()
                 final.parent.mkdir(exist_ok=True)
                 os.rename(staging, final)
                 renamed = True
-                os.chmod(final, 0o555)
                 if self.fsync:
                     _fsync_dir(final.parent)
                     _fsync_dir(incoming)
+                    if new_runbook:
+                        _fsync_dir(self.root)
                 entry = chain_entry(prev=tail, run_id=run_id, runbook_id=runbook_id,
                                     manifest=manifest, manifest_sha256=manifest_sha)
                 self._append(entry)
+                os.chmod(final, 0o555)  # last: renaming a folder needs it writable (non-root)
         except OSError as exc:
             raise ArchiveError(f"cannot archive run {run_id}: {exc}") from exc
         finally:

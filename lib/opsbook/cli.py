@@ -10,6 +10,7 @@ Exit codes: 0 success, 1 the runbook failed (or verify found a problem), 2 inval
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -127,7 +128,11 @@ def main(argv: list[str] | None = None) -> int:
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    con = Console(stderr=stderr, highlight=False)
+    if not con.is_terminal and "COLUMNS" not in os.environ:
+        # piped into a file or a CI log: do not squeeze tables into 80 columns
+        con = Console(stderr=stderr, highlight=False, width=200)
+    return con
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -219,7 +224,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out.print(f"[{colour}]{outcome.status}[/{colour}] run {outcome.run_id}")
     if outcome.failed_cell:
         fc = outcome.failed_cell
-        out.print(f"  failing cell: #{fc.get('index')} (execution count {fc.get('execution_count')})")
+        out.print(f"  failing cell: #{fc.get('index')} of the runbook (code cell {fc.get('code_cell')})")
         if fc.get("source"):
             out.print("  " + fc["source"].splitlines()[0][:100])
     if outcome.error:
@@ -284,7 +289,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
     table = Table(title=f"Runs in {archive.root} ({len(entries)} shown)")
     for col in ("run id", "runbook", "status", "mode", "target", "operator", "started"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("run id", "started", "status"))
     colours = {"succeeded": "green", "failed": "red", "aborted": "yellow"}
     for e in entries:
         d = _entry_dict(e)

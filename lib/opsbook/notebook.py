@@ -126,6 +126,16 @@ class Run:
 
     # -- public API -----------------------------------------------------------------------------
     @property
+    def outputs(self) -> Path:
+        """The archive folder this run's record goes to."""
+        return catalog.outputs_dir()
+
+    def archive(self) -> Any:
+        from opsbook.archive import Archive
+
+        return Archive(self.outputs)
+
+    @property
     def applying(self) -> bool:
         return self.mode == "apply"
 

@@ -228,7 +228,8 @@ def _check_one(p: ParamSpec, raw: Any, *, from_text: bool) -> tuple[Any, Problem
             parse_ref(value)
         except ValueError as exc:
             return None, Problem(p.name, mask(value),
-                                 f"expected {exc} (a literal secret value is never accepted)")
+                                 "expected a secret reference (env:NAME, file:PATH or k8s:NAMESPACE/SECRET/KEY), "
+                                 f"never a literal value: {exc}")
     elif isinstance(value, str) and looks_secret(value):
         return None, Problem(p.name, mask(value), "looks like a literal secret value; pass a secret "
                              "reference (env:NAME, file:PATH or k8s:NAMESPACE/SECRET/KEY) in a [secret] parameter")

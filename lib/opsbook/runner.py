@@ -228,7 +228,15 @@ def _register_engine(progress: ProgressCallback | None) -> str:
 
 
 def _cell_label(cell: Any) -> str:
-    src = cell.get("source", "") if isinstance(cell, dict) else ""
+    tags = cell.get("metadata", {}).get("tags", [])
+    if "injected-parameters" in tags:
+        return "(parameters given to this run)"
+    if "parameters" in tags:
+        return "(parameter defaults)"
+    src = cell.get("source", "")
+    if cell.get("cell_type") == "markdown":
+        heading = next((ln.lstrip("#").strip() for ln in src.splitlines() if ln.startswith("#")), "")
+        return f"(markdown) {heading}"[:70]
     for line in src.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
@@ -272,6 +280,22 @@ def _redactor_for(params: dict[str, Any], rb: catalog.Runbook, secrets_file: Pat
     return red
 
 
+def _locate_failed_cell(nb: Any) -> dict[str, Any]:
+    """Where the failing cell is in the runbook as written (papermill adds an injected-parameters
+    cell and error markers to the executed notebook, which shift its indices)."""
+    index, code_number = 0, 0
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags or "papermill-error-cell-tag" in tags:
+            continue
+        if cell.cell_type == "code":
+            code_number += 1
+            if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+                return {"index": index, "code_cell": code_number, "source": "".join(cell.source)[:500]}
+        index += 1
+    return {"source": ""}
+
+
 def _read_events(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
@@ -295,7 +319,8 @@ def execute(prep: Prepared, *, archive: Archive, progress: ProgressCallback | No
     out_nb.parent.mkdir()
     events, secrets_file = staging / "events.jsonl", staging / "secrets.jsonl"
     env_keys = {ENV_RUN_ID: run_id, ENV_SOURCE: str(rb.path.resolve()), ENV_EVENTS: str(events),
-                secrets.ENV_SECRETS_FILE: str(secrets_file), ENV_OPERATOR: operator}
+                secrets.ENV_SECRETS_FILE: str(secrets_file), ENV_OPERATOR: operator,
+                catalog.ENV_OUTPUTS: str(Path(archive.root).resolve())}
     saved_env = {k: os.environ.get(k) for k in env_keys}
     os.environ.update(env_keys)
     status, failed_cell, error = "succeeded", None, None
@@ -310,12 +335,14 @@ def execute(prep: Prepared, *, archive: Archive, progress: ProgressCallback | No
             with _sigterm_as_interrupt():
                 papermill.execute_notebook(
                     str(rb.path), str(out_nb), parameters=params, engine_name=engine, progress_bar=False,
-                    cwd=str(rb.path.parent), log_output=False, execution_timeout=cell_timeout)
+                    cwd=str(rb.path.parent), log_output=False, execution_timeout=cell_timeout,
+                    # the kernel's own TCP-transport warning is noise in an operator's terminal
+                    extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
         except PapermillExecutionError as exc:
             status = "failed"
             failed_cell = {"index": exc.cell_index, "execution_count": exc.exec_count, "ename": exc.ename,
                            "evalue": exc.evalue}
-            error = f"cell {exc.exec_count} raised {exc.ename}: {exc.evalue}"
+            error = f"{exc.ename}: {exc.evalue}"
         except KeyboardInterrupt as exc:
             status = "aborted"
             error = f"interrupted ({exc or 'Ctrl-C'})"
@@ -358,11 +385,7 @@ def _finalize(prep: Prepared, *, archive: Archive, staging: Path, out_nb: Path, 
     nb.metadata.setdefault("opsbook", {})["run"] = {"run_id": run_id, "status": status}
     nbformat.write(nb, str(out_nb))
     if failed_cell is not None:
-        src = ""
-        idx = failed_cell.get("index")
-        if isinstance(idx, int) and 0 <= idx < len(nb.cells):
-            src = "".join(nb.cells[idx].source)[:500]
-        failed_cell["source"] = src
+        failed_cell.update(_locate_failed_cell(nb))
         failed_cell["evalue"] = red.redact(str(failed_cell.get("evalue", "")))
     warm.join(timeout=30)
     try:

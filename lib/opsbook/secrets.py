@@ -67,7 +67,7 @@ def parse_ref(text: str) -> SecretRef:
     """Parse a secret reference, raising ``ValueError`` with what was expected."""
     scheme, sep, target = text.partition(":")
     if not sep or scheme not in ("env", "file", "k8s"):
-        raise ValueError("a secret reference: env:NAME, file:PATH or k8s:NAMESPACE/SECRET/KEY")
+        raise ValueError("it does not start with env:, file: or k8s:")
     if scheme == "env" and not _ENV_NAME.match(target):
         raise ValueError("env:NAME with NAME a valid environment variable name")
     if scheme == "file" and not target.strip():

@@ -19,6 +19,8 @@ def _model():
     return AddOne()
 
 
+@pytest.mark.filterwarnings("ignore:.*Add type hints to the `predict` method")
+@pytest.mark.filterwarnings("ignore:Operation with range is deprecated")
 def test_run_and_logged_model_land_in_postgres_and_s3(mlflow_server):
     import mlflow
     import pandas as pd

@@ -34,11 +34,12 @@ def test_rate_of_a_scraped_counter(prometheus, metrics_exporter):
     worker.start()
     try:
         prometheus.add_target(exporter.host_port, job="rate-test")  # waits for the first good scrape
-        # rate() needs samples across the window: wait until the window holds 5 scrapes.
+        # rate() extrapolates to the window's edges only where the series already existed: wait until
+        # the series is older than the window (5 scrapes in the last 5 s) and take the rate over 3 s.
         prometheus.wait_for_series(
-            f'count_over_time(opsbook_test_events_total{{job="rate-test"}}[6s]) >= 5', timeout=20
+            f'count_over_time(opsbook_test_events_total{{job="rate-test"}}[5s]) >= 5', timeout=30
         )
-        value = prometheus.query_value(f'rate(opsbook_test_events_total{{job="rate-test"}}[6s])')
+        value = prometheus.query_value(f'rate(opsbook_test_events_total{{job="rate-test"}}[3s])')
     finally:
         stop.set()
         worker.join()

@@ -645,7 +645,11 @@ class PrometheusService:
 
     def add_target(self, host_port: str, job: str = "exporter", labels: dict[str, str] | None = None,
                    *, wait: bool = True, timeout: float = 15.0) -> None:
-        """Scrape ``host_port`` (``"127.0.0.1:PORT"``) as ``job``; with ``wait``, until its first scrape is up."""
+        """Scrape ``host_port`` (``"127.0.0.1:PORT"``) as ``job``; with ``wait``, until its first scrape is up.
+
+        Rewrites the config and reloads it (``POST /-/reload``). A new target takes ~5-6 s to be scraped:
+        Prometheus's discovery manager hands target changes to the scrape manager every 5 s (hard-coded).
+        """
         if job == "prometheus":
             raise ValueError("job name 'prometheus' is taken by Prometheus itself")
         group: dict[str, Any] = {"targets": [host_port]}

@@ -1,0 +1,37 @@
+# opsbook: `make demo` and `make test` each do all of their own setup on a fresh machine.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.opsbook-installed
+PYTHON ?= python3
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install-tools.sh
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,dev]'
+	bash scripts/install-tools.sh $(VENV)
+	@touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/opsbook list
+	$(VENV)/bin/opsbook run environment-check
+	$(VENV)/bin/opsbook history --limit 5
+	$(VENV)/bin/opsbook verify
+
+test: setup
+	$(VENV)/bin/pytest
+
+lint: setup
+	$(VENV)/bin/ruff check lib tests benchmarks
+	$(VENV)/bin/mypy lib
+
+bench: setup
+	$(PY) benchmarks/bench_engine.py
+	$(PY) benchmarks/bench_archive.py --records 10000
+
+clean:
+	rm -rf $(VENV) build *.egg-info lib/*.egg-info

@@ -1,0 +1,77 @@
+"""The `environment-check` runbook's logic: can this workstation run the runbooks against a target?"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Protocol
+
+from opsbook.results import Check, Result
+
+
+class _Tools(Protocol):
+    def info(self, name: str): ...  # noqa: ANN201 - returns clients.tools.ToolInfo
+
+
+class _Archive(Protocol):
+    root: Path
+
+    def verify(self, *, expect_head: str | None = None): ...  # noqa: ANN201
+
+
+def preflight(outputs: Path, *, min_free_gb: float) -> list[Check]:
+    """The archive folder exists or can be made, is writable, and has room for records."""
+    checks = []
+    try:
+        outputs.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=outputs, prefix=".probe-"):
+            pass
+        checks.append(Check("archive folder writable", True, str(outputs)))
+    except OSError as exc:
+        checks.append(Check("archive folder writable", False, f"{outputs}: {exc.strerror}"))
+        return checks
+    free_gb = shutil.disk_usage(outputs).free / 1e9
+    checks.append(Check("free disk space", free_gb >= min_free_gb,
+                        f"{free_gb:.1f} GB free at {outputs} (need {min_free_gb:g} GB)"))
+    return checks
+
+
+def package_versions(packages: list[str]) -> Result:
+    rows = []
+    for name in packages:
+        try:
+            rows.append({"package": name, "version": metadata.version(name)})
+        except metadata.PackageNotFoundError:
+            rows.append({"package": name, "version": "MISSING"})
+    missing = [r["package"] for r in rows if r["version"] == "MISSING"]
+    return Result(summary=f"{len(rows) - len(missing)} of {len(rows)} installed", rows=rows,
+                  outcome="failed" if missing else "ok", details={"missing": missing})
+
+
+def tool_versions(tools: _Tools, names: list[str]) -> Result:
+    infos = [tools.info(n) for n in names]
+    rows = [{"tool": i.name, "version": i.version or "-", "path": i.path or "-", "problem": i.error or ""}
+            for i in infos]
+    bad = [i.name for i in infos if i.version is None]
+    return Result(summary=f"{len(infos) - len(bad)} of {len(infos)} tools work" + (
+        f"; broken or missing: {', '.join(bad)}" if bad else ""), rows=rows,
+        outcome="failed" if bad else "ok", details={"missing": bad})
+
+
+def target_report(target) -> Result:  # noqa: ANN001 - opsbook.targets.Target
+    rows = [{"setting": k, "value": "" if v is None else str(v)}
+            for k, v in target.model_dump(exclude={"description"}).items()]
+    note = "no cluster: Kubernetes steps will plan only" if not target.has_cluster else "cluster configured"
+    return Result(summary=f"{target.name}: {note}", rows=rows)
+
+
+def archive_integrity(archive: _Archive) -> Check:
+    report = archive.verify()
+    if report.ok:
+        return Check("archive verifies", True, f"{report.records} record(s), chain head {report.head or '(empty)'}")
+    kinds = sorted({p.kind for p in report.problems})
+    return Check("archive verifies", False, f"{len(report.problems)} problem(s): {', '.join(kinds)}",
+                 evidence={"problems": [str(p) for p in report.problems[:20]]})
+

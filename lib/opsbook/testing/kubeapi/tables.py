@@ -1,0 +1,165 @@
+"""Server-side printing: the meta.k8s.io/v1 Table that `kubectl get` asks for."""
+
+from __future__ import annotations
+
+import time
+
+from .resources import Resource
+from .store import parse_iso
+
+
+def human_duration(seconds: float) -> str:
+    s = int(max(seconds, 0))
+    if s < 120:
+        return f"{s}s"
+    m = s // 60
+    if m < 10:
+        return f"{m}m{s % 60}s" if s % 60 else f"{m}m"
+    if m < 180:
+        return f"{m}m"
+    h = m // 60
+    if h < 48:
+        return f"{h}h"
+    return f"{h // 24}d"
+
+
+def _age(o: dict) -> str:
+    ts = o.get("metadata", {}).get("creationTimestamp")
+    if not ts:
+        return "<unknown>"
+    return human_duration(time.time() - parse_iso(ts))
+
+
+def _pod_row(o: dict) -> list:
+    st = o.get("status") or {}
+    cs = st.get("containerStatuses") or []
+    total = len((o.get("spec") or {}).get("containers") or [])
+    ready = sum(1 for c in cs if c.get("ready"))
+    restarts = sum(int(c.get("restartCount") or 0) for c in cs)
+    reason = st.get("reason") or st.get("phase") or "Pending"
+    for c in cs:
+        w = (c.get("state") or {}).get("waiting")
+        t = (c.get("state") or {}).get("terminated")
+        if w and w.get("reason"):
+            reason = w["reason"]
+        elif t and t.get("reason") and reason in ("Running", "Pending"):
+            reason = t["reason"]
+    if st.get("phase") == "Pending" and not cs and (o.get("spec") or {}).get("nodeName"):
+        reason = "ContainerCreating"
+    if o["metadata"].get("deletionTimestamp"):
+        reason = "Terminating"
+    return [f"{ready}/{total}", reason, restarts, _age(o), st.get("podIP") or "<none>",
+            (o.get("spec") or {}).get("nodeName") or "<none>"]
+
+
+def _node_row(o: dict) -> list:
+    conds = {c.get("type"): c.get("status") for c in (o.get("status") or {}).get("conditions") or []}
+    status = "Ready" if conds.get("Ready") == "True" else "NotReady"
+    if (o.get("spec") or {}).get("unschedulable"):
+        status += ",SchedulingDisabled"
+    roles = sorted(k.split("/", 1)[1] for k in (o["metadata"].get("labels") or {})
+                   if k.startswith("node-role.kubernetes.io/"))
+    info = (o.get("status") or {}).get("nodeInfo") or {}
+    return [status, ",".join(roles) or "<none>", _age(o), info.get("kubeletVersion", "")]
+
+
+def _deploy_row(o: dict) -> list:
+    st = o.get("status") or {}
+    want = (o.get("spec") or {}).get("replicas", 1)
+    return [f"{st.get('readyReplicas', 0)}/{want}", st.get("updatedReplicas", 0), st.get("availableReplicas", 0),
+            _age(o)]
+
+
+def _rs_row(o: dict) -> list:
+    st = o.get("status") or {}
+    return [(o.get("spec") or {}).get("replicas", 1), st.get("replicas", 0), st.get("readyReplicas", 0), _age(o)]
+
+
+def _ds_row(o: dict) -> list:
+    st = o.get("status") or {}
+    return [st.get("desiredNumberScheduled", 0), st.get("currentNumberScheduled", 0), st.get("numberReady", 0),
+            st.get("updatedNumberScheduled", 0), st.get("numberAvailable", 0), _age(o)]
+
+
+def _sts_row(o: dict) -> list:
+    st = o.get("status") or {}
+    return [f"{st.get('readyReplicas', 0)}/{(o.get('spec') or {}).get('replicas', 1)}", _age(o)]
+
+
+def _job_row(o: dict) -> list:
+    st = o.get("status") or {}
+    conds = {c.get("type"): c.get("status") for c in st.get("conditions") or []}
+    status = "Complete" if conds.get("Complete") == "True" else "Failed" if conds.get("Failed") == "True" \
+        else "Running"
+    return [status, f"{st.get('succeeded', 0)}/{(o.get('spec') or {}).get('completions', 1)}", "", _age(o)]
+
+
+def _svc_row(o: dict) -> list:
+    sp = o.get("spec") or {}
+    ports = ",".join(f"{p.get('port')}{':' + str(p['nodePort']) if p.get('nodePort') else ''}/"
+                     f"{p.get('protocol', 'TCP')}" for p in sp.get("ports") or [])
+    return [sp.get("type", "ClusterIP"), sp.get("clusterIP", ""), "<none>", ports or "<none>", _age(o)]
+
+
+def _ns_row(o: dict) -> list:
+    return [(o.get("status") or {}).get("phase", "Active"), _age(o)]
+
+
+def _cm_row(o: dict) -> list:
+    return [len(o.get("data") or {}) + len(o.get("binaryData") or {}), _age(o)]
+
+
+def _secret_row(o: dict) -> list:
+    return [o.get("type", "Opaque"), len(o.get("data") or {}), _age(o)]
+
+
+def _event_row(o: dict) -> list:
+    io = o.get("involvedObject") or o.get("regarding") or {}
+    return [o.get("lastTimestamp") or "", o.get("type", ""), o.get("reason", ""),
+            f"{(io.get('kind') or '').lower()}/{io.get('name', '')}", o.get("message") or o.get("note") or ""]
+
+
+def _col(name, typ="string", fmt="", prio=0, desc=""):
+    return {"name": name, "type": typ, "format": fmt, "description": desc or name, "priority": prio}
+
+
+PRINTERS = {
+    "Pod": ([_col("Ready"), _col("Status"), _col("Restarts", "string"), _col("Age"), _col("IP", prio=1),
+             _col("Node", prio=1)], _pod_row),
+    "Node": ([_col("Status"), _col("Roles"), _col("Age"), _col("Version")], _node_row),
+    "Deployment": ([_col("Ready"), _col("Up-to-date", "integer"), _col("Available", "integer"), _col("Age")],
+                   _deploy_row),
+    "ReplicaSet": ([_col("Desired", "integer"), _col("Current", "integer"), _col("Ready", "integer"), _col("Age")],
+                   _rs_row),
+    "DaemonSet": ([_col("Desired", "integer"), _col("Current", "integer"), _col("Ready", "integer"),
+                   _col("Up-to-date", "integer"), _col("Available", "integer"), _col("Age")], _ds_row),
+    "StatefulSet": ([_col("Ready"), _col("Age")], _sts_row),
+    "Job": ([_col("Status"), _col("Completions"), _col("Duration"), _col("Age")], _job_row),
+    "Service": ([_col("Type"), _col("Cluster-IP"), _col("External-IP"), _col("Port(s)"), _col("Age")], _svc_row),
+    "Namespace": ([_col("Status"), _col("Age")], _ns_row),
+    "ConfigMap": ([_col("Data", "integer"), _col("Age")], _cm_row),
+    "Secret": ([_col("Type"), _col("Data", "integer"), _col("Age")], _secret_row),
+    "Event": ([_col("Last Seen"), _col("Type"), _col("Reason"), _col("Object"), _col("Message")], _event_row),
+}
+
+
+def to_table(r: Resource, items: list[dict], rv: str | None, include_object: str = "Metadata") -> dict:
+    cols, fn = PRINTERS.get(r.kind, ([_col("Age")], lambda o: [_age(o)]))
+    columns = [_col("Name", fmt="name", desc="Name must be unique within a namespace.")] + cols
+    rows = []
+    for o in items:
+        if include_object == "Object":
+            obj = dict(o)
+            obj.setdefault("kind", r.kind)
+            obj.setdefault("apiVersion", r.api_version)
+        elif include_object == "None":
+            obj = None
+        else:
+            obj = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}
+        row = {"cells": [o["metadata"]["name"]] + fn(o)}
+        if obj is not None:
+            row["object"] = obj
+        rows.append(row)
+    meta = {"resourceVersion": rv} if rv else {}
+    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": columns,
+            "rows": rows}
