@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from opsbook import catalog
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))

@@ -238,10 +238,10 @@ def _progress(con: Any, *, quiet: bool) -> tuple[Any, Any]:
     if quiet:
         return None, lambda: None
     if not con.is_terminal:
-        def cb(event: str, index: int, total: int, label: str) -> None:
+        def log_line(event: str, index: int, total: int, label: str) -> None:
             if event == "start":
                 con.print(f"[{index + 1}/{total}] {label}", markup=False)
-        return cb, lambda: None
+        return log_line, lambda: None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -305,7 +305,7 @@ def _entry_dict(e: Any) -> dict[str, Any]:
         return dict(e.model_dump())
     from dataclasses import asdict, is_dataclass
 
-    return asdict(e) if is_dataclass(e) else dict(e)
+    return asdict(e) if is_dataclass(e) and not isinstance(e, type) else dict(e)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:

@@ -270,7 +270,7 @@ def _callable_name(fn: Callable[..., Any]) -> str:
 def start(runbook_id: str, namespace: dict[str, Any]) -> Run:
     """Create the run context from the notebook's parameters (validated again here, so that a
     notebook run directly in JupyterLab gets the same checks as ``opsbook run``) and show the banner."""
-    source = os.environ.get(ENV_SOURCE)
+    source = os.environ.get(ENV_SOURCE) or ""
     headless = bool(source) and Path(source).stem == runbook_id
     rb = catalog.load(Path(source)) if headless else catalog.get(runbook_id)
     given = {p.name: namespace[p.name] for p in rb.spec if p.name in namespace}

@@ -237,7 +237,7 @@ def _check_one(p: ParamSpec, raw: Any, *, from_text: bool) -> tuple[Any, Problem
 
 
 def _check_values(spec: ParameterSpec, values: dict[str, Any], *, from_text: bool) -> list[Problem]:
-    problems = []
+    problems: list[Problem] = []
     for name, raw in values.items():
         p = spec.params.get(name)
         if p is not None:

@@ -254,11 +254,16 @@ class _HtmlWarmup(threading.Thread):
 
     def run(self) -> None:
         try:
+            import nbformat
             from nbconvert import HTMLExporter
 
             exp = HTMLExporter(template_name="lab")
-            # touch the template environment now so the render later is only the render
-            exp.template  # noqa: B018
+            # one throw-away render compiles the templates and loads the CSS and lexers, so the
+            # render of the real notebook later is only the render
+            warm = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# w"),
+                                                   nbformat.v4.new_code_cell("x = 1")])
+            warm.metadata["language_info"] = {"name": "python"}
+            exp.from_notebook_node(warm)
             self.exporter = exp
         except BaseException as exc:  # reported at render time
             self.error = exc

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from opsbook.archive import Archive
 
 from ..conftest import FIXTURE_NOTEBOOKS, FIXTURE_SECRET, OPSBOOK

@@ -36,7 +36,9 @@ def test_helm_lint_and_template(helm):
 def test_helm_lint_rejects_a_broken_chart(helm, tmp_path):
     broken = tmp_path / "hello"
     shutil.copytree(CHART, broken)
-    (broken / "templates" / "broken.yaml").write_text("kind: ConfigMap\nmetadata:\n  name: {{ .Values.nope.deeper }}\n")
+    (broken / "templates" / "broken.yaml").write_text(
+        "kind: ConfigMap\nmetadata:\n  name: {{ .Values.nope.deeper }}\n"
+    )
     res = _run(helm, "lint", broken, check=False)
     assert res.returncode != 0
     assert "nil pointer" in res.stdout + res.stderr

@@ -5,25 +5,31 @@ from __future__ import annotations
 import sys
 
 import pytest
-
 from opsbook.testing import timing
 from opsbook.testing.services import _Process
 
 
 def test_a_service_that_exits_fails_the_test_with_its_log(tmp_path):
     log = tmp_path / "broken.log"
-    proc = _Process("broken", [sys.executable, "-c", "print('boom: address already in use'); raise SystemExit(3)"],
-                    log)
+    proc = _Process(
+        "broken", [sys.executable, "-c", "print('boom: address already in use'); raise SystemExit(3)"], log
+    )
     proc.start()
-    with pytest.raises(pytest.fail.Exception, match=r"(?s)'broken' could not start.*code 3.*boom: address already"):
+    with pytest.raises(
+        pytest.fail.Exception, match=r"(?s)'broken' could not start.*code 3.*boom: address already"
+    ):
         proc.wait_ready(lambda: False, timeout=20)
     assert proc.popen is None  # stopped and forgotten
 
 
 def test_a_service_that_never_answers_fails_after_the_timeout_and_is_stopped(tmp_path):
     log = tmp_path / "slow.log"
-    proc = _Process("slow", [sys.executable, "-c", "import time; print('starting...', flush=True); time.sleep(60)"],
-                    log, grace=1)
+    proc = _Process(
+        "slow",
+        [sys.executable, "-c", "import time; print('starting...', flush=True); time.sleep(60)"],
+        log,
+        grace=1,
+    )
     proc.start()
     popen = proc.popen
     with pytest.raises(pytest.fail.Exception, match=r"(?s)not ready after.*starting\.\.\."):

@@ -14,10 +14,16 @@ def test_index_search_and_count(log_store):
     client = log_store.client()
     index = "platform-logs"
     marker = f"marker-{uuid.uuid4().hex}"
-    client.index(index=index, body={"service": "proposer", "message": f"request handled {marker}",
-                                    "level": "info"}, refresh=True)
-    client.index(index=index, body={"service": "critic", "message": "something else entirely",
-                                    "level": "warn"}, refresh=True)
+    client.index(
+        index=index,
+        body={"service": "proposer", "message": f"request handled {marker}", "level": "info"},
+        refresh=True,
+    )
+    client.index(
+        index=index,
+        body={"service": "critic", "message": "something else entirely", "level": "warn"},
+        refresh=True,
+    )
 
     hits = client.search(index=index, body={"query": {"match": {"message": marker}}})["hits"]
     assert hits["total"]["value"] == 1

@@ -32,7 +32,9 @@ def test_run_and_logged_model_land_in_postgres_and_s3(mlflow_server):
             mlflow.log_metric("accuracy", 0.93)
             mlflow.log_text("hello from the platform test\n", "notes/hello.txt")
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=_model(), input_example=pd.DataFrame({"x": [1.0, 2.0]}),
+                name="model",
+                python_model=_model(),
+                input_example=pd.DataFrame({"x": [1.0, 2.0]}),
             )
         run_id = run.info.run_id
 
@@ -51,9 +53,11 @@ def test_run_and_logged_model_land_in_postgres_and_s3(mlflow_server):
     model_keys = [k for k in keys if k.startswith(f"{prefix}models/{info.model_id}/")]
     assert info.model_id.startswith("m-")
     assert any(k.endswith("/MLmodel") for k in model_keys), keys
-    body = mlflow_server.s3.client().get_object(
-        Bucket=mlflow_server.s3.bucket, Key=f"{prefix}{run_id}/artifacts/notes/hello.txt"
-    )["Body"].read()
+    body = (
+        mlflow_server.s3.client()
+        .get_object(Bucket=mlflow_server.s3.bucket, Key=f"{prefix}{run_id}/artifacts/notes/hello.txt")["Body"]
+        .read()
+    )
     assert body == b"hello from the platform test\n"
 
     # The run and the logged model are rows in the server's PostgreSQL database.
@@ -78,8 +82,9 @@ def test_unknown_run_is_the_servers_404(mlflow_server):
     with pytest.raises(MlflowException) as excinfo:
         mlflow_server.client().get_run("0" * 32)
     assert excinfo.value.error_code == "RESOURCE_DOES_NOT_EXIST"
-    resp = requests.get(f"{mlflow_server.tracking_uri}/api/2.0/mlflow/runs/get",
-                        params={"run_id": "0" * 32}, timeout=10)
+    resp = requests.get(
+        f"{mlflow_server.tracking_uri}/api/2.0/mlflow/runs/get", params={"run_id": "0" * 32}, timeout=10
+    )
     assert resp.status_code == 404
 
 

@@ -6,9 +6,8 @@ import threading
 import time
 
 import pytest
-from prometheus_client import Counter
-
 from opsbook.testing.services import PromQLError
+from prometheus_client import Counter
 
 pytestmark = pytest.mark.services
 
@@ -17,7 +16,9 @@ RATE = 40.0  # events per second
 
 def test_rate_of_a_scraped_counter(prometheus, metrics_exporter):
     exporter = metrics_exporter()
-    counter = Counter("opsbook_test_events", "events counted by the platform test", registry=exporter.registry)
+    counter = Counter(
+        "opsbook_test_events", "events counted by the platform test", registry=exporter.registry
+    )
     stop = threading.Event()
     t0 = time.monotonic()
 
@@ -37,9 +38,9 @@ def test_rate_of_a_scraped_counter(prometheus, metrics_exporter):
         # rate() extrapolates to the window's edges only where the series already existed: wait until
         # the series is older than the window (5 scrapes in the last 5 s) and take the rate over 3 s.
         prometheus.wait_for_series(
-            f'count_over_time(opsbook_test_events_total{{job="rate-test"}}[5s]) >= 5', timeout=30
+            'count_over_time(opsbook_test_events_total{job="rate-test"}[5s]) >= 5', timeout=30
         )
-        value = prometheus.query_value(f'rate(opsbook_test_events_total{{job="rate-test"}}[3s])')
+        value = prometheus.query_value('rate(opsbook_test_events_total{job="rate-test"}[3s])')
     finally:
         stop.set()
         worker.join()

@@ -19,7 +19,8 @@ def test_put_list_get(s3):
     client.put_object(Bucket=s3.bucket, Key="platform/put-list-get/two.txt", Body=b"2")
 
     assert s3.list_keys("platform/put-list-get/") == [
-        "platform/put-list-get/one.txt", "platform/put-list-get/two.txt",
+        "platform/put-list-get/one.txt",
+        "platform/put-list-get/two.txt",
     ]
     got = client.get_object(Bucket=s3.bucket, Key="platform/put-list-get/one.txt")
     assert got["Body"].read() == body

@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from opsbook import catalog
 from opsbook.errors import RunbookError, RunbookNotFound
 

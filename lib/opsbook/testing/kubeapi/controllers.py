@@ -660,9 +660,6 @@ class Controllers:
                         self._event(rs, "SuccessfulCreate", f"Created pod: {p['metadata']['name']}",
                                     component="replicaset-controller")
             elif len(pods) > want:
-                pods.sort(key=lambda p: (_is_ready(p), bool(p["spec"].get("nodeName")),
-                                         p["metadata"]["creationTimestamp"] * 0 == "" or True,
-                                         ), reverse=False)
                 ranked = sorted(pods, key=lambda p: (0 if not p["spec"].get("nodeName") else
                                                      1 if not _is_ready(p) else 2,
                                                      [-ord(ch) for ch in p["metadata"]["creationTimestamp"]]))

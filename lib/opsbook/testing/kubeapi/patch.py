@@ -263,8 +263,7 @@ def field_paths(obj: Any, include_status: bool = False) -> set[Path]:
                 if prefix == ("f:metadata",) and k in IGNORED_META:
                     continue
                 if prefix == ("f:metadata",) and k in ("name", "namespace"):
-                    out.add(prefix + (f"f:{k}",))
-                    continue
+                    continue  # identity fields are not owned (stripped like the real field manager does)
                 walk(v, prefix + (f"f:{k}",), k)
             return
         if isinstance(val, list) and val and field is not None:

@@ -1,0 +1,51 @@
+"""``python -m opsbook.testing.kubeapi --port 0 --nodes 3 --ready-delay 0.3 [--kubeconfig-out PATH]``"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from . import start
+
+
+def write_kubeconfig(path: str, url: str, context: str = "opsbook-test", namespace: str = "default") -> None:
+    import yaml
+
+    cfg = {
+        "apiVersion": "v1", "kind": "Config", "preferences": {},
+        "clusters": [{"name": context, "cluster": {"server": url}}],
+        "users": [{"name": context, "user": {"token": "opsbook-test-token"}}],
+        "contexts": [{"name": context, "context": {"cluster": context, "user": context, "namespace": namespace}}],
+        "current-context": context,
+    }
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m opsbook.testing.kubeapi", description=__doc__)
+    ap.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: a free one)")
+    ap.add_argument("--nodes", type=int, default=3, help="simulated nodes (first is a tainted control plane "
+                                                         "when more than one)")
+    ap.add_argument("--ready-delay", type=float, default=0.3, help="seconds from container start to Ready")
+    ap.add_argument("--log-follow-seconds", type=float, default=30.0,
+                    help="longest a `logs --follow` stream stays open")
+    ap.add_argument("--kubeconfig-out", help="write a kubeconfig (context opsbook-test) to this path")
+    args = ap.parse_args(argv)
+    srv = start(port=args.port, nodes=args.nodes, ready_delay=args.ready_delay,
+                log_follow_seconds=args.log_follow_seconds)
+    if args.kubeconfig_out:
+        write_kubeconfig(args.kubeconfig_out, srv.url)
+    print(f"READY {srv.url}", flush=True)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    srv.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
