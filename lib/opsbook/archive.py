@@ -214,7 +214,7 @@ def chain_entry(*, prev: LedgerEntry | None | tuple[int, str], run_id: str, runb
     else:
         prev_seq, prev_hash = prev
     values = {k: _ledger_value(manifest.get(k)) for k in LEDGER_MANIFEST_KEYS}
-    body = dict(seq=prev_seq + 1, run_id=run_id, runbook_id=runbook_id, record=f"{runbook_id}/{run_id}",
+    body: dict[str, Any] = dict(seq=prev_seq + 1, run_id=run_id, runbook_id=runbook_id, record=f"{runbook_id}/{run_id}",
                 manifest_sha256=manifest_sha256, prev=prev_hash, **values)
     return LedgerEntry(**body, hash=_sha256_bytes(canonical_json(body)))
 

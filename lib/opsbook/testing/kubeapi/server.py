@@ -334,6 +334,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def _body_json(self):
         ct = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
+        if ct == "application/vnd.kubernetes.protobuf":
+            from .proto import ProtoError, decode
+            try:
+                return decode(self.body)
+            except (ProtoError, ValueError, KeyError) as e:
+                raise ApiError(415, "UnsupportedMediaType", str(e)) from None
         if ct in ("application/yaml", "application/apply-patch+yaml"):
             import yaml
             try:
@@ -353,8 +359,8 @@ class Handler(BaseHTTPRequestHandler):
         opts = {}
         if self.body:
             try:
-                opts = json.loads(self.body) or {}
-            except ValueError:
+                opts = self._body_json() or {}
+            except ApiError:
                 raise bad_request("DeleteOptions must be JSON") from None
         for k in ("propagationPolicy", "gracePeriodSeconds"):
             if k in self.q:

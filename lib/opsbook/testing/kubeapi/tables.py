@@ -42,7 +42,7 @@ def _pod_row(o: dict) -> list:
         t = (c.get("state") or {}).get("terminated")
         if w and w.get("reason"):
             reason = w["reason"]
-        elif t and t.get("reason") and reason in ("Running", "Pending"):
+        elif t and t.get("reason") and (reason in ("Running", "Pending") or st.get("phase") in ("Succeeded", "Failed")):
             reason = t["reason"]
     if st.get("phase") == "Pending" and not cs and (o.get("spec") or {}).get("nodeName"):
         reason = "ContainerCreating"

@@ -1,0 +1,85 @@
+"""The notebook API in-process, as a cell in JupyterLab would call it (no runner)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import opsbook
+from opsbook import notebook
+from opsbook.errors import ParameterError, PreflightFailed, RunFailed
+
+from ..conftest import FIXTURE_NOTEBOOKS
+
+
+@pytest.fixture
+def ns(monkeypatch):
+    monkeypatch.setenv("OPSBOOK_NOTEBOOKS", str(FIXTURE_NOTEBOOKS))
+    for var in (notebook.ENV_SOURCE, notebook.ENV_EVENTS, notebook.ENV_RUN_ID):
+        monkeypatch.delenv(var, raising=False)
+    return {"mode": "plan", "target": "local", "namespace": "ml-platform", "replicas": 2,
+            "db_password": "env:OPSBOOK_FIXTURE_SECRET", "unrelated_variable": object()}
+
+
+def test_start_validates_parameters_edited_by_hand(ns):
+    ns["namespace"] = "Not_A_Name"
+    with pytest.raises(ParameterError, match="namespace"):
+        opsbook.start("passing", ns)
+
+
+def test_plan_mode_never_calls_the_change(ns, capsys):
+    run = opsbook.start("passing", ns)
+    called = []
+    run.change("Scale", lambda: called.append(1), plan=lambda: opsbook.Result(summary="would scale to 3"))
+    run.change("Delete", lambda: called.append(2))
+    assert called == []
+    assert [(r.title, r.outcome) for r in run.records] == [("Scale", "planned"), ("Delete", "planned")]
+    assert "would run" in run.records[1].summary
+    assert "plan mode: Scale is not applied" in capsys.readouterr().out
+
+
+def test_apply_mode_calls_the_change(ns):
+    ns["mode"] = "apply"
+    run = opsbook.start("passing", ns)
+    assert run.change("Scale", lambda: "done") == "done"
+    assert run.records[-1].outcome == "changed"
+
+
+def test_failed_step_is_recorded_and_reraised(ns):
+    run = opsbook.start("passing", ns)
+    with pytest.raises(ZeroDivisionError):
+        run.step("Divide", lambda: 1 / 0)
+    assert run.records[-1].outcome == "failed" and "ZeroDivisionError" in run.records[-1].summary
+
+
+def test_checks_and_summary(ns):
+    run = opsbook.start("passing", ns)
+    assert run.check("true", True) is True
+    assert run.check("check object", lambda: opsbook.Check("c", False, "because")) is False
+    assert run.check("raises", lambda: 1 / 0) is False
+    with pytest.raises(RunFailed, match="check object, raises"):
+        run.summary()
+
+
+def test_preflight_stops_with_reasons(ns):
+    run = opsbook.start("passing", ns)
+    with pytest.raises(PreflightFailed, match="helm: not installed"):
+        run.preflight([opsbook.Check("kubectl", True, "v1.32"), opsbook.Check("helm", False, "not installed")])
+    assert run.records[-1].outcome == "failed"
+
+
+def test_events_file_gets_redacted_outcomes(ns, tmp_path, monkeypatch):
+    events = tmp_path / "events.jsonl"
+    monkeypatch.setenv(notebook.ENV_SOURCE, str(FIXTURE_NOTEBOOKS / "passing.ipynb"))
+    monkeypatch.setenv(notebook.ENV_EVENTS, str(events))
+    monkeypatch.setenv(notebook.ENV_RUN_ID, "20261128T000000Z-abcdef")
+    monkeypatch.setenv("OPSBOOK_FIXTURE_SECRET", "very-secret-value-42")
+    run = opsbook.start("passing", ns)
+    assert run.id == "20261128T000000Z-abcdef" and run.headless
+    pw = run.secret("db_password")
+    run.step("Leak", lambda: opsbook.Result(summary="pw=" + pw))
+    text = events.read_text()
+    assert "very-secret-value-42" not in text and "[REDACTED]" in text
+    kinds = [json.loads(line)["event"] for line in text.splitlines()]
+    assert kinds == ["start", "step"]
