@@ -32,7 +32,7 @@ from typing import Any
 
 from opsbook import catalog, secrets
 from opsbook.archive import Archive
-from opsbook.errors import ApprovalError, ArchiveError
+from opsbook.errors import ApprovalError, ArchiveError, RecordExists
 from opsbook.ids import new_run_id, utcnow
 from opsbook.notebook import ENV_EVENTS, ENV_OPERATOR, ENV_RUN_ID, ENV_SOURCE
 from opsbook.parameters import validate
@@ -289,16 +289,21 @@ def _locate_failed_cell(nb: Any) -> dict[str, Any]:
     """Where the failing cell is in the runbook as written (papermill adds an injected-parameters
     cell and error markers to the executed notebook, which shift its indices)."""
     index, code_number = 0, 0
+    running: dict[str, Any] | None = None
     for cell in nb.cells:
-        tags = cell.get("metadata", {}).get("tags", [])
+        meta = cell.get("metadata", {})
+        tags = meta.get("tags", [])
         if "injected-parameters" in tags or "papermill-error-cell-tag" in tags:
             continue
         if cell.cell_type == "code":
             code_number += 1
+            where = {"index": index, "code_cell": code_number, "source": "".join(cell.source)[:500]}
             if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
-                return {"index": index, "code_cell": code_number, "source": "".join(cell.source)[:500]}
+                return where
+            if meta.get("papermill", {}).get("status") in ("running", "failed") and running is None:
+                running = where  # a cell that timed out, or was running when the kernel died
         index += 1
-    return {"source": ""}
+    return running or {"source": ""}
 
 
 def _read_events(path: Path) -> list[dict[str, Any]]:
@@ -353,7 +358,8 @@ def execute(prep: Prepared, *, archive: Archive, progress: ProgressCallback | No
             error = f"interrupted ({exc or 'Ctrl-C'})"
         except Exception as exc:  # dead kernel, timeout, kernel that never started ...
             status = "failed"
-            error = f"{type(exc).__name__}: {exc}".strip()
+            failed_cell = {}
+            error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
             if "DeadKernel" in type(exc).__name__:
                 error = f"the kernel died (killed or out of memory): {exc}"
     finally:
@@ -368,11 +374,34 @@ def execute(prep: Prepared, *, archive: Archive, progress: ProgressCallback | No
                                 secrets_file=secrets_file, run_id=run_id, operator=operator, started=started,
                                 seconds=time.monotonic() - t0, status=status, failed_cell=failed_cell,
                                 error=error, warm=warm)
+        except RecordExists:
+            raise
+        except Exception as exc:
+            outcome = _minimal_record(prep, archive=archive, run_id=run_id, operator=operator, started=started,
+                                      status=status, error=error, finalize_error=exc)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         if held and outcome.status == "succeeded":
             outcome.error = "interrupted while the record was written; the record is complete"
     return outcome
+
+
+def _minimal_record(prep: Prepared, *, archive: Archive, run_id: str, operator: str, started: str, status: str,
+                    error: str | None, finalize_error: BaseException) -> RunOutcome:
+    """The full record could not be built: keep a manifest-only record rather than nothing. The
+    executed notebook is left out, since it may not have been redacted."""
+    manifest = {
+        "run_id": run_id, "runbook_id": prep.runbook.id, "runbook_version": prep.runbook.version,
+        "source_sha256": prep.runbook.sha256, "parameters": prep.params, "mode": prep.params.get("mode", "plan"),
+        "target": prep.target.name, "operator": operator, "host": socket.gethostname(), "started": started,
+        "ended": utcnow(), "status": "failed" if status == "succeeded" else status,
+        "error": (error or "") + f" [record incomplete: {type(finalize_error).__name__}: {finalize_error}; "
+                                 "the executed notebook was not archived]",
+    }
+    with tempfile.TemporaryDirectory(prefix="opsbook-min-") as empty:
+        ref = archive.record(runbook_id=prep.runbook.id, run_id=run_id, source_dir=Path(empty), manifest=manifest)
+    return RunOutcome(run_id=run_id, runbook_id=prep.runbook.id, status=manifest["status"],
+                      record_dir=Path(ref.path), error=manifest["error"], manifest=manifest)
 
 
 def _finalize(prep: Prepared, *, archive: Archive, staging: Path, out_nb: Path, events: Path,
@@ -390,8 +419,14 @@ def _finalize(prep: Prepared, *, archive: Archive, staging: Path, out_nb: Path, 
     nb.metadata.setdefault("opsbook", {})["run"] = {"run_id": run_id, "status": status}
     nbformat.write(nb, str(out_nb))
     if failed_cell is not None:
-        failed_cell.update(_locate_failed_cell(nb))
-        failed_cell["evalue"] = red.redact(str(failed_cell.get("evalue", "")))
+        try:
+            failed_cell.update(_locate_failed_cell(nb))
+        except Exception as exc:  # never lose the record over a detail
+            failed_cell["locate_error"] = repr(exc)
+        if not failed_cell.get("source") and "evalue" not in failed_cell:
+            failed_cell = None  # the kernel never got to a cell (did not start)
+        else:
+            failed_cell["evalue"] = red.redact(str(failed_cell.get("evalue", "")))
     warm.join(timeout=30)
     try:
         exporter = warm.exporter

@@ -134,6 +134,14 @@ def test_killed_kernel_is_archived_as_failed_with_reason(cli, outputs):
     assert m["status"] == "failed" and "kernel died" in m["error"]
 
 
+def test_cell_timeout_fails_the_run_naming_the_cell(cli, outputs):
+    r = cli("run", "sleeper", "-p", "seconds", "30", "--cell-timeout", "2", "--quiet")
+    assert r.returncode == 1
+    m = manifest(outputs, "sleeper")
+    assert m["status"] == "failed" and "CellTimeoutError" in m["error"]
+    assert "time.sleep" in m["failed_cell"]["source"]
+
+
 def test_secret_never_reaches_outputs_nor_terminal(cli, outputs):
     r = cli("run", "leaky")
     assert r.returncode == 1  # the last cell raises with the password in its message

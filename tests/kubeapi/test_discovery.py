@@ -1,0 +1,76 @@
+"""Discovery: /version, /api, /apis and the resource lists, as kubectl and the client read them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.kube
+
+
+def test_kubectl_version_reports_a_server_version(kube_api):
+    out = json.loads(kube_api.kubectl("version", "-o", "json").stdout)
+    server = out["serverVersion"]
+    assert server["major"] == "1"
+    assert server["gitVersion"].startswith("v1.")
+
+
+def test_kubectl_api_resources_lists_short_names_and_scope(kube_api):
+    out = kube_api.kubectl("api-resources", "-o", "wide").stdout
+    rows = {}
+    for line in out.splitlines()[1:]:
+        cols = line.split()
+        rows.setdefault(cols[0], []).append(cols)
+    for name, short in [("pods", "po"), ("deployments", "deploy"), ("services", "svc"), ("namespaces", "ns"),
+                        ("configmaps", "cm"), ("daemonsets", "ds"), ("replicasets", "rs"),
+                        ("statefulsets", "sts"), ("ingresses", "ing"), ("networkpolicies", "netpol"),
+                        ("serviceaccounts", "sa"), ("endpoints", "ep")]:
+        assert name in rows, f"{name} missing from api-resources"
+        assert any(short in cols for cols in rows[name]), f"{name} has no short name {short}"
+    for name in ("jobs", "roles", "rolebindings", "clusterroles", "clusterrolebindings", "leases", "secrets",
+                 "nodes", "events", "selfsubjectaccessreviews"):
+        assert name in rows, f"{name} missing from api-resources"
+    ns_col = {cols[0]: cols for cols in (r[0] for r in rows.values())}
+    assert "false" in ns_col["nodes"] and "true" in ns_col["pods"]
+
+
+def test_client_discovery_has_subresources(kube_api):
+    from kubernetes import client
+
+    api = kube_api.api_client()
+    core = client.CoreV1Api(api).get_api_resources()
+    names = {r.name: r for r in core.resources}
+    assert {"pods", "pods/log", "pods/status", "namespaces"} <= set(names)
+    assert names["pods"].namespaced and not names["namespaces"].namespaced
+    assert "po" in names["pods"].short_names
+    apps = client.AppsV1Api(api).get_api_resources()
+    anames = {r.name: r for r in apps.resources}
+    assert {"deployments", "deployments/status", "deployments/scale"} <= set(anames)
+    assert anames["deployments/scale"].kind == "Scale"
+    groups = {g.name for g in client.ApisApi(api).get_api_versions().groups}
+    assert {"apps", "batch", "networking.k8s.io", "rbac.authorization.k8s.io", "coordination.k8s.io",
+            "events.k8s.io", "authorization.k8s.io"} <= groups
+
+
+def test_self_subject_access_review_is_answered(kube_api):
+    from kubernetes import client
+
+    api = client.AuthorizationV1Api(kube_api.api_client())
+    review = api.create_self_subject_access_review({
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": {"verb": "list", "resource": "pods", "namespace": "default"}}})
+    assert review.status.allowed is True
+
+
+def test_kubectl_auth_can_i(kube_api):
+    assert kube_api.kubectl("auth", "can-i", "create", "deployments").stdout.strip() == "yes"
+
+
+def test_nodes_are_listed_ready(kube_api):
+    out = kube_api.kubectl("get", "nodes", "-o", "json").stdout
+    nodes = json.loads(out)["items"]
+    assert nodes
+    for n in nodes:
+        ready = [c for c in n["status"]["conditions"] if c["type"] == "Ready"]
+        assert ready and ready[0]["status"] == "True"
