@@ -181,8 +181,7 @@ def _kill_group(pid: int, grace: float) -> None:
             return
         # reap our own child so that it does not linger as a zombie
         with contextlib.suppress(ChildProcessError):
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                pass
+            os.waitpid(pid, os.WNOHANG)
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)

@@ -1,0 +1,102 @@
+"""The canary judge: sequential, anytime-valid comparison of a canary with the stable version.
+
+Pure statistics, no I/O (numpy and, for the frame adapter, pandas). The ``deploy-new-model`` runbook
+feeds it one analysis interval at a time and acts on its verdict::
+
+    from opsbook.canary import CanaryJudge, DEFAULT_METRICS, JudgeConfig, inputs_from_frame
+
+    judge = CanaryJudge(DEFAULT_METRICS, JudgeConfig(window=60, alpha=0.05))
+    for item in inputs_from_frame(frame):            # per-interval aggregates, schema in ``frames``
+        verdict = judge.update(item.stable, item.canary)
+        if verdict.final:                             # promote, rollback or inconclusive
+            break
+    verdict.decision, verdict.reason, verdict.metrics["latency"].rollback_at
+
+Verdicts: ``rollback`` as soon as some metric is *certainly worse* (early stop); ``promote`` when
+every metric is shown to be less than its tolerance worse, or when the planned window ends with no
+regression and enough traffic; ``inconclusive`` when the traffic cannot support a decision (with the
+traffic that would be needed): never promote on it; ``continue`` otherwise.
+
+Method
+------
+Per metric, theta = s * log(canary / stable) of the rate (Bernoulli: errors/requests,
+correct/labelled) or of the mean (continuous: latency, ``d``), with s = +1 when higher is worse and -1
+when lower is worse, so theta > 0 is a regression. After every interval the cumulative estimate
+theta_hat and its information I = 1/Var(theta_hat) (delta method, plug-in variances; rates smoothed as
+(K + 1/2)/(N + 1)) are formed; S = theta_hat * I behaves like a Brownian motion with drift theta in
+intrinsic time I. Two one-sided **normal-mixture e-processes** (mixture SPRTs) run on it:
+
+* rollback: H0 theta <= 0 ("canary no worse"), E = integral of exp(l*S - l**2*I/2) over a half-normal
+  prior on l >= 0 (closed form in ``_stats.log_mixture_e``). Rollback when E >= 1/alpha_m.
+* promote: H0 theta >= log(1 + tolerance), the same e-process on (log(1+tol) - theta_hat) * I.
+
+By Ville's inequality P(sup_t E_t >= 1/a) <= a under H0, so each test may be looked at after every
+interval, and stopped at any time, without inflating its error: the false-rollback rate is bounded
+over all looks. alpha is split across metrics by weight (Bonferroni: P(any false rollback) <= alpha),
+the same for ``alpha_promote``. The mixture's prior scale is ``mixture_scale`` x log(1 + tolerance),
+which tunes the boundary to regressions of one to a few tolerances. The boundaries at each interval
+(the estimate at which the judge would roll back / pass) are reported for plots; they are the
+confidence-sequence bounds of the two tests.
+
+**Tail guard** (variance, not only the mean), for continuous higher-is-worse metrics with a quantile
+(latency p90): after every interval with at least ``tail_min_samples`` requests per arm, a bet on
+"canary p90 > stable p90 x (1 + tolerance)". Under "no tail regression beyond tolerance" that event
+has probability <= 1/2 in each interval, independently of the past, so the sign-test wealth averaged
+over a grid of betting odds is an e-process (``_stats.log_tail_e``); it gets ``tail_share`` of the
+metric's alpha. It catches a spread-only increase (sigma 0.5 -> 0.75 at the same median) that a test
+on the median would miss and that a mean test sees only indirectly.
+
+**Guards.** A metric's tests start only after ``min_samples`` per arm. A metric with no data on an arm
+is ``no_data``: the judge never promotes while it lasts and rolls back at the window's end (a metric
+that cannot be checked fails). Traffic: from the information rate so far the judge projects the
+information at the window's end; the information needed is where a tolerance-sized regression would
+be rolled back with probability ``power``. At the window's end a metric passes only if it reached that
+information without regression (and its estimate is within tolerance); otherwise the verdict is
+``inconclusive`` with the requests per interval that would be needed. Before it, once
+``min_intervals`` have passed, the judge says ``inconclusive`` early when no undecided metric can reach
+enough information within the window.
+
+Assumptions
+-----------
+Intervals are independent given the past (requests in different intervals do not share state that
+matters), the two arms receive comparable traffic mixes, and the normal approximation of theta_hat
+holds once ``min_samples`` are in (the guarantee is then the asymptotic, time-uniform one of
+Waudby-Smith et al.; it is exact for Gaussian data with known variance). Rates and means must be
+positive. For the tail guard, the sample quantiles of equal distributions are exchangeable between
+arms (close to true when the arms' per-interval counts are comparable).
+
+References
+----------
+* H. Robbins (1970). Statistical methods related to the law of the iterated logarithm. Ann. Math. Stat.
+* S. R. Howard, A. Ramdas, J. McAuliffe, J. Sekhon (2021). Time-uniform, nonparametric, nonasymptotic
+  confidence sequences. Ann. Statist. 49(2). (normal-mixture boundaries, section 3)
+* R. Johari, P. Koomen, L. Pekelis, D. Walsh (2022). Always valid inference: continuous monitoring of
+  A/B tests. Operations Research 70(3). (the mixture SPRT for two-sample tests)
+* I. Waudby-Smith, D. Arbour, R. Sinha, E. H. Kennedy, A. Ramdas (2024). Time-uniform central limit
+  theory and asymptotic confidence sequences. Ann. Statist. (plug-in variance)
+* G. Shafer, V. Vovk (2019). Game-theoretic foundations for probability and finance; I. Waudby-Smith,
+  A. Ramdas (2023). Estimating means of bounded random variables by betting. JRSS B. (betting e-processes)
+* A. Wald (1945). Sequential tests of statistical hypotheses. (the oracle SPRT of the benchmark)
+"""
+
+from __future__ import annotations
+
+from opsbook.canary.frames import IntervalInput, inputs_from_frame, judge_frame
+from opsbook.canary.judge import CanaryJudge, MetricResult, TailResult, Verdict, history_frame
+from opsbook.canary.spec import (
+    ACCURACY,
+    DEFAULT_METRICS,
+    DISSONANCE,
+    ERROR_RATE,
+    LATENCY,
+    Counts,
+    JudgeConfig,
+    MetricSpec,
+    Summary,
+)
+
+__all__ = [
+    "ACCURACY", "DEFAULT_METRICS", "DISSONANCE", "ERROR_RATE", "LATENCY",
+    "CanaryJudge", "Counts", "IntervalInput", "JudgeConfig", "MetricResult", "MetricSpec", "Summary",
+    "TailResult", "Verdict", "history_frame", "inputs_from_frame", "judge_frame",
+]

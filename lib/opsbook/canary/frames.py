@@ -1,0 +1,208 @@
+"""Per-interval aggregates (a pandas DataFrame) -> the judge's inputs.
+
+Prometheus queries and recorded CSV/Parquet files give aggregates per analysis interval and arm, not
+raw requests. The schema, long format, one row per interval and arm:
+
+============== ======= ==================================================================
+column         type    meaning
+============== ======= ==================================================================
+interval       any     analysis interval label (int index or timestamp); sorted ascending
+arm            str     ``stable`` or ``canary``
+requests       count   requests served in the interval (trials of ``error_rate``; the count
+                       behind ``latency_*`` and, without ``d_count``, behind ``d_*``)
+errors         count   failed requests, <= requests                       (error_rate)
+labelled       count   requests with ground-truth feedback                (accuracy)
+correct        count   labelled requests predicted correctly, <= labelled (accuracy)
+latency_mean   float   mean latency in the interval (any unit, the same for both arms)
+latency_std    float   sample standard deviation (ddof=1) of latency; or instead
+latency_m2     float   sum of squared deviations from the interval mean (Welford's M2)
+latency_p50    float   median latency (optional; see below)
+latency_p90    float   90th percentile latency (the tail guard's input)
+d_mean         float   mean dissonance value ``d``
+d_std / d_m2   float   as for latency
+d_count        count   number of ``d`` values (optional, defaults to ``requests``)
+============== ======= ==================================================================
+
+Without ``*_std`` and ``*_m2`` but with ``*_p50`` and ``*_p90`` (what Prometheus histograms give),
+the standard deviation is derived assuming a log-normal distribution within the interval:
+sigma = ln(p90/p50)/1.2816, std = mean*sqrt(exp(sigma**2) - 1).
+
+Custom metrics name their columns in their :class:`~opsbook.canary.spec.MetricSpec`. A column the
+specs need that the frame lacks, a negative count, successes above trials, a negative std, a
+non-positive mean, an unknown arm or a duplicated (interval, arm) row raise ``ValueError`` naming the
+column. A missing value (NaN) or a missing row means "no data for that arm in that interval": the
+judge then treats the metric as unobserved there (and fails it if it never gets data).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from opsbook.canary.judge import CanaryJudge
+from opsbook.canary.spec import DEFAULT_METRICS, Counts, JudgeConfig, MetricSpec, Observation, Summary
+
+ARMS = ("stable", "canary")
+Z90 = 1.2815515655446004
+
+
+@dataclass(frozen=True)
+class IntervalInput:
+    """One interval's observations, ready for ``CanaryJudge.update(item.stable, item.canary)``."""
+
+    interval: Any
+    stable: dict[str, Observation | None]
+    canary: dict[str, Observation | None]
+
+
+def _require(frame: Any, column: str, spec: MetricSpec | None = None) -> None:
+    if column not in frame.columns:
+        who = f" (needed by metric {spec.name!r})" if spec else ""
+        raise ValueError(f"column {column!r} missing from the metrics frame{who}; columns: {list(frame.columns)}")
+
+
+def _numeric(frame: Any, column: str) -> np.ndarray:
+    import pandas as pd
+
+    try:
+        return pd.to_numeric(frame[column], errors="raise").to_numpy(dtype=float)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"column {column!r} must be numeric: {exc}") from None
+
+
+def _where(frame: Any, mask: np.ndarray) -> str:
+    i = int(np.argmax(mask))
+    return f"interval {frame['interval'].iloc[i]!r}, arm {frame['arm'].iloc[i]!r}"
+
+
+def _counts(frame: Any, column: str) -> np.ndarray:
+    x = _numeric(frame, column)
+    bad = x < 0
+    if bad.any():
+        raise ValueError(f"column {column!r} has a negative count ({x[bad][0]:g}) at {_where(frame, bad)}")
+    return x
+
+
+def _count_column(frame: Any, spec: MetricSpec) -> str:
+    if spec.count in frame.columns:
+        return spec.count
+    if spec.count != "requests" and "requests" in frame.columns:
+        return "requests"
+    _require(frame, spec.count, spec)
+    return spec.count
+
+
+def _metric_fields(frame: Any, spec: MetricSpec) -> dict[str, np.ndarray]:
+    if spec.kind == "bernoulli":
+        if not spec.successes or not spec.trials:
+            raise ValueError(f"metric {spec.name!r}: a Bernoulli spec needs successes= and trials= columns")
+        for c in (spec.successes, spec.trials):
+            _require(frame, c, spec)
+        k, n = _counts(frame, spec.successes), _counts(frame, spec.trials)
+        bad = k > n
+        if bad.any():
+            raise ValueError(f"column {spec.successes!r} exceeds {spec.trials!r} at {_where(frame, bad)}")
+        return {"successes": k, "trials": n}
+
+    p = spec.prefix
+    count = _count_column(frame, spec)
+    _require(frame, f"{p}_mean", spec)
+    n = _counts(frame, count)
+    mean = _numeric(frame, f"{p}_mean")
+    bad = (n > 0) & (mean <= 0)
+    if bad.any():
+        raise ValueError(f"column {p + '_mean'!r} must be positive (relative change of a mean), "
+                         f"got {mean[bad][0]:g} at {_where(frame, bad)}")
+    if f"{p}_std" in frame.columns:
+        std = _numeric(frame, f"{p}_std")
+        col = f"{p}_std"
+    elif f"{p}_m2" in frame.columns:
+        m2 = _numeric(frame, f"{p}_m2")
+        col = f"{p}_m2"
+        with np.errstate(invalid="ignore", divide="ignore"):
+            std = np.where(n > 1, np.sqrt(np.where(m2 >= 0, m2, np.nan) / (n - 1)), 0.0)
+        std = np.where(m2 < 0, -1.0, std)
+    elif f"{p}_p50" in frame.columns and f"{p}_p90" in frame.columns:
+        p50, p90 = _numeric(frame, f"{p}_p50"), _numeric(frame, f"{p}_p90")
+        col = f"{p}_p90"
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sigma = np.log(p90 / p50) / Z90
+        bad = (n > 0) & ~(sigma >= 0)
+        if bad.any():
+            raise ValueError(f"columns {p + '_p50'!r}/{p + '_p90'!r} need 0 < p50 <= p90 at {_where(frame, bad)}")
+        std = mean * np.sqrt(np.expm1(sigma * sigma))
+    else:
+        raise ValueError(f"column {p + '_std'!r} missing from the metrics frame (needed by metric {spec.name!r}; "
+                         f"or give {p + '_m2'!r}, or {p + '_p50'!r} and {p + '_p90'!r}); columns: {list(frame.columns)}")
+    bad = std < 0
+    if bad.any():
+        raise ValueError(f"column {col!r} must not be negative at {_where(frame, bad)}")
+    out = {"n": n, "mean": mean, "std": std}
+    if spec.tail:
+        _require(frame, spec.tail_column, spec)
+        out["tail"] = _numeric(frame, spec.tail_column)
+    return out
+
+
+def inputs_from_frame(frame: Any, metrics: Sequence[MetricSpec] = DEFAULT_METRICS) -> list[IntervalInput]:
+    """Validate a per-interval aggregate frame (schema in the module docstring) and turn it into one
+    :class:`IntervalInput` per interval, in interval order."""
+    import pandas as pd
+
+    if not isinstance(frame, pd.DataFrame):
+        raise ValueError(f"expected a pandas DataFrame, got {type(frame).__name__}")
+    for c in ("interval", "arm"):
+        _require(frame, c)
+    frame = frame.reset_index(drop=True)
+    arms = frame["arm"].astype(str).str.strip().str.lower()
+    unknown = sorted(set(arms) - set(ARMS))
+    if unknown:
+        raise ValueError(f"column 'arm' has unknown value(s) {unknown}; expected 'stable' or 'canary'")
+    frame = frame.assign(arm=arms)
+    if frame["interval"].isna().any():
+        raise ValueError("column 'interval' has missing values")
+    dup = frame.duplicated(["interval", "arm"])
+    if dup.any():
+        raise ValueError(f"column 'interval' repeats interval {frame['interval'][dup].iloc[0]!r} "
+                         f"for arm {frame['arm'][dup].iloc[0]!r}")
+    fields = {s.name: _metric_fields(frame, s) for s in metrics}
+
+    intervals = sorted(frame["interval"].unique())
+    where = {(iv, a): i for i, (iv, a) in enumerate(zip(frame["interval"], frame["arm"], strict=True))}
+    out = []
+    for iv in intervals:
+        per_arm: dict[str, dict[str, Observation | None]] = {}
+        for arm in ARMS:
+            i = where.get((iv, arm))
+            per_arm[arm] = {s.name: (None if i is None else _observation(s, fields[s.name], i)) for s in metrics}
+        out.append(IntervalInput(iv, per_arm["stable"], per_arm["canary"]))
+    return out
+
+
+def _observation(spec: MetricSpec, f: dict[str, np.ndarray], i: int) -> Observation | None:
+    if spec.kind == "bernoulli":
+        k, n = f["successes"][i], f["trials"][i]
+        if not (math.isfinite(k) and math.isfinite(n)) or n <= 0:
+            return None
+        return Counts(float(k), float(n))
+    n, mean, std = f["n"][i], f["mean"][i], f["std"][i]
+    if not (math.isfinite(n) and math.isfinite(mean)) or n <= 0:
+        return None
+    tail = float(f["tail"][i]) if "tail" in f and math.isfinite(f["tail"][i]) else None
+    return Summary(float(n), float(mean), float(std) if math.isfinite(std) else 0.0, tail)
+
+
+def judge_frame(frame: Any, metrics: Sequence[MetricSpec] = DEFAULT_METRICS,
+                config: JudgeConfig | None = None) -> CanaryJudge:
+    """Feed a whole recorded frame to a new judge, interval by interval, stopping at the first final
+    verdict (or when the frame or the window ends). The judge's ``history`` holds every verdict."""
+    judge = CanaryJudge(metrics, config)
+    for item in inputs_from_frame(frame, metrics):
+        verdict = judge.update(item.stable, item.canary)
+        if verdict.final:
+            break
+    return judge

@@ -1,0 +1,170 @@
+"""What the judge is told: metric specs, the judge's configuration, and one interval's observations."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+Kind = Literal["bernoulli", "continuous"]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric the judge compares between stable and canary.
+
+    ``kind``: ``"bernoulli"`` (per interval ``successes`` out of ``trials``, e.g. errors out of
+    requests, correct out of labelled) or ``"continuous"`` (per interval a summary of per-request
+    values: count, mean, sample std, optionally a tail quantile; e.g. latency, ``d``). The judged
+    quantity is the rate (Bernoulli) or the mean (continuous), which must be positive.
+
+    ``higher_is_worse``: True for latency, errors, ``d``; False for accuracy.
+    ``tolerance``: the tolerated relative change in the worse direction (0.05 = 5%). A canary is
+    promoted only when the metric is shown to be less than this much worse; it is rolled back as soon
+    as it is shown to be worse at all.
+    ``weight``: share of the false-alarm budget (alpha is split across metrics by weight).
+    ``tail``: also run the tail guard: after every interval, is the canary's ``tail_quantile``
+    (default p90) above the stable's times (1 + tolerance)? A sign test on these comparisons catches
+    a rise in spread or tail that the mean may hide. Only for continuous, higher-is-worse metrics.
+
+    Column names for :func:`opsbook.canary.frames.inputs_from_frame`: Bernoulli specs read
+    ``successes`` and ``trials``; continuous specs read ``{column}_mean``, ``{column}_std`` (or
+    ``{column}_m2``), ``{column}_p50`` / ``{column}_p90``, with the count from ``count``.
+    """
+
+    name: str
+    kind: Kind
+    higher_is_worse: bool
+    tolerance: float = 0.05
+    weight: float = 1.0
+    tail: bool = False
+    tail_quantile: float = 0.9
+    successes: str | None = None
+    trials: str | None = None
+    column: str | None = None
+    count: str = "requests"
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("metric name must not be empty")
+        if self.kind not in ("bernoulli", "continuous"):
+            raise ValueError(f"metric {self.name!r}: kind {self.kind!r}, expected 'bernoulli' or 'continuous'")
+        if not (0.0 < self.tolerance < 10.0):
+            raise ValueError(f"metric {self.name!r}: tolerance {self.tolerance!r} must be in (0, 10)")
+        if not (self.weight > 0 and math.isfinite(self.weight)):
+            raise ValueError(f"metric {self.name!r}: weight {self.weight!r} must be positive")
+        if self.tail and (self.kind != "continuous" or not self.higher_is_worse):
+            raise ValueError(f"metric {self.name!r}: the tail guard needs a continuous, higher-is-worse metric")
+        if not (0.5 <= self.tail_quantile < 1.0):
+            raise ValueError(f"metric {self.name!r}: tail_quantile {self.tail_quantile!r} must be in [0.5, 1)")
+
+    @property
+    def sign(self) -> float:
+        """+1 if higher is worse, -1 if lower is worse: theta = sign * log(canary / stable) > 0 is worse."""
+        return 1.0 if self.higher_is_worse else -1.0
+
+    @property
+    def prefix(self) -> str:
+        return self.column or self.name
+
+    @property
+    def tail_column(self) -> str:
+        return f"{self.prefix}_p{round(self.tail_quantile * 100)}"
+
+
+ACCURACY = MetricSpec("accuracy", "bernoulli", higher_is_worse=False, successes="correct", trials="labelled")
+LATENCY = MetricSpec("latency", "continuous", higher_is_worse=True, tail=True, column="latency")
+ERROR_RATE = MetricSpec("error_rate", "bernoulli", higher_is_worse=True, successes="errors", trials="requests")
+DISSONANCE = MetricSpec("d", "continuous", higher_is_worse=True, column="d", count="d_count")
+DEFAULT_METRICS: tuple[MetricSpec, ...] = (ACCURACY, LATENCY, ERROR_RATE, DISSONANCE)
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """How the judge decides.
+
+    ``window``: planned number of analysis intervals; at the last one the judge always decides.
+    ``alpha``: bound on P(rollback of a canary no worse than stable in every metric), over all looks
+    and all metrics. ``alpha_promote``: bound on P(promote while some metric is worse than its
+    tolerance), for the sequential promote path. ``power``: the chance with which the planned window
+    must be able to catch a tolerance-sized regression for "enough traffic" (used at the window's
+    end and for the inconclusive projection). ``min_samples``: per arm and metric, the cumulative
+    count before that metric's test may decide (the normal approximation needs it).
+    ``min_intervals``: intervals before an early "inconclusive" (the traffic rate must be seen first).
+    ``tail_share``: part of a metric's alpha given to its tail guard. ``tail_min_samples``: per arm
+    and interval, the count below which an interval's quantiles are not compared.
+    ``mixture_scale``: spread of the mixing distribution over regressions, in units of the metric's
+    log tolerance (the e-process is most sensitive to regressions around 1-3 tolerances).
+    """
+
+    window: int = 60
+    alpha: float = 0.05
+    alpha_promote: float = 0.05
+    power: float = 0.8
+    min_samples: int = 50
+    min_intervals: int = 5
+    tail_share: float = 0.2
+    tail_min_samples: int = 20
+    mixture_scale: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ValueError(f"window {self.window!r} must be at least 1 interval")
+        for name in ("alpha", "alpha_promote", "tail_share"):
+            value = getattr(self, name)
+            if not 0.0 < value < 1.0:
+                raise ValueError(f"{name} {value!r} must be in (0, 1)")
+        if not 0.5 <= self.power < 1.0:
+            raise ValueError(f"power {self.power!r} must be in [0.5, 1)")
+        if self.min_samples < 2 or self.tail_min_samples < 2:
+            raise ValueError("min_samples and tail_min_samples must be at least 2")
+        if self.min_intervals < 1:
+            raise ValueError(f"min_intervals {self.min_intervals!r} must be at least 1")
+        if not self.mixture_scale > 0:
+            raise ValueError(f"mixture_scale {self.mixture_scale!r} must be positive")
+
+
+@dataclass(frozen=True)
+class Counts:
+    """One arm's Bernoulli observations in one interval: ``successes`` out of ``trials``."""
+
+    successes: float
+    trials: float
+
+    def __post_init__(self) -> None:
+        if not (self.trials >= 0 and self.successes >= 0):
+            raise ValueError(f"counts must be non-negative, got {self.successes!r} of {self.trials!r}")
+        if self.successes > self.trials:
+            raise ValueError(f"successes {self.successes!r} exceed trials {self.trials!r}")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One arm's continuous observations in one interval: count, mean, sample std (ddof=1), and
+    optionally the tail quantile the metric's spec names (p90 by default)."""
+
+    n: float
+    mean: float
+    std: float
+    tail: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.n >= 0:
+            raise ValueError(f"count must be non-negative, got {self.n!r}")
+        if self.n > 0 and not (math.isfinite(self.mean) and self.std >= 0):
+            raise ValueError(f"summary needs a finite mean and std >= 0, got mean={self.mean!r} std={self.std!r}")
+
+    @classmethod
+    def from_samples(cls, values: Sequence[float] | np.ndarray, tail_quantile: float = 0.9) -> Summary:
+        x = np.asarray(values, dtype=float)
+        x = x[np.isfinite(x)]
+        if x.size == 0:
+            return cls(0, math.nan, math.nan)
+        std = float(x.std(ddof=1)) if x.size > 1 else 0.0
+        return cls(int(x.size), float(x.mean()), std, float(np.quantile(x, tail_quantile)))
+
+
+Observation = Counts | Summary
