@@ -9,7 +9,6 @@ cluster they pull and behave as the test expects.
 from __future__ import annotations
 
 import pytest
-
 from opsbook.testing.kube import wait_until
 
 PAUSE = "registry.k8s.io/pause:3.10"

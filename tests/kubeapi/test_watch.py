@@ -57,5 +57,5 @@ def test_watch_times_out_when_nothing_happens(kube, core):
 
 def test_kubectl_get_watch(kube, core):
     core.create_namespaced_config_map(kube.namespace, {"metadata": {"name": "kw"}})
-    out = kube.kubectl("get", "configmap", "kw", "--watch", "--request-timeout=2s", "-o", "name", check=False)
+    out = kube.kubectl("get", "configmap", "kw", "--watch", "--request-timeout=1s", "-o", "name", check=False)
     assert "configmap/kw" in out.stdout

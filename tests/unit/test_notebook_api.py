@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 import opsbook
+import pytest
 from opsbook import notebook
 from opsbook.errors import ParameterError, PreflightFailed, RunFailed
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from opsbook import targets
 from opsbook.errors import TargetError
 

@@ -285,7 +285,7 @@ def kube_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApi]:
     kubeconfig = d / "kubeconfig"
     log_path = d / "kubeapi.log"
     t0 = time.monotonic()
-    log = open(log_path, "wb")
+    log = open(log_path, "wb")  # noqa: SIM115  (the server writes into it for the whole session)
     proc = subprocess.Popen(
         [sys.executable, "-m", "opsbook.testing.kubeapi", "--port", "0", "--nodes", "3", "--ready-delay", "0.3",
          "--kubeconfig-out", str(kubeconfig)],

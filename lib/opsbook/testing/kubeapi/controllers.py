@@ -24,6 +24,8 @@ SAS = res("v1", "serviceaccounts")
 CMS = res("v1", "configmaps")
 SVCS = res("v1", "services")
 EPS = res("v1", "endpoints")
+SLICES = res("discovery.k8s.io/v1", "endpointslices")
+SLICE_MANAGER = "endpointslice-controller.k8s.io"
 DEPLOY = res("apps/v1", "deployments")
 RSS = res("apps/v1", "replicasets")
 DSS = res("apps/v1", "daemonsets")
@@ -345,16 +347,7 @@ class Controllers:
                                              for r in c.data if r.namespaced for o in c.data[r].values()):
                     c._drop(NSS, nso)
                 continue
-            if c.raw(SAS, name, "default") is None:
-                self._create(SAS, name, {"metadata": {"name": "default"}})
-            if c.raw(CMS, name, "kube-root-ca.crt") is None:
-                self._create(CMS, name, {"metadata": {"name": "kube-root-ca.crt", "annotations": {
-                    "kubernetes.io/description": "Contains a CA bundle that can be used to verify the "
-                                                 "kube-apiserver when using internal endpoints such as the "
-                                                 "internal service IP or kubernetes.default.svc. No other "
-                                                 "usage is guaranteed across distributions of Kubernetes "
-                                                 "clusters."}},
-                    "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\nopsbook-test-server\n-----END CERTIFICATE-----\n"}})
+            c.namespace_defaults(name)
 
     # ------------------------------------------------------------ garbage collector
 
@@ -428,19 +421,20 @@ class Controllers:
             rs_tmpl.setdefault("metadata", {}).setdefault("labels", {})["pod-template-hash"] = h
             sel = copy.deepcopy(spec["selector"])
             sel.setdefault("matchLabels", {})["pod-template-hash"] = h
-            start = 0 if strategy.get("type") == "Recreate" and any(
-                rs["spec"].get("replicas") for rs in rss) else None
+            old_total = sum(int(rs["spec"].get("replicas") or 0) for rs in rss)
+            if strategy.get("type") == "Recreate":
+                start = 0 if old_total else replicas
+            else:
+                start = max(0, min(replicas, replicas + surge - old_total))
             rs_obj = {"metadata": {"name": f"{name}-{h}", "namespace": ns,
                                    "labels": dict(rs_tmpl["metadata"]["labels"]),
                                    "annotations": {"deployment.kubernetes.io/revision": str(max_rev + 1),
                                                    "deployment.kubernetes.io/desired-replicas": str(replicas),
                                                    "deployment.kubernetes.io/max-replicas": str(replicas + surge)},
                                    "ownerReferences": [_owner_ref(d, "Deployment", "apps/v1")]},
-                      "spec": {"replicas": 0 if start == 0 or rss else replicas,
+                      "spec": {"replicas": start,
                                "minReadySeconds": int(spec.get("minReadySeconds") or 0),
                                "selector": sel, "template": rs_tmpl}}
-            if not rss:
-                rs_obj["spec"]["replicas"] = replicas
             created = self._create(RSS, ns, rs_obj)
             if created is None:
                 return
@@ -449,8 +443,9 @@ class Controllers:
             _set_cond(conds, "Progressing", "True", "NewReplicaSetCreated", f'Created new replica set "{created["metadata"]["name"]}"',
                       with_update_time=True, touch=True)
             progressing_reason = "NewReplicaSetCreated"
-            self._event(d, "ScalingReplicaSet", f"Scaled up replica set {created['metadata']['name']} from 0 to "
-                        f"{created['spec']['replicas']}", component="deployment-controller")
+            if start:
+                self._event(d, "ScalingReplicaSet", f"Scaled up replica set {created['metadata']['name']} from 0 "
+                            f"to {start}", component="deployment-controller")
         elif new_rs is not None:
             rev = int((new_rs["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision", "0")
                       or 0)
@@ -705,11 +700,12 @@ class Controllers:
                     continue
                 eligible.append(n["metadata"]["name"])
             pods = [p for p in owned.get(ds["metadata"]["uid"], []) if _active(p)]
+            occupied = {_target_node(p) for p in owned.get(ds["metadata"]["uid"], []) if not _terminal(p)}
             by_node: dict[str, list[dict]] = {}
             for p in pods:
                 by_node.setdefault(_target_node(p) or "", []).append(p)
             for node in eligible:
-                if node not in by_node:
+                if node not in occupied:
                     pod = self._pod_from_template(ds, "DaemonSet", "apps/v1", tmpl, extra_labels={
                         "controller-revision-hash": h,
                         "pod-template-generation": str(ds["metadata"].get("generation", 1))})
@@ -853,7 +849,7 @@ class Controllers:
         for job in list(c.objects(JOBS)):
             if job["metadata"].get("deletionTimestamp"):
                 continue
-            ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
+            ns = job["metadata"]["namespace"]
             spec = job["spec"]
             status = copy.deepcopy(job.get("status") or {})
             conds = status.setdefault("conditions", [])
@@ -973,9 +969,15 @@ class Controllers:
             node = spec.get("nodeName")
             if not node or node not in nodes or _terminal(p):
                 continue
-            if p["metadata"].get("deletionTimestamp"):
-                continue
             uid = p["metadata"]["uid"]
+            if p["metadata"].get("deletionTimestamp"):
+                term = c.sim.get(uid, {}).get("terminate_at")
+                if term is not None and now >= term:
+                    if p["metadata"].get("finalizers"):
+                        c.sim[uid].pop("terminate_at", None)
+                    else:
+                        c._drop(PODS, p)
+                continue
             sim = c.sim.setdefault(uid, {"created": now})
             if "start" not in sim:
                 sim["start"] = now
@@ -1194,6 +1196,35 @@ class Controllers:
 
     # ------------------------------------------------------------ endpoints
 
+    def _endpoint_slice(self, svc: dict, pods: list[dict], ports: list[dict]) -> None:
+        c = self.c
+        ns, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
+        want = _slice_body(svc, pods, ports)
+        cur = next((sl for sl in c.objects(SLICES, ns)
+                    if (sl["metadata"].get("labels") or {}).get("kubernetes.io/service-name") == name and
+                    (sl["metadata"].get("labels") or {}).get("endpointslice.kubernetes.io/managed-by")
+                    == SLICE_MANAGER), None)
+        if cur is None:
+            body = {"metadata": {"generateName": f"{name}-", "labels": want["labels"],
+                                 "ownerReferences": [_owner_ref(svc, "Service", "v1")]},
+                    "addressType": "IPv4"}
+            if want["endpoints"]:
+                body["endpoints"] = want["endpoints"]
+            if want["ports"]:
+                body["ports"] = want["ports"]
+            self._create(SLICES, ns, body)
+            return
+        if cur.get("endpoints") != want["endpoints"] or cur.get("ports") != want["ports"] or \
+                (cur["metadata"].get("labels") or {}) != want["labels"]:
+            new = copy.deepcopy(cur)
+            new["metadata"]["labels"] = want["labels"]
+            for k in ("endpoints", "ports"):
+                if want[k]:
+                    new[k] = want[k]
+                else:
+                    new.pop(k, None)
+            self._update(SLICES, new)
+
     def endpoints(self) -> None:
         c = self.c
         pods_by_ns: dict[str, list[dict]] = {}
@@ -1243,6 +1274,7 @@ class Controllers:
                 subset["notReadyAddresses"] = sorted(not_ready, key=lambda a: a["ip"])
             if subset and ports:
                 subset["ports"] = ports
+            self._endpoint_slice(svc, chosen, ports)
             labels = dict(svc["metadata"].get("labels") or {})
             labels["endpoints.kubernetes.io/managed-by"] = "endpoint-controller"
             cur = c.raw(EPS, ns, name)
@@ -1260,11 +1292,34 @@ class Controllers:
                     else:
                         new.pop("subsets", None)
                     self._update(EPS, new)
+        for sl in list(c.objects(SLICES)):
+            lb = sl["metadata"].get("labels") or {}
+            if lb.get("endpointslice.kubernetes.io/managed-by") == SLICE_MANAGER and \
+                    (sl["metadata"]["namespace"], lb.get("kubernetes.io/service-name")) not in seen:
+                self._delete(SLICES, sl)
         for ep in list(c.objects(EPS)):
             key = (ep["metadata"]["namespace"], ep["metadata"]["name"])
             if key not in seen and (ep["metadata"].get("labels") or {}).get(
                     "endpoints.kubernetes.io/managed-by") == "endpoint-controller":
                 self._delete(EPS, ep)
+
+
+def _slice_body(svc: dict, pods: list[dict], ports: list[dict]) -> dict:
+    eps = []
+    for p in sorted(pods, key=lambda p: (p.get("status") or {}).get("podIP") or ""):
+        ready = _is_ready(p)
+        terminating = bool(p["metadata"].get("deletionTimestamp"))
+        eps.append({"addresses": [p["status"]["podIP"]],
+                    "conditions": {"ready": ready and not terminating, "serving": ready, "terminating": terminating},
+                    "nodeName": p["spec"].get("nodeName"),
+                    "targetRef": {"kind": "Pod", "namespace": p["metadata"]["namespace"],
+                                  "name": p["metadata"]["name"], "uid": p["metadata"]["uid"]}})
+    labels = dict(svc["metadata"].get("labels") or {})
+    labels.update({"kubernetes.io/service-name": svc["metadata"]["name"],
+                   "endpointslice.kubernetes.io/managed-by": SLICE_MANAGER})
+    # a real EndpointSlice always names its ports (kubectl describe dereferences the name)
+    sports = [{"name": p.get("name", ""), "port": p["port"], "protocol": p.get("protocol", "TCP")} for p in ports]
+    return {"addressType": "IPv4", "endpoints": eps or None, "ports": sports or None, "labels": labels}
 
 
 def _target_node(pod: dict) -> str | None:

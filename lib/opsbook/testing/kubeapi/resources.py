@@ -48,7 +48,8 @@ RESOURCES: list[Resource] = [
     # core/v1
     R("", "v1", "namespaces", "Namespace", False, ("ns",), NS_VERBS, ("status", "finalize"), return_deleted=True),
     R("", "v1", "nodes", "Node", False, ("no",), STD_VERBS, ("status",)),
-    R("", "v1", "pods", "Pod", True, ("po",), STD_VERBS, ("status", "log"), ("all",), return_deleted=True),
+    R("", "v1", "pods", "Pod", True, ("po",), STD_VERBS, ("status", "log", "binding", "eviction"), ("all",),
+      return_deleted=True),
     R("", "v1", "services", "Service", True, ("svc",), NS_VERBS + ("deletecollection",), ("status",), ("all",),
       return_deleted=True),
     R("", "v1", "endpoints", "Endpoints", True, ("ep",), has_spec=False),
@@ -80,6 +81,8 @@ RESOURCES: list[Resource] = [
     R("events.k8s.io", "v1", "events", "Event", True, ("ev",), has_spec=False),
     # authorization.k8s.io/v1
     R("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False, (), ("create",)),
+    # discovery.k8s.io/v1
+    R("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True, has_spec=False),
     # policy/v1
     R("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, ("pdb",), STD_VERBS, ("status",)),
 ]
@@ -87,7 +90,7 @@ RESOURCES: list[Resource] = [
 # group order as a real server lists it in /apis
 GROUP_ORDER = [
     "apps", "events.k8s.io", "authorization.k8s.io", "batch", "networking.k8s.io",
-    "rbac.authorization.k8s.io", "policy", "coordination.k8s.io",
+    "rbac.authorization.k8s.io", "policy", "coordination.k8s.io", "discovery.k8s.io",
 ]
 
 BY_PATH: dict[tuple[str, str, str], Resource] = {(r.group, r.version, r.plural): r for r in RESOURCES}
@@ -123,12 +126,16 @@ SUBRESOURCE_KINDS = {
     "finalize": None,
     "log": None,
     "scale": ("autoscaling", "v1", "Scale"),
+    "binding": ("", "v1", "Binding"),
+    "eviction": ("policy", "v1", "Eviction"),
 }
 SUBRESOURCE_VERBS = {
     "status": ["get", "patch", "update"],
     "finalize": ["update"],
     "log": ["get"],
     "scale": ["get", "patch", "update"],
+    "binding": ["create"],
+    "eviction": ["create"],
 }
 
 
@@ -155,6 +162,8 @@ def api_resource_list(group: str, version: str) -> dict:
             gk = SUBRESOURCE_KINDS[sub]
             if gk:
                 s["group"], s["version"], s["kind"] = gk
+                if not gk[0]:
+                    del s["group"], s["version"]
             items.append(s)
     return {"kind": "APIResourceList", "apiVersion": "v1",
             "groupVersion": f"{group}/{version}" if group else version, "resources": items}

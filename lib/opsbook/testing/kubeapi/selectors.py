@@ -60,8 +60,8 @@ def parse_label_selector(text: str | None) -> Matcher:
                     try:
                         num = int(val)
                     except ValueError:
-                        raise SelectorError(f"unable to parse requirement: for 'Gt', 'Lt' operators, the value "
-                                            f"must be an integer") from None
+                        raise SelectorError("unable to parse requirement: for 'Gt', 'Lt' operators, the value "
+                                            "must be an integer") from None
                     if op == ">":
                         reqs.append(lambda lb, k=key, n=num: k in lb and lb[k].lstrip("-").isdigit() and int(lb[k]) > n)
                     else:

@@ -54,6 +54,12 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002
         pass
 
+    def setup(self):
+        super().setup()
+        # headers and body go out in separate writes: without this, Nagle + delayed ACK add ~40 ms each
+        import socket
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     # ------------------------------------------------------------ plumbing
 
     def do_GET(self):
@@ -300,6 +306,13 @@ class Handler(BaseHTTPRequestHandler):
             if method != "GET":
                 raise method_not_allowed()
             return self._logs(ns, name)
+        if sub in ("binding", "eviction"):
+            if method != "POST":
+                raise method_not_allowed()
+            body = self._body_json() or {}
+            if sub == "binding":
+                return self._json(201, c.bind(ns, name, body, dry_run=dry))
+            return self._json(201, c.evict(ns, name, body, dry_run=dry))
         if method == "GET":
             with c.lock:
                 obj = c.get(r, ns, name)

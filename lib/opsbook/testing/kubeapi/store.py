@@ -15,8 +15,16 @@ import uuid
 from typing import Any
 
 from . import patch as P
-from .errors import (ApiError, already_exists, bad_request, conflict, forbidden, invalid, not_found,
-                     unsupported_media)
+from .errors import (
+    ApiError,
+    already_exists,
+    bad_request,
+    conflict,
+    forbidden,
+    invalid,
+    not_found,
+    unsupported_media,
+)
 from .resources import RESOURCES, Resource, res
 
 NS_RES = res("v1", "namespaces")
@@ -27,6 +35,7 @@ WITH_STATUS = {r for r in RESOURCES if "status" in r.subresources}
 
 ALNUM = "bcdfghjklmnpqrstvwxz2456789"
 HISTORY_MAX = 50000
+POD_TERMINATION_SECONDS = 0.3  # how long a gracefully deleted pod stays Terminating (at most its grace period)
 
 
 def now_iso(t: float | None = None) -> str:
@@ -403,8 +412,6 @@ class Cluster:
                 elif ct == "application/json-patch+json":
                     newdoc = P.json_patch(current, doc)
                 elif ct == "application/strategic-merge-patch+json":
-                    if subresource != "scale" and r.kind in ("Role", "ClusterRole") and False:
-                        pass
                     if not isinstance(doc, dict):
                         raise P.PatchError("strategic merge patch must be a JSON object")
                     newdoc = P.strategic_merge(current, doc)
@@ -468,8 +475,11 @@ class Cluster:
     def _apply(self, r: Resource, ns: str, name: str, raw: bytes, *, subresource, dry_run, manager, force):
         import yaml
         if not manager:
-            raise bad_request("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is "
-                              "required for apply patch")
+            raise ApiError(422, "Invalid", 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: '
+                                           'is required for apply patch',
+                           {"group": "meta.k8s.io", "kind": "PatchOptions", "causes": [
+                               {"reason": "FieldValueRequired", "message": "Required value: is required for apply "
+                                                                           "patch", "field": "fieldManager"}]})
         try:
             applied = yaml.safe_load(raw or b"") or {}
         except yaml.YAMLError as e:
@@ -509,7 +519,7 @@ class Cluster:
             if lv is P.MISSING or lv == av:
                 continue
             for k, s in sets.items():
-                if k[0] != manager and p in s:
+                if k != key and p in s:
                     conflicts.append((k, p))
         if conflicts and not force:
             msgs = []
@@ -614,6 +624,25 @@ class Cluster:
                     new.setdefault("status", {})["phase"] = "Terminating"
                     self._store(sr, new, "MODIFIED")
                 return copy.deepcopy(new), 200
+            if sr.kind == "Pod" and not sr.group and not obj["metadata"].get("deletionTimestamp"):
+                grace = options.get("gracePeriodSeconds")
+                if grace in (None, ""):
+                    grace = (obj.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+                grace = int(grace)
+                phase = (obj.get("status") or {}).get("phase")
+                if grace > 0 and (obj.get("spec") or {}).get("nodeName") and phase not in ("Succeeded", "Failed"):
+                    # graceful deletion: the kubelet stops the containers, then the pod goes away
+                    new = copy.deepcopy(obj)
+                    new["metadata"]["deletionTimestamp"] = now_iso(time.time() + grace)
+                    new["metadata"]["deletionGracePeriodSeconds"] = grace
+                    if dry_run:
+                        return self.view(r, new), 200
+                    if policy == "Orphan":
+                        self._orphan(obj)
+                    self.sim.setdefault(obj["metadata"]["uid"], {})["terminate_at"] = \
+                        time.time() + min(grace, POD_TERMINATION_SECONDS)
+                    self._store(sr, new, "MODIFIED")
+                    return self.view(r, new), 200
             finalizers = list(obj["metadata"].get("finalizers") or [])
             if policy == "Orphan":
                 if not dry_run:
@@ -810,7 +839,7 @@ class Cluster:
                 causes.append(("metadata.name", "FieldValueInvalid", f'Invalid value: "{name}": {prob}'))
         for k, v in (meta.get("labels") or {}).items():
             if not isinstance(v, str) or len(v) > 63 or not LABEL_VALUE.match(v):
-                causes.append((f"metadata.labels", "FieldValueInvalid",
+                causes.append(("metadata.labels", "FieldValueInvalid",
                                f'Invalid value: "{v}": a valid label must be an empty string or consist of '
                                f"alphanumeric characters, '-', '_' or '.', and must start and end with an "
                                f"alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used "
@@ -936,11 +965,89 @@ class Cluster:
         if causes:
             raise invalid(r, name, causes)
 
+    # ------------------------------------------------------------ pods/binding, pods/eviction
+
+    def bind(self, ns: str, name: str, body: dict, dry_run: bool = False) -> dict:
+        pods = res("v1", "pods")
+        with self.lock:
+            pod = self.raw(pods, ns, name)
+            if pod is None:
+                raise not_found(pods, name)
+            target = (body or {}).get("target") or {}
+            node = target.get("name")
+            if not node:
+                raise invalid(res("v1", "pods"), name, [("target.name", "FieldValueRequired", "Required value")])
+            if (pod.get("spec") or {}).get("nodeName"):
+                raise conflict(pods, name, f"pod {name} is already assigned to node "
+                                           f"\"{pod['spec']['nodeName']}\"")
+            if not dry_run:
+                new = copy.deepcopy(pod)
+                new["spec"]["nodeName"] = node
+                self.update(pods, ns, name, new, internal=True)
+            return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+
+    def evict(self, ns: str, name: str, body: dict, dry_run: bool = False) -> dict:
+        from .selectors import match_selector_object
+        pods, pdbs = res("v1", "pods"), res("policy/v1", "poddisruptionbudgets")
+        with self.lock:
+            pod = self.raw(pods, ns, name)
+            if pod is None:
+                raise not_found(pods, name)
+            labels = pod["metadata"].get("labels") or {}
+            for pdb in self.objects(pdbs, ns):
+                spec = pdb.get("spec") or {}
+                if not match_selector_object(spec.get("selector") or {}, labels):
+                    continue
+                matching = [p for p in self.objects(pods, ns)
+                            if match_selector_object(spec.get("selector") or {}, p["metadata"].get("labels"))
+                            and not p["metadata"].get("deletionTimestamp")]
+                healthy = sum(1 for p in matching if any(
+                    c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in (p.get("status") or {}).get("conditions") or []))
+                total = len(matching)
+
+                def _n(v, tot):
+                    if isinstance(v, str) and v.endswith("%"):
+                        return -(-int(v[:-1]) * tot // 100)
+                    return int(v)
+                if "minAvailable" in spec:
+                    allowed = healthy - _n(spec["minAvailable"], total)
+                elif "maxUnavailable" in spec:
+                    allowed = _n(spec["maxUnavailable"], total) - (total - healthy)
+                else:
+                    allowed = 1
+                if allowed <= 0:
+                    raise ApiError(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's "
+                                                           "disruption budget.",
+                                   {"causes": [{"reason": "DisruptionBudget", "message": f"The disruption "
+                                                f"budget {pdb['metadata']['name']} needs "
+                                                f"{healthy - max(allowed, 0)} healthy pods and has {healthy} "
+                                                f"currently"}]})
+            opts = (body or {}).get("deleteOptions") or {}
+            self.delete(pods, ns, name, opts, dry_run=dry_run)
+            return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+
     # ------------------------------------------------------------ hooks
 
     def _after_create(self, r: Resource, obj: dict) -> None:
         if r.kind == "Pod" and not r.group:
             self.sim.setdefault(obj["metadata"]["uid"], {"created": time.time()})
+        if r is NS_RES:
+            self.namespace_defaults(obj["metadata"]["name"])
+
+    def namespace_defaults(self, ns: str) -> None:
+        """What the service-account and root-CA controllers put into every namespace."""
+        sa, cm = res("v1", "serviceaccounts"), res("v1", "configmaps")
+        if (ns, "default") not in self.data[sa]:
+            self.create(sa, ns, {"metadata": {"name": "default"}}, internal=True)
+        if (ns, "kube-root-ca.crt") not in self.data[cm]:
+            self.create(cm, ns, {"metadata": {"name": "kube-root-ca.crt", "annotations": {
+                "kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver "
+                                             "when using internal endpoints such as the internal service IP or "
+                                             "kubernetes.default.svc. No other usage is guaranteed across "
+                                             "distributions of Kubernetes clusters."}},
+                "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\nopsbook-test-server\n-----END CERTIFICATE-----\n"}},
+                internal=True)
 
     # ------------------------------------------------------------ events (for controllers)
 
