@@ -210,7 +210,8 @@ class Run:
                  f"Summary: {verdict}\n" + _table_text(rows))
         self._emit({"event": "summary", "outcome": "failed" if failed else "succeeded"})
         if failed:
-            raise RunFailed(verdict + ": " + ", ".join(r.title for r in failed), run_id=self.id)
+            reasons = "; ".join(f"{r.title}: {r.summary}" if r.summary else r.title for r in failed)
+            raise RunFailed(f"{verdict}: {reasons}"[:2000], run_id=self.id)
         return self.records
 
     # -- internals ------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ def test_checks_and_summary(ns):
     assert run.check("true", True) is True
     assert run.check("check object", lambda: opsbook.Check("c", False, "because")) is False
     assert run.check("raises", lambda: 1 / 0) is False
-    with pytest.raises(RunFailed, match="check object, raises"):
+    with pytest.raises(RunFailed, match="check object: because; raises: ZeroDivisionError"):
         run.summary()
 
 

@@ -1,0 +1,120 @@
+"""The `initial-kubernetes-deployment` runbook headless through the real CLI: plan on the built-in
+`local` target (no cluster, no network: part of `make demo`), and plan -> approved apply against a
+Kubernetes API (the ``kube`` fixture) with the chart from a chart repository on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from opsbook.archive import Archive
+
+from .conftest import CHART, manifests_of, values_for
+
+RUNBOOK = "initial-kubernetes-deployment"
+DB_PASSWORD = "db-pass-for-the-runbook-test-7f3a"
+
+
+def test_plan_on_local_needs_no_cluster_and_records_the_rendered_manifests(opsbook_run):
+    # no network either: an unroutable proxy makes any attempt to reach out fail loudly
+    env = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
+    r = opsbook_run(RUNBOOK, "-p", "values_overrides", "services:\n  critic:\n    replicas: 3\n", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (m,) = manifests_of(opsbook_run.outputs, RUNBOOK)
+    assert m["status"] == "succeeded" and m["mode"] == "plan" and m["target"] == "local"
+    steps = {s["title"]: s for s in m["steps"]}
+    assert steps["Add the Helm repository"]["outcome"] == "skipped"
+    assert steps["Install the release"]["outcome"] == "planned"
+    assert "helm install ml-platform" in steps["Install the release"]["summary"]
+    assert steps["Create the database Secret if missing"]["outcome"] == "planned"
+    assert steps["Server-side dry run"]["outcome"] == "skipped"
+    assert all(steps[t]["outcome"] == "skipped" for t in ("Pods are Ready", "Ingress endpoints answer"))
+    rendered = steps["Render the manifests"]
+    assert rendered["summary"] == "5 object(s): 2 Deployment, 1 Ingress, 2 Service"
+    assert "kind: Deployment" in rendered["details"]["manifests"]
+    assert "secretKeyRef" in rendered["details"]["manifests"]
+    values = steps["Write values.yaml"]
+    assert "services.critic.replicas" in json.dumps(values) and "+    replicas: 3" in values["details"]["diff"]
+    record = opsbook_run.outputs / RUNBOOK / m["run_id"]
+    nb = (record / "notebook.ipynb").read_text()
+    assert "name: ml-platform-proposer" in nb and "would run: helm install" in nb
+    assert Archive(opsbook_run.outputs).verify().ok
+
+
+def test_plan_refuses_a_bad_release_name_before_any_kernel(opsbook_run):
+    r = opsbook_run(RUNBOOK, "-p", "release", "ML_Platform")
+    assert r.returncode == 2 and "release" in r.stderr and "DNS-1123" in r.stderr
+
+
+def _target(tmp_path: Path, kube) -> Path:
+    f = tmp_path / "targets.yaml"
+    f.write_text(f"kubetest:\n  description: the kube test fixture\n  kubeconfig: {kube.kubeconfig}\n"
+                 f"  kube_context: {kube.context}\n  namespace: {kube.namespace}\n  requires_approval: false\n")
+    return f
+
+
+def test_plan_then_approved_apply_installs_and_verifies(opsbook_run, kube, chart_repo, ingress, tmp_path):
+    chart_repo.add_chart(CHART)
+    env = {"OPSBOOK_TARGETS": str(_target(tmp_path, kube)), "OPSBOOK_OPERATOR": "alice",
+           "IKD_DB_PASSWORD": DB_PASSWORD, **{k: v for k, v in chart_repo.helm_env.items() if k.startswith("HELM_")}}
+    overrides = values_for(kube, "services:\n  proposer:\n    replicas: 1\ningress:\n  host: ml.test\n")
+    params = ["--target", "kubetest", "-p", "namespace", kube.namespace, "-p", "release", "ml",
+              "-p", "chart", "ml-platform", "-p", "repo_name", "platform", "-p", "repo_url", chart_repo.url,
+              "-p", "chart_version", "0.1.0", "-p", "db_password", "env:IKD_DB_PASSWORD",
+              "-p", "ingress_base_url", ingress.url, "-p", "timeout_seconds", "60",
+              "-p", "values_overrides", overrides]
+    plan = opsbook_run(RUNBOOK, *params, env=env)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    (pm,) = manifests_of(opsbook_run.outputs, RUNBOOK)
+    steps = {s["title"]: s for s in pm["steps"]}
+    assert steps["Add the Helm repository"]["outcome"] == "ok"
+    assert steps["Server-side dry run"]["outcome"] == "ok" and "dryRun=All" in steps["Server-side dry run"]["summary"]
+    assert steps["Install the release"]["outcome"] == "planned"
+    assert kube.kubectl("get", "deployments", "-o", "name").stdout.strip() == ""  # the plan changed nothing
+
+    apply = opsbook_run(RUNBOOK, *params, "--mode", "apply", "--approve", pm["run_id"], env=env)
+    assert apply.returncode == 0, apply.stdout + apply.stderr
+    am = [m for m in manifests_of(opsbook_run.outputs, RUNBOOK) if m["mode"] == "apply"][0]
+    assert am["status"] == "succeeded" and am["approval"]["plan_run_id"] == pm["run_id"]
+    outcomes = {s["title"]: s["outcome"] for s in am["steps"]}
+    assert outcomes["Create the database Secret if missing"] == "changed"
+    assert outcomes["Install the release"] == "changed"
+    assert outcomes["Pods are Ready"] == outcomes["Service logs have no errors"] == "ok"
+    assert outcomes["Ingress endpoints answer"] == "ok"
+    assert {("ml.test", "/proposer"), ("ml.test", "/critic")} <= set(ingress.seen)
+    pods = json.loads(kube.kubectl("get", "pods", "-l", "app.kubernetes.io/instance=ml", "-o", "json").stdout)
+    assert len(pods["items"]) == 3  # 1 proposer + 2 critic
+    # the password went to the cluster only: never into the record or the terminal
+    record = opsbook_run.outputs / RUNBOOK / am["run_id"]
+    for f in record.iterdir():
+        assert DB_PASSWORD not in f.read_text(errors="replace"), f.name
+    assert DB_PASSWORD not in apply.stdout + apply.stderr
+
+    # a second first-time install is refused by the preflight, which says how to upgrade instead
+    again = opsbook_run(RUNBOOK, *params, env=env)
+    assert again.returncode == 1
+    last = manifests_of(opsbook_run.outputs, RUNBOOK)[-1]
+    assert last["status"] == "failed"
+    pre = next(s for s in last["steps"] if s["kind"] == "preflight")
+    assert "release ml already exists" in pre["summary"] and "deploy-new-model" in pre["summary"]
+    assert Archive(opsbook_run.outputs).verify().ok
+
+
+def test_apply_on_an_unreachable_cluster_stops_at_the_preflight(opsbook_run, tmp_path):
+    from opsbook.testing.services import free_port
+
+    kc = tmp_path / "kubeconfig"
+    kc.write_text("apiVersion: v1\nkind: Config\ncurrent-context: gone\n"
+                  f"clusters: [{{name: gone, cluster: {{server: 'http://127.0.0.1:{free_port()}'}}}}]\n"
+                  "users: [{name: gone, user: {token: x}}]\n"
+                  "contexts: [{name: gone, context: {cluster: gone, user: gone}}]\n")
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(f"gone:\n  kubeconfig: {kc}\n  kube_context: gone\n")
+    r = opsbook_run(RUNBOOK, "--target", "gone", env={"OPSBOOK_TARGETS": str(targets)})
+    assert r.returncode == 1
+    (m,) = manifests_of(opsbook_run.outputs, RUNBOOK)
+    pre = next(s for s in m["steps"] if s["kind"] == "preflight")
+    assert pre["outcome"] == "failed" and "cluster reachable" in pre["summary"]
+    assert "cannot reach the Kubernetes API" in pre["summary"]
+    assert os.path.exists(opsbook_run.outputs / RUNBOOK / m["run_id"] / "notebook.html")

@@ -1,0 +1,342 @@
+"""The `mlflow-tracking-server` runbook against the real services: the ``mlflow_server`` fixture
+(PostgreSQL backend store, SeaweedFS artifact store), the embedded server on `local`, the unhappy
+paths, and the manifests applied to the Kubernetes API (``kube``)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import secrets as _random
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from opsbook.clients.kube import Kube
+from opsbook.clients.mlflow import LocalServer
+from opsbook.ops import tracking
+from opsbook.targets import LOCAL
+from opsbook.testing.services import free_port
+
+from .conftest import manifests_of
+
+pytestmark = pytest.mark.services
+RUNBOOK = "mlflow-tracking-server"
+DB_ROLE = "opsbook_mlflow_check"
+DB_PASSWORD = "pg-" + _random.token_hex(12)
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def db_role(mlflow_server):
+    """A role that must authenticate with a password (scram) even though the cluster trusts everyone
+    else: one pg_hba.conf line for this role only, prepended, then a reload."""
+    import psycopg
+
+    pg = mlflow_server.postgres
+    with psycopg.connect(pg.dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f"DROP ROLE IF EXISTS {DB_ROLE}")
+        conn.execute(f"CREATE ROLE {DB_ROLE} LOGIN PASSWORD '{DB_PASSWORD}'")
+        conn.execute(f"GRANT pg_read_all_data TO {DB_ROLE}")
+    hba = pg.data_dir / "pg_hba.conf"
+    original = hba.read_text()
+    line = f"host all {DB_ROLE} 127.0.0.1/32 scram-sha-256\n"
+    if line not in original:
+        hba.write_text(line + original)
+    with psycopg.connect(pg.dsn("postgres"), autocommit=True) as conn:
+        conn.execute("SELECT pg_reload_conf()")
+    return DB_ROLE
+
+
+def _params(mlflow_server, **over) -> dict:
+    s3 = mlflow_server.s3
+    p = {"mode": "apply", "db_host": mlflow_server.postgres.host, "db_port": mlflow_server.postgres.port,
+         "db_name": mlflow_server.database, "db_user": DB_ROLE, "db_password": "env:T_MLFLOW_DB_PASSWORD",
+         "s3_bucket": s3.bucket, "s3_prefix": "artifacts", "s3_access_key": "env:T_MLFLOW_S3_KEY",
+         "s3_secret_key": "env:T_MLFLOW_S3_SECRET", "s3_endpoint": s3.endpoint_url,
+         "tracking_uri": mlflow_server.tracking_uri, "timeout": 60.0}
+    p.update(over)
+    return p
+
+
+def _env(mlflow_server, **over) -> dict[str, str]:
+    env = {"T_MLFLOW_DB_PASSWORD": DB_PASSWORD, "T_MLFLOW_S3_KEY": mlflow_server.s3.access_key,
+           "T_MLFLOW_S3_SECRET": mlflow_server.s3.secret_key}
+    env.update(over)
+    return env
+
+
+def _setup(mlflow_server, env: dict[str, str] | None = None, **over) -> tracking.Tracking:
+    values = env or _env(mlflow_server)
+    params = _params(mlflow_server, **over)
+
+    def secret(name: str, k8s=None) -> str:  # noqa: ANN001 - what run.secret does, minus the registry
+        return values[params[name].split(":", 1)[1]]
+
+    return tracking.configure(params, LOCAL, secret=secret).value
+
+
+@pytest.fixture
+def unhealthy_server():
+    """An HTTP server that answers 503 to everything (a pod that is up but not healthy)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):  # noqa: ANN002
+            pass
+
+        def do_GET(self):  # noqa: N802
+            body = b"upstream not ready"
+            self.send_response(503)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _no_secret_in(outputs: Path, values: list[str]) -> None:
+    files = [p for p in outputs.rglob("*") if p.is_file()]
+    assert files
+    for p in files:
+        data = p.read_bytes()
+        for v in values:
+            for form in (v.encode(), base64.b64encode(v.encode()).rstrip(b"=")):
+                assert form not in data, f"a credential is in {p}"
+
+
+# ------------------------------------------------------------------------------ in process, real services
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
+def test_verification_passes_against_the_mlflow_server_and_boto3_finds_the_model(mlflow_server, db_role):
+    t = _setup(mlflow_server)
+    assert t.settings.mode == "url"
+    checks = tracking.preflight(t)
+    assert all(c.passed for c in checks), checks
+    by_name = {c.name: c for c in checks}
+    assert "PostgreSQL 15" in by_name["PostgreSQL backend store"].reason
+    assert "MLflow schema at revision" in by_name["PostgreSQL backend store"].reason
+    assert by_name["S3 bucket writable"].evidence["deleted"] is True
+    assert tracking.deploy(t).outcome == "skipped" and tracking.start_embedded(t).outcome == "skipped"
+    assert tracking.backend_store(t).outcome == "ok"
+    assert tracking.health(t).details["status"] == 200
+    probe = tracking.track_experiment(t).value
+    assert isinstance(probe, tracking.Probe) and probe.url.endswith(f"/runs/{probe.run_id}")
+    tracking.log_model(t, probe)
+    assert probe.model.model_uri == f"models:/{probe.model.model_id}"
+    assert tracking.model_from_registry(t, probe).outcome == "ok"
+    in_bucket = tracking.model_in_bucket(t, probe)
+    assert in_bucket.outcome == "ok", in_bucket.summary
+    rows = tracking.run_in_database(t, probe)
+    assert rows.outcome == "ok" and rows.details["counts"]["runs"] == 1, rows.summary
+    assert tracking.finish_probe(t, probe).outcome == "ok"
+    # independently of the runbook: boto3 sees the model's files under the configured prefix
+    prefix = f"artifacts/{probe.experiment_id}/models/{probe.model.model_id}/"
+    keys = mlflow_server.s3.list_keys(prefix)
+    assert any(k.endswith("/MLmodel") for k in keys), keys
+    exp = mlflow_server.client().get_experiment(probe.experiment_id)
+    assert exp.tags[tracking.VERIFY_TAG] == "true" and exp.lifecycle_stage == "active"
+
+
+@pytest.mark.parametrize("case,over,env_over,check,needle", [
+    ("wrong database password", {}, {"T_MLFLOW_DB_PASSWORD": "not-the-password"}, "PostgreSQL backend store",
+     f'password authentication failed for user "{DB_ROLE}"'),
+    ("database down", {"db_port": "closed"}, {}, "PostgreSQL backend store", "is not reachable"),
+    ("bucket missing", {"s3_bucket": "no-such-bucket-here"}, {}, "S3 bucket exists",
+     "bucket 'no-such-bucket-here' does not exist"),
+    ("S3 credentials rejected", {}, {"T_MLFLOW_S3_SECRET": "wrong-secret-key-0000000000000000000"},
+     "S3 bucket exists", "rejected the credentials"),
+])
+def test_preflight_names_what_is_wrong(mlflow_server, db_role, case, over, env_over, check, needle):
+    if over.get("db_port") == "closed":
+        over = {**over, "db_port": free_port()}
+    t = _setup(mlflow_server, env=_env(mlflow_server, **env_over), **over)
+    checks = {c.name: c for c in tracking.preflight(t)}
+    assert not checks[check].passed, checks
+    assert needle in checks[check].reason, checks[check].reason
+    failed = [c.name for c in checks.values() if not c.passed]
+    assert failed == [check], failed  # only what is wrong fails
+
+
+def test_server_not_healthy_is_said_plainly(mlflow_server, unhealthy_server):
+    from opsbook.errors import Unreachable
+
+    t = _setup(mlflow_server, tracking_uri=unhealthy_server)
+    with pytest.raises(Unreachable, match=r"not healthy: GET /health answered HTTP 503 \(upstream not ready\)"):
+        tracking.health(t)
+    t = _setup(mlflow_server, tracking_uri=f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(Unreachable, match="is not reachable"):
+        tracking.health(t)
+
+
+# ---------------------------------------------------------------------------------- through the CLI
+
+
+def _cli_params(mlflow_server, **over) -> list[str]:
+    p = _params(mlflow_server, **over)
+    p.pop("mode")
+    return [x for k, v in p.items() for x in ("-p", k, str(v))]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_plan_then_approved_apply_verifies_the_server_and_records_no_credential(mlflow_server, db_role,
+                                                                               opsbook_run):
+    env = _env(mlflow_server)
+    args = _cli_params(mlflow_server, cleanup="true")
+    r = opsbook_run(RUNBOOK, *args, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (plan,) = manifests_of(opsbook_run.outputs, RUNBOOK)
+    steps = {s["title"]: s["outcome"] for s in plan["steps"]}
+    assert steps["Deploy to the cluster"] == "planned" and steps["Track an experiment"] == "skipped"
+    assert steps["Server health"] == "ok" and steps["Preflight"] == "ok"
+    r = opsbook_run(RUNBOOK, *args, "--mode", "apply", "--approve", plan["run_id"], env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    applied = [m for m in manifests_of(opsbook_run.outputs, RUNBOOK) if m["mode"] == "apply"]
+    (m,) = applied
+    assert m["status"] == "succeeded"
+    steps = {s["title"]: s for s in m["steps"]}
+    for title in ("Track an experiment", "Log and register a model", "Model reads back from the registry",
+                  "Model files are in the artifact store", "Run rows are in the backend store", "Server health"):
+        assert steps[title]["outcome"] == "ok", steps[title]
+    assert steps["Clean up or tag the probe"]["outcome"] == "changed"
+    bucket = steps["Model files are in the artifact store"]["details"]
+    keys = mlflow_server.s3.list_keys(bucket["prefix"])
+    assert any(k.endswith("/MLmodel") for k in keys), keys
+    assert "/#/experiments/" in steps["Run in the MLflow UI"]["summary"]
+    _no_secret_in(opsbook_run.outputs, [DB_PASSWORD, mlflow_server.s3.secret_key, mlflow_server.s3.access_key])
+    assert m["parameters"]["db_password"] == "env:T_MLFLOW_DB_PASSWORD"
+
+
+@pytest.mark.parametrize("case", ["wrong database password", "database down", "bucket missing",
+                                  "S3 credentials rejected", "server not healthy"])
+def test_unhappy_paths_leave_a_failed_record_with_the_reason(mlflow_server, db_role, opsbook_run,
+                                                            unhealthy_server, case):
+    env, over = _env(mlflow_server), {}
+    needle = {"wrong database password": "password authentication failed",
+              "database down": "is not reachable", "bucket missing": "bucket 'absent-bucket' does not exist",
+              "S3 credentials rejected": "rejected the credentials",
+              "server not healthy": "GET /health answered HTTP 503"}[case]
+    if case == "wrong database password":
+        env["T_MLFLOW_DB_PASSWORD"] = "wrong-" + DB_PASSWORD
+    elif case == "database down":
+        over["db_port"] = free_port()
+    elif case == "bucket missing":
+        over["s3_bucket"] = "absent-bucket"
+    elif case == "S3 credentials rejected":
+        env["T_MLFLOW_S3_SECRET"] = "not-the-secret-key-000000000000000"
+    else:
+        over["tracking_uri"] = unhealthy_server
+    r = opsbook_run(RUNBOOK, *_cli_params(mlflow_server, **over), env=env)
+    assert r.returncode == 1, r.stdout + r.stderr
+    (m,) = manifests_of(opsbook_run.outputs, RUNBOOK)
+    assert m["status"] == "failed"
+    failed = [s for s in m["steps"] if s["outcome"] == "failed"]
+    assert failed and needle in failed[0]["summary"], failed
+    if case != "server not healthy":  # a preflight failure stops the run: its reason is the run's error
+        assert needle in r.stdout + r.stderr
+    else:  # a failed check does not stop the run: the summary fails it, naming the check
+        assert "Server health" in r.stdout + r.stderr
+    _no_secret_in(opsbook_run.outputs, [DB_PASSWORD, mlflow_server.s3.secret_key, env["T_MLFLOW_DB_PASSWORD"],
+                                        env["T_MLFLOW_S3_SECRET"]])
+
+
+# ---------------------------------------------------------------------------------------- local target
+
+
+def test_plan_on_local_needs_no_network_and_starts_nothing(opsbook_run, tmp_path):
+    port = free_port()
+    env = {"OPSBOOK_MLFLOW_STATE": str(tmp_path / "state"), "HTTPS_PROXY": "http://127.0.0.1:9",
+           "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
+    r = opsbook_run(RUNBOOK, "-p", "local_port", str(port), env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (m,) = manifests_of(opsbook_run.outputs, RUNBOOK)
+    assert m["status"] == "succeeded" and m["mode"] == "plan" and m["target"] == "local"
+    steps = {s["title"]: s for s in m["steps"]}
+    assert steps["Start the embedded server"]["outcome"] == "planned"
+    assert steps["Deploy to the cluster"]["outcome"] == "planned"
+    assert steps["Server health"]["outcome"] == "skipped"
+    manifests = steps["Render the manifests"]["details"]["manifests"]
+    dep = manifests[0]["spec"]["template"]["spec"]["containers"][0]
+    assert "$(MLFLOW_DB_PASSWORD)" in " ".join(dep["args"])
+    assert not LocalServer(tmp_path / "state", port=port).running() and not (tmp_path / "state").exists()
+
+
+def test_apply_on_local_starts_the_embedded_server_and_verifies_it(opsbook_run, tmp_path):
+    port = free_port()
+    state = tmp_path / "state"
+    env = {"OPSBOOK_MLFLOW_STATE": str(state)}
+    server = LocalServer(state, port=port)
+    try:
+        r = opsbook_run(RUNBOOK, "-p", "local_port", str(port), env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        (plan,) = manifests_of(opsbook_run.outputs, RUNBOOK)
+        r = opsbook_run(RUNBOOK, "-p", "local_port", str(port), "--mode", "apply", "--approve", plan["run_id"],
+                        env=env, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        (m,) = [m for m in manifests_of(opsbook_run.outputs, RUNBOOK) if m["mode"] == "apply"]
+        steps = {s["title"]: s for s in m["steps"]}
+        assert steps["Start the embedded server"]["outcome"] == "changed"
+        assert steps["Deploy to the cluster"]["outcome"] == "skipped"
+        for title in ("Backend store", "Artifact store", "Server health", "Track an experiment",
+                      "Model reads back from the registry", "Model files are in the artifact store",
+                      "Run rows are in the backend store"):
+            assert steps[title]["outcome"] == "ok", steps[title]
+        assert "kill -TERM" in steps["Embedded server"]["summary"]
+        assert server.running() and (state / "server.pid").exists() and (state / "mlflow.db").exists()
+    finally:
+        server.stop()
+    assert not server.running()
+
+
+# ----------------------------------------------------------------------------------------- Kubernetes
+
+
+@pytest.mark.kube
+def test_manifests_apply_to_the_cluster_and_roll_out(kube):
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube.api_client())
+    ns = kube.namespace
+    params = {"mode": "apply", "namespace": ns, "db_host": "", "s3_bucket": "mlflow", "s3_endpoint": "",
+              "db_password": f"k8s:{ns}/mlflow-db/password", "s3_access_key": f"k8s:{ns}/mlflow-s3/access-key-id",
+              "s3_secret_key": f"k8s:{ns}/mlflow-s3/secret-access-key", "ingress_host": "mlflow.example.test",
+              "tracking_uri": "http://127.0.0.1:9", "timeout": 60.0}
+    k = Kube(kubeconfig=kube.kubeconfig, context=kube.context)
+    s = tracking.settings_from(params, LOCAL.model_copy(update={"kube_context": kube.context}))
+    t = tracking.Tracking(settings=s, kube=k)
+    assert s.mode == "cluster"
+    # the Secrets are missing: preflight says which
+    failed = [c for c in tracking._cluster_preflight(t) if not c.passed]
+    assert [c.name for c in failed] == ["Secret mlflow-db", "Secret mlflow-s3"]
+    assert "does not exist" in failed[0].reason
+    core.create_namespaced_secret(ns, client.V1Secret(metadata=client.V1ObjectMeta(name="mlflow-db"),
+                                                      string_data={"password": "in-cluster-db-password"}))
+    core.create_namespaced_secret(ns, client.V1Secret(metadata=client.V1ObjectMeta(name="mlflow-s3"), string_data={
+        "access-key-id": "cluster-key-id", "secret-access-key": "cluster-secret-key"}))
+    assert all(c.passed for c in tracking._cluster_preflight(t))
+    plan = tracking.plan_deploy(t)
+    assert plan.outcome == "planned" and plan.details["dry_run"], plan.summary
+    assert [r["action"] for r in plan.rows] == ["create", "create", "create"]
+    result = tracking.deploy(t)
+    assert result.outcome == "changed", result.summary
+    dep = k.get(kind="Deployment", name="mlflow", namespace=ns)
+    assert dep["status"]["availableReplicas"] == 1
+    env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MLFLOW_DB_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-db", "key": "password"}
+    pods = k.pods(namespace=ns, selector="app.kubernetes.io/name=mlflow")
+    assert pods and all(p["ready"] == "1/1" for p in pods), pods
+    assert k.get(kind="Ingress", name="mlflow", namespace=ns)["spec"]["rules"][0]["host"] == "mlflow.example.test"
+    # a re-run is idempotent (server-side apply): the plan now says update
+    assert {r["action"] for r in tracking.plan_deploy(t).rows} == {"update (server-side apply)"}
+    k.close()
+    with contextlib.suppress(Exception):
+        kube.close()
