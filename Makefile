@@ -17,10 +17,7 @@ $(STAMP): pyproject.toml scripts/install-tools.sh
 	@touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/opsbook list
-	$(VENV)/bin/opsbook run environment-check
-	$(VENV)/bin/opsbook history --limit 5
-	$(VENV)/bin/opsbook verify
+	OPSBOOK=$(VENV)/bin/opsbook PY=$(PY) bash scripts/demo.sh
 
 test: setup
 	$(VENV)/bin/pytest

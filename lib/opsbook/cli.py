@@ -239,7 +239,7 @@ def _progress(con: Any, *, quiet: bool) -> tuple[Any, Any]:
         return None, lambda: None
     if not con.is_terminal:
         def log_line(event: str, index: int, total: int, label: str) -> None:
-            if event == "start":
+            if event == "start" and not label.startswith("(markdown)"):
                 con.print(f"[{index + 1}/{total}] {label}", markup=False)
         return log_line, lambda: None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# `make demo`: the runbooks on embedded defaults (target `local`: no cluster, embedded MLflow).
+# Each run leaves its record under outputs/; the last steps list them and verify the archive.
+set -euo pipefail
+OPSBOOK="${OPSBOOK:-.venv/bin/opsbook}"
+PY="${PY:-.venv/bin/python}"
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+last_run() {  # the run id of the newest record of runbook $1
+    "$OPSBOOK" history --runbook "$1" --limit 1 --json | "$PY" -c 'import json,sys; print(json.loads(sys.stdin.read())["run_id"])'
+}
+
+say "The runbook catalogue"
+"$OPSBOOK" list
+
+say "1. environment-check: can this machine run the runbooks?"
+"$OPSBOOK" run environment-check
+
+say "2. mlflow-tracking-server, plan: manifests and prerequisites, nothing changed"
+"$OPSBOOK" run mlflow-tracking-server
+plan_id="$(last_run mlflow-tracking-server)"
+
+say "3. mlflow-tracking-server, apply the approved plan $plan_id: embedded server, verified by logging a model"
+"$OPSBOOK" run mlflow-tracking-server --mode apply --approve "$plan_id"
+"$PY" -m opsbook.clients.mlflow stop || true
+
+for rb in initial-kubernetes-deployment deploy-new-model centralized-logging security-incident-response; do
+    if [ -f "notebooks/$rb.ipynb" ]; then
+        say "$rb, plan on target local"
+        "$OPSBOOK" run "$rb"
+    fi
+done
+
+say "Run history"
+"$OPSBOOK" history --limit 10
+say "Archive verification (keep the chain head somewhere the runner cannot rewrite)"
+"$OPSBOOK" verify
