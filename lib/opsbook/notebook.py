@@ -46,6 +46,7 @@ ENV_RUN_ID = "OPSBOOK_RUN_ID"
 ENV_EVENTS = "OPSBOOK_EVENTS"
 ENV_SOURCE = "OPSBOOK_SOURCE"
 ENV_OPERATOR = "OPSBOOK_OPERATOR"
+ENV_APPROVED_PLAN = "OPSBOOK_APPROVED_PLAN"
 
 _ICONS = {"ok": "✅", "changed": "✏️", "planned": "📝", "skipped": "⏭️", "failed": "❌"}
 
@@ -129,6 +130,17 @@ class Run:
     def outputs(self) -> Path:
         """The archive folder this run's record goes to."""
         return catalog.outputs_dir()
+
+    @property
+    def approved_plan(self) -> str | None:
+        """The plan run this apply executes (``opsbook run ... --approve PLAN_RUN_ID``), if any."""
+        return (os.environ.get(ENV_APPROVED_PLAN) or None) if self.headless else None
+
+    def plan_record(self) -> dict[str, Any] | None:
+        """The manifest of the approved plan run: its parameters, status and step outcomes (with
+        their details), so an apply can act on the evidence that was approved."""
+        plan = self.approved_plan
+        return self.archive().load_manifest(plan) if plan else None
 
     def archive(self) -> Any:
         from opsbook.archive import Archive

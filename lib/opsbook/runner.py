@@ -34,7 +34,7 @@ from opsbook import catalog, secrets
 from opsbook.archive import Archive
 from opsbook.errors import ApprovalError, ArchiveError, RecordExists
 from opsbook.ids import new_run_id, utcnow
-from opsbook.notebook import ENV_EVENTS, ENV_OPERATOR, ENV_RUN_ID, ENV_SOURCE
+from opsbook.notebook import ENV_APPROVED_PLAN, ENV_EVENTS, ENV_OPERATOR, ENV_RUN_ID, ENV_SOURCE
 from opsbook.parameters import validate
 from opsbook.targets import Target
 from opsbook.targets import get as get_target
@@ -330,7 +330,8 @@ def execute(prep: Prepared, *, archive: Archive, progress: ProgressCallback | No
     events, secrets_file = staging / "events.jsonl", staging / "secrets.jsonl"
     env_keys = {ENV_RUN_ID: run_id, ENV_SOURCE: str(rb.path.resolve()), ENV_EVENTS: str(events),
                 secrets.ENV_SECRETS_FILE: str(secrets_file), ENV_OPERATOR: operator,
-                catalog.ENV_OUTPUTS: str(Path(archive.root).resolve())}
+                catalog.ENV_OUTPUTS: str(Path(archive.root).resolve()),
+                ENV_APPROVED_PLAN: (prep.approval or {}).get("plan_run_id", "")}
     saved_env = {k: os.environ.get(k) for k in env_keys}
     os.environ.update(env_keys)
     status, failed_cell, error = "succeeded", None, None

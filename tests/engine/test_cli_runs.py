@@ -177,6 +177,11 @@ def test_high_risk_apply_needs_an_approved_matching_plan(cli, outputs):
     (apply_m,) = [m for m in applied if m["mode"] == "apply"]
     assert apply_m["approval"]["plan_run_id"] == plan_id and apply_m["approval"]["approver"] == "alice"
     assert [s["outcome"] for s in apply_m["steps"]] == ["ok", "changed", "ok"]
+    # the kernel knew which plan it executed
+    (apply_dir,) = [p for p in records(outputs, "highrisk")
+                    if json.loads((p / "manifest.json").read_text())["mode"] == "apply"]
+    nb = (apply_dir / "notebook.ipynb").read_text()
+    assert f"approved plan: {plan_id}" in nb
 
 
 def test_approval_refuses_a_tampered_or_wrong_plan(cli, outputs):
