@@ -48,6 +48,7 @@ ENV_SOURCE = "OPSBOOK_SOURCE"
 ENV_OPERATOR = "OPSBOOK_OPERATOR"
 ENV_APPROVED_PLAN = "OPSBOOK_APPROVED_PLAN"
 
+MAX_ROWS = 200
 _ICONS = {"ok": "✅", "changed": "✏️", "planned": "📝", "skipped": "⏭️", "failed": "❌"}
 
 
@@ -60,6 +61,7 @@ class StepRecord:
     details: dict[str, Any] = field(default_factory=dict)
     started: str = ""
     seconds: float = 0.0
+    rows: list[dict[str, Any]] | None = None  # the table shown, kept in the manifest (first MAX_ROWS)
 
 
 def _display(html_text: str, plain: str) -> None:
@@ -194,7 +196,7 @@ class Run:
         self._record("check", title, outcome, summary, details, rows, t0, started)
         return outcome == "ok"
 
-    def preflight(self, checks: Iterable[Check]) -> None:
+    def preflight(self, checks: Iterable[Check], *, title: str = "Preflight") -> None:
         """Record each prerequisite pass/fail with its reason; stop the run if any failed."""
         t0, started = time.monotonic(), utcnow()
         checks = list(checks)
@@ -204,7 +206,7 @@ class Run:
         outcome = "failed" if failed else "ok"
         summary = (f"{len(failed)} of {len(checks)} prerequisites failed: " + "; ".join(
             f"{c.name}: {c.reason}" for c in failed)) if failed else f"{len(checks)} prerequisites met"
-        self._record("preflight", "Preflight", outcome, summary, {}, rows, t0, started)
+        self._record("preflight", title, outcome, summary, {"checks": rows}, rows, t0, started)
         if failed:
             raise PreflightFailed(summary)
 
@@ -249,9 +251,13 @@ class Run:
     def _record(self, kind: str, title: str, outcome: str, summary: str, details: dict[str, Any],
                 rows: list[dict[str, Any]] | None, t0: float, started: str) -> StepRecord:
         summary = secrets.REDACTOR.redact(summary)
+        if rows:
+            rows = secrets.REDACTOR.redact_obj(_jsonable(rows))
         rec = StepRecord(kind=kind, title=title, outcome=outcome, summary=summary,
                          details=secrets.REDACTOR.redact_obj(_jsonable(details)), started=started,
-                         seconds=round(time.monotonic() - t0, 3))
+                         seconds=round(time.monotonic() - t0, 3), rows=rows[:MAX_ROWS] if rows else None)
+        if rows and len(rows) > MAX_ROWS:
+            rec.details["rows_truncated"] = f"{len(rows)} rows, the first {MAX_ROWS} kept in the manifest"
         self.records.append(rec)
         icon = _ICONS.get(outcome, "")
         head = f"{icon} {title}: {outcome}" + (f" ({summary})" if summary else "")
@@ -259,7 +265,6 @@ class Run:
             f" &mdash; {html.escape(summary)}" if summary else "") + "</p>"
         plain = head
         if rows:
-            rows = secrets.REDACTOR.redact_obj(_jsonable(rows))
             html_text += _table_html(rows)
             plain += "\n" + _table_text(rows)
         _display(html_text, plain)

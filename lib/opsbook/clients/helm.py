@@ -79,6 +79,7 @@ _CLASSIFY: list[tuple[re.Pattern[str], type[HelmError]]] = [
     (re.compile(r"context deadline exceeded|timed out waiting for the condition|timed out waiting", re.I),
      HelmTimedOut),
     (re.compile(r"forbidden|unauthorized|is not allowed", re.I), HelmForbidden),
+    (re.compile(r": 404\b|\b404 Not Found\b", re.I), HelmNotFound),
     (re.compile(r"cluster unreachable|connection refused|no such host|i/o timeout|dial tcp|"
                 r"cannot be reached|network is unreachable|tls handshake timeout", re.I), HelmUnreachable),
     (re.compile(r"cannot re-use a name that is still in use|already exists", re.I), HelmConflict),
