@@ -335,12 +335,15 @@ def execute(prep: Prepared, *, archive: Archive, progress: ProgressCallback | No
     saved_env = {k: os.environ.get(k) for k in env_keys}
     os.environ.update(env_keys)
     status, failed_cell, error = "succeeded", None, None
+    # papermill (and with it nbformat, nbclient, jupyter_client) is imported here, in this thread,
+    # before the HTML warm-up thread starts: two threads importing the same package at once can
+    # see it half-initialised ("cannot import name ... from partially initialized module").
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
     warm = _HtmlWarmup()
     warm.start()
     try:
-        import papermill
-        from papermill.exceptions import PapermillExecutionError
-
         engine = _register_engine(progress)
         try:
             with _sigterm_as_interrupt():

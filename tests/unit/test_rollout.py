@@ -1,0 +1,287 @@
+"""`opsbook.ops.rollout` without services: the canary rendered from a stable Deployment, the model
+version read from templates and pods, the judge over the recorded files, the decision rules (the
+approved plan's verdict, overrides, holds), and the preflight on a target without a cluster."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+from opsbook.errors import OpsbookError
+from opsbook.ops import rollout
+from opsbook.targets import LOCAL
+
+ROOT = Path(__file__).resolve().parents[2]
+HEALTHY = ROOT / "examples" / "metrics" / "proposer-canary-healthy.csv"
+REGRESSED = ROOT / "examples" / "metrics" / "proposer-canary-regressed.csv"
+
+STABLE = {
+    "apiVersion": "apps/v1", "kind": "Deployment",
+    "metadata": {"name": "ml-platform-proposer", "namespace": "ml", "uid": "u-1", "resourceVersion": "7",
+                 "generation": 3, "managedFields": [{}],
+                 "annotations": {"deployment.kubernetes.io/revision": "3", "meta.helm.sh/release-name": "ml"},
+                 "labels": {"app.kubernetes.io/name": "proposer", "app.kubernetes.io/instance": "ml-platform",
+                            "app.kubernetes.io/managed-by": "Helm", "helm.sh/chart": "ml-platform-0.1.0",
+                            "opsbook.io/track": "stable"}},
+    "spec": {
+        "replicas": 3, "progressDeadlineSeconds": 600,
+        "selector": {"matchLabels": {"app.kubernetes.io/name": "proposer", "app.kubernetes.io/instance": "ml-platform",
+                                     "opsbook.io/track": "stable"}},
+        "template": {
+            "metadata": {"labels": {"app.kubernetes.io/name": "proposer", "app.kubernetes.io/instance": "ml-platform",
+                                    "opsbook.io/track": "stable", "helm.sh/chart": "ml-platform-0.1.0"},
+                         "annotations": {"opsbook.io/model-uri": "models:/proposer@production",
+                                         "opsbook.io/model-version": "1"}},
+            "spec": {"containers": [
+                {"name": "proposer", "image": "ghcr.io/ml-platform/proposer:1.0.0",
+                 "env": [{"name": "MODEL_NAME", "value": "proposer"},
+                         {"name": "MODEL_URI", "value": "models:/proposer@production"},
+                         {"name": "MODEL_VERSION", "value": "1"},
+                         {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}]},
+                {"name": "sidecar", "image": "busybox"}]},
+        },
+    },
+    "status": {"replicas": 3},
+}
+
+
+def _ctx(**params) -> rollout.ModelRollout:
+    p = {"mode": "plan", "model": "proposer", "metrics_file": str(HEALTHY), **params}
+    return rollout.configure(p, LOCAL, run_id="r-1", operator="alice").value
+
+
+# ------------------------------------------------------------------------------------------ rendering
+
+
+def test_canary_is_the_stable_template_with_the_new_version_one_replica_and_the_canary_track():
+    canary = rollout.render_canary(STABLE, version="2", uri="models:/proposer/2", model="proposer")
+    meta, spec = canary["metadata"], canary["spec"]
+    assert meta["name"] == "ml-platform-proposer-canary" and meta["namespace"] == "ml"
+    assert not {"uid", "resourceVersion", "generation", "managedFields"} & set(meta)
+    assert meta["labels"]["opsbook.io/track"] == "canary" and "helm.sh/chart" not in meta["labels"]
+    assert meta["annotations"]["opsbook.io/canary-of"] == "ml-platform-proposer"
+    assert spec["replicas"] == 1 and spec["progressDeadlineSeconds"] == 600 and "status" not in canary
+    assert spec["selector"]["matchLabels"] == {"app.kubernetes.io/name": "proposer",
+                                               "app.kubernetes.io/instance": "ml-platform",
+                                               "opsbook.io/track": "canary"}
+    tmpl = spec["template"]
+    assert tmpl["metadata"]["labels"]["opsbook.io/track"] == "canary"
+    assert rollout.model_of(canary) == ("2", "models:/proposer/2", "container env MODEL_VERSION")
+    env = {e["name"]: e for e in tmpl["spec"]["containers"][0]["env"]}
+    assert env["DB_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "db"  # the rest is copied as it is
+    assert "env" not in tmpl["spec"]["containers"][1]  # only the model container gets the model
+    assert rollout.model_of(STABLE)[:2] == ("1", "models:/proposer@production")  # the input is untouched
+
+
+def test_model_version_is_read_from_env_then_annotation_and_disagreement_is_reported():
+    pod = {"metadata": {"annotations": {"opsbook.io/model-version": "4"}},
+           "spec": {"containers": [{"name": "proposer", "env": [{"name": "MODEL_VERSION", "value": "5"}]}]}}
+    version, _, how = rollout.model_of(pod)
+    assert version == "5" and "annotation opsbook.io/model-version says 4!" in how
+    bare = copy.deepcopy(STABLE)
+    bare["spec"]["template"]["spec"]["containers"][0]["env"] = []
+    assert rollout.model_of(bare) == ("1", "models:/proposer@production", "annotation opsbook.io/model-version")
+    bare["spec"]["template"]["metadata"]["annotations"] = {}
+    assert rollout.model_of(bare) == ("", "", "not found")
+    # a template without the variables gets them on the named container
+    t = rollout.set_model(bare["spec"]["template"], version="9", uri="models:/p/9", container="proposer")
+    assert rollout.model_of({"spec": {"template": t}})[:2] == ("9", "models:/p/9")
+
+
+# ------------------------------------------------------------------------------------------ settings
+
+
+def test_settings_tolerances_and_decision_choices():
+    s = rollout.settings_from({"mode": "apply", "monitor_minutes": 30, "interval_seconds": 120}, LOCAL)
+    assert s.applying and s.window_intervals == 15 and s.registry_name == "proposer" and not s.has_cluster
+    specs = {m.name: m for m in rollout.metric_specs(0.1, 0.8)}
+    assert specs["error_rate"].tolerance == 0.8 and specs["latency"].tolerance == 0.1
+    assert specs["accuracy"].higher_is_worse is False and specs["latency"].tail is True
+    with pytest.raises(OpsbookError, match="decision 'maybe'"):
+        rollout.settings_from({"decision": "maybe"}, LOCAL)
+
+
+def test_local_uses_the_bundled_recorded_file_by_default_and_a_real_target_never_does():
+    ctx = rollout.configure({"mode": "plan"}, LOCAL).value
+    assert ctx.metrics_path == (ROOT / rollout.DEFAULT_METRICS_FILE).resolve() and ctx.prom is None
+    staging = LOCAL.model_copy(update={"name": "staging"})
+    ctx = rollout.configure({"mode": "plan"}, staging).value
+    assert ctx.metrics_path is None and ctx.prom is None
+    (check,) = rollout.check_metrics_source(ctx)
+    assert not check.passed and "no metrics source" in check.reason
+
+
+# ------------------------------------------------------------------------------------------ the judge
+
+
+@pytest.mark.parametrize("path,tolerance,decision", [
+    (HEALTHY, 1.0, "promote"),
+    (HEALTHY, 0.05, "inconclusive"),  # a 1% error rate at 200 requests per interval cannot support 5%
+    (REGRESSED, 1.0, "rollback"),
+])
+def test_judge_over_the_recorded_files(path, tolerance, decision):
+    ctx = _ctx(metrics_file=str(path), error_rate_tolerance=tolerance)
+    assert rollout.collect(ctx).details["intervals"] == 60
+    result = rollout.judge(ctx)
+    assert result.outcome == "ok" and result.details["decision"] == decision, result.summary
+    by_metric = {m["metric"]: m for m in result.details["metrics"]}
+    assert set(by_metric) == {"accuracy", "latency", "error_rate", "d"}
+    assert all(m["reason"] for m in by_metric.values())
+    if decision == "rollback":
+        assert by_metric["latency"]["status"] == "regressed"
+    plot = rollout.plot(ctx)
+    assert plot.details["png_bytes"] > 1000 and plot.value is not None
+
+
+# ------------------------------------------------------------------------------------------ decision
+
+
+def _plan(decision: str | None) -> dict:
+    return {"steps": [{"title": rollout.JUDGE_STEP, "details": {"decision": decision, "reason": "why"}},
+                      {"title": rollout.SERVING_STEP, "details": {"version": "1", "uri": "models:/proposer/1"}}]}
+
+
+def test_apply_acts_on_the_approved_plans_verdict_not_on_a_later_look():
+    ctx = _ctx(mode="apply", metrics_file=str(REGRESSED))
+    ctx.approved_plan, ctx.plan_record = "plan-1", lambda: _plan("promote")
+    rollout.collect(ctx)
+    rollout.judge(ctx)  # this run sees a regression
+    d = rollout.decide(ctx).details
+    assert d["decision"] == "promote" and d["plan_run_id"] == "plan-1" and d["this_run_verdict"] == "rollback"
+    assert d["verdict_source"] == "the approved plan plan-1" and d["override"] is False and d["operator"] == "alice"
+    assert rollout._rollback_target(ctx) == ("1", "models:/proposer/1", "the approved plan plan-1")
+
+
+@pytest.mark.parametrize("parameter,verdict,decision,override", [
+    ("auto", "rollback", "rollback", False),
+    ("auto", "inconclusive", "hold", None),
+    ("auto", "continue", "hold", None),
+    ("auto", None, "hold", None),
+    ("promote", "inconclusive", "promote", True),
+    ("rollback", "promote", "rollback", True),
+])
+def test_decision_rules(parameter, verdict, decision, override):
+    ctx = _ctx(mode="apply", decision=parameter)
+    ctx.approved_plan, ctx.plan_record = "plan-2", _plan(verdict)
+    result = rollout.decide(ctx)
+    assert result.details["decision"] == decision and result.details.get("override") == override
+    assert ctx.decision == (None if decision == "hold" else decision)
+    if decision == "hold":
+        assert result.summary.startswith("HOLD")
+        assert rollout.promote(ctx).outcome == "skipped" and rollout.rollback(ctx).outcome == "skipped"
+        assert rollout.verify_instances(ctx).outcome == "skipped"
+
+
+def test_plan_mode_says_what_it_would_do_and_names_itself_for_the_approval():
+    ctx = _ctx(version="2", serving_version="1")
+    rollout.collect(ctx)
+    rollout.judge(ctx)
+    result = rollout.decide(ctx)
+    assert result.summary.startswith("would PROMOTE") and "--approve r-1" in result.summary
+    assert rollout.plan_promote(ctx).outcome == "planned"
+    assert "from v1 to v2" in rollout.plan_promote(ctx).summary
+    assert rollout.plan_rollback(ctx).outcome == "skipped"
+    assert rollout.plan_alias(ctx).outcome == "skipped"  # move_alias false
+
+
+# ------------------------------------------------------------------------------------------ preflight
+
+
+def test_preflight_without_cluster_or_registry():
+    ctx = _ctx(version="2", serving_version="1")
+    checks = {c.name: c for c in rollout.preflight(ctx)}
+    assert all(c.passed for c in checks.values()), checks
+    assert checks["cluster"].reason.startswith("skipped") and checks["a new version"].reason == "v2 replaces v1"
+    same = {c.name: c for c in rollout.preflight(_ctx(version="1", serving_version="1"))}
+    assert not same["a new version"].passed and "already serving" in same["a new version"].reason
+    no_version = {c.name: c for c in rollout.preflight(_ctx(mode="apply"))}
+    assert not no_version["a version to deploy"].passed
+    broken = {c.name: c for c in rollout.preflight(_ctx(metrics_file=str(ROOT / "pyproject.toml")))}
+    assert not broken["metrics file"].passed and "unknown metrics file type" in broken["metrics file"].reason
+
+
+class _Prom:
+    """Answers every range query with 1.0 at each step, and remembers the windows it was asked for."""
+
+    url = "http://prometheus.test:9090"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, float, float, float]] = []
+
+    def query_range(self, promql, start, end, step):  # noqa: ANN001
+        import numpy as np
+        import pandas as pd
+
+        self.calls.append((promql, float(start), float(end), float(step)))
+        ts = np.arange(float(start), float(end) + 1e-6, float(step))
+        return pd.DataFrame({"timestamp": ts, "value": np.ones(len(ts))})
+
+    def healthy(self) -> bool:
+        return True
+
+
+def test_prometheus_window_is_the_monitoring_period_aligned_to_intervals():
+    staging = LOCAL.model_copy(update={"name": "staging", "prometheus_url": _Prom.url})
+    prom = _Prom()
+    ctx = rollout.configure({"mode": "plan", "monitor_minutes": 10, "interval_seconds": 60}, staging, prom=prom).value
+    assert ctx.metrics_path is None and ctx.prom is prom
+    assert [c.name for c in rollout.check_metrics_source(ctx)] == ["Prometheus healthy"]
+    now = 1_800_000_030.0
+    result = rollout.collect(ctx, now=now)
+    assert result.details["intervals"] == 10
+    end = 1_800_000_000.0  # floored to the interval
+    assert {(c[1], c[2], c[3]) for c in prom.calls} == {(end - 600 + 60, end, 60.0)}
+    assert any('track="canary"' in c[0] for c in prom.calls) and any('track="stable"' in c[0] for c in prom.calls)
+
+
+def test_apply_refuses_to_act_when_the_version_changed_since_the_plan():
+    ctx = _ctx(mode="apply", version="3")
+    plan = _plan("promote")
+    plan["steps"].append({"title": rollout.REGISTRY_STEP, "details": {"version": "2"}})
+    ctx.approved_plan, ctx.plan_record = "plan-3", plan
+    result = rollout.decide(ctx)
+    assert result.outcome == "failed" and "judged v2, but this run would deploy v3" in result.summary
+    assert ctx.decision is None and rollout.promote(ctx).outcome == "skipped"
+
+
+def test_the_notebook_titles_the_steps_an_apply_reads_back_from_its_plan():
+    import json
+
+    nb = json.loads((ROOT / "notebooks" / "deploy-new-model.ipynb").read_text())
+    code = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    for title in (rollout.JUDGE_STEP, rollout.SERVING_STEP, rollout.REGISTRY_STEP, rollout.CANARY_STEP):
+        assert f'run.step("{title}", ' in code, title
+
+
+class _Kube:
+    """Just enough of clients.kube.Kube for the metrics window: the canary Deployment, or none."""
+
+    def __init__(self, canary: dict | None) -> None:
+        self.canary = canary
+
+    def get(self, *, kind, name, namespace, api_version=None):  # noqa: ANN001
+        from opsbook.errors import NotFound
+
+        if self.canary is None:
+            raise NotFound(f"deployments {name} not found")
+        return self.canary
+
+
+def test_on_a_cluster_the_window_starts_with_the_canary_and_no_canary_means_hold():
+    import datetime as dt
+
+    staging = LOCAL.model_copy(update={"name": "staging", "kube_context": "staging"})
+    now = 1_800_000_030.0
+    prom = _Prom()
+    ctx = rollout.configure({"mode": "plan", "monitor_minutes": 60}, staging, prom=prom, kube=_Kube(None)).value
+    ctx.stable_name = "ml-platform-proposer"
+    result = rollout.collect(ctx, now=now)
+    assert result.outcome == "skipped" and "no canary ml-platform-proposer-canary is running yet" in result.summary
+    assert rollout.judge(ctx).outcome == "skipped" and not prom.calls
+    held = rollout.decide(ctx)
+    assert held.details["decision"] == "hold" and "no canary yet" in held.summary
+    born = dt.datetime.fromtimestamp(now - 300, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # 5 min ago
+    ctx.kube = _Kube({"metadata": {"name": "ml-platform-proposer-canary", "creationTimestamp": born}})
+    # only whole intervals after the canary started: (now - 300 s) rounds up, now rounds down: 4 minutes
+    assert rollout.collect(ctx, now=now).details["intervals"] == 4
