@@ -335,33 +335,35 @@ def execute(prep: Prepared, *, archive: Archive, progress: ProgressCallback | No
     saved_env = {k: os.environ.get(k) for k in env_keys}
     os.environ.update(env_keys)
     status, failed_cell, error = "succeeded", None, None
-    # papermill (and with it nbformat, nbclient, jupyter_client) is imported here, in this thread,
-    # before the HTML warm-up thread starts: two threads importing the same package at once can
-    # see it half-initialised ("cannot import name ... from partially initialized module").
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
     warm = _HtmlWarmup()
-    warm.start()
+    pm_error: type[BaseException] | None = None
     try:
-        engine = _register_engine(progress)
-        try:
-            with _sigterm_as_interrupt():
-                papermill.execute_notebook(
-                    str(rb.path), str(out_nb), parameters=params, engine_name=engine, progress_bar=False,
-                    cwd=str(rb.path.parent), log_output=False, execution_timeout=cell_timeout,
-                    # the kernel's own TCP-transport warning is noise in an operator's terminal
-                    extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
-        except PapermillExecutionError as exc:
-            status = "failed"
-            failed_cell = {"index": exc.cell_index, "execution_count": exc.exec_count, "ename": exc.ename,
-                           "evalue": exc.evalue}
-            error = f"{exc.ename}: {exc.evalue}"
-        except KeyboardInterrupt as exc:
-            status = "aborted"
-            error = f"interrupted ({exc or 'Ctrl-C'})"
-        except Exception as exc:  # dead kernel, timeout, kernel that never started ...
-            status = "failed"
+        with _sigterm_as_interrupt():
+            # papermill (and with it nbformat, nbclient, jupyter_client) is imported in this thread
+            # before the HTML warm-up thread starts: two threads importing the same package at once
+            # can see it half-initialised ("cannot import name ... from partially initialized module").
+            import papermill
+            from papermill.exceptions import PapermillExecutionError
+
+            pm_error = PapermillExecutionError
+            warm.start()
+            engine = _register_engine(progress)
+            papermill.execute_notebook(
+                str(rb.path), str(out_nb), parameters=params, engine_name=engine, progress_bar=False,
+                cwd=str(rb.path.parent), log_output=False, execution_timeout=cell_timeout,
+                # the kernel's own TCP-transport warning is noise in an operator's terminal
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
+    except KeyboardInterrupt as exc:
+        status = "aborted"
+        error = f"interrupted ({exc or 'Ctrl-C'})"
+    except Exception as exc:  # a failing cell, a dead kernel, a timeout, a kernel that never started
+        status = "failed"
+        if pm_error is not None and isinstance(exc, pm_error):
+            failed_cell = {"index": getattr(exc, "cell_index", None),
+                           "execution_count": getattr(exc, "exec_count", None),
+                           "ename": getattr(exc, "ename", ""), "evalue": getattr(exc, "evalue", "")}
+            error = f"{failed_cell['ename']}: {failed_cell['evalue']}"
+        else:
             failed_cell = {}
             error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
             if "DeadKernel" in type(exc).__name__:
@@ -431,7 +433,8 @@ def _finalize(prep: Prepared, *, archive: Archive, staging: Path, out_nb: Path, 
             failed_cell = None  # the kernel never got to a cell (did not start)
         else:
             failed_cell["evalue"] = red.redact(str(failed_cell.get("evalue", "")))
-    warm.join(timeout=30)
+    if warm.ident is not None:  # started
+        warm.join(timeout=30)
     try:
         exporter = warm.exporter
         if exporter is None:

@@ -241,8 +241,10 @@ def test_verify_cli_detects_tampering_and_truncation(cli, outputs):
 
 
 def test_history_filters(cli, outputs):
-    assert cli("run", "passing", "--quiet").returncode == 0
-    assert cli("run", "failing", "--quiet").returncode == 1
+    r = cli("run", "passing", "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = cli("run", "failing", "--quiet")
+    assert r.returncode == 1 and "failed run" in r.stdout, r.stdout + r.stderr
     r = cli("history", "--json")
     rows = [json.loads(x) for x in r.stdout.splitlines()]
     assert [x["runbook_id"] for x in rows] == ["passing", "failing"]

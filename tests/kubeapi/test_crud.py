@@ -155,3 +155,27 @@ def test_kubectl_create_generators(kube):
     assert out["data"] == {"a": "b"}
     rb = json.loads(kube.kubectl("get", "rolebinding", "gen-rb", "-o", "json").stdout)
     assert rb["roleRef"]["name"] == "gen-role" and rb["subjects"][0]["name"] == "gen-sa"
+
+
+def test_unknown_fields_strict_with_kubectl_warned_otherwise(kube, tmp_path, apps):
+    import yaml
+
+    d = deployment("typo")
+    d["spec"]["template"]["spec"]["containers"][0]["imagePulPolicy"] = "Always"
+    f = tmp_path / "typo.yaml"
+    f.write_text(yaml.safe_dump(d))
+    out = kube.kubectl("apply", "-f", str(f), check=False)
+    assert out.returncode != 0
+    assert 'unknown field "spec.template.spec.containers[0].imagePulPolicy"' in out.stderr
+    out = kube.kubectl("apply", "--validate=warn", "-f", str(f))
+    assert "unknown field" in out.stderr
+    assert apps.read_namespaced_deployment("typo", kube.namespace).metadata.name == "typo"
+
+
+def test_pod_with_missing_service_account_is_forbidden(kube, core, apps):
+    p = pod("nosa")
+    p["spec"]["serviceAccountName"] = "does-not-exist"
+    with pytest.raises(ApiException) as ei:
+        core.create_namespaced_pod(kube.namespace, p)
+    assert ei.value.status == 403 and _status(ei.value)["reason"] == "Forbidden"
+    assert "does-not-exist" in _status(ei.value)["message"]

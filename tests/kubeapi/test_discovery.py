@@ -74,3 +74,30 @@ def test_nodes_are_listed_ready(kube_api):
     for n in nodes:
         ready = [c for c in n["status"]["conditions"] if c["type"] == "Ready"]
         assert ready and ready[0]["status"] == "True"
+
+
+@pytest.mark.parametrize("api,calls", [
+    ("CoreV1Api", ["list_namespace", "list_node", "list_pod_for_all_namespaces", "list_service_for_all_namespaces",
+                   "list_endpoints_for_all_namespaces", "list_config_map_for_all_namespaces",
+                   "list_secret_for_all_namespaces", "list_service_account_for_all_namespaces",
+                   "list_event_for_all_namespaces", "list_persistent_volume_claim_for_all_namespaces"]),
+    ("AppsV1Api", ["list_deployment_for_all_namespaces", "list_replica_set_for_all_namespaces",
+                   "list_daemon_set_for_all_namespaces", "list_stateful_set_for_all_namespaces",
+                   "list_controller_revision_for_all_namespaces"]),
+    ("BatchV1Api", ["list_job_for_all_namespaces", "list_cron_job_for_all_namespaces"]),
+    ("NetworkingV1Api", ["list_ingress_for_all_namespaces", "list_network_policy_for_all_namespaces"]),
+    ("RbacAuthorizationV1Api", ["list_role_for_all_namespaces", "list_role_binding_for_all_namespaces",
+                                "list_cluster_role", "list_cluster_role_binding"]),
+    ("CoordinationV1Api", ["list_lease_for_all_namespaces"]),
+    ("EventsV1Api", ["list_event_for_all_namespaces"]),
+    ("PolicyV1Api", ["list_pod_disruption_budget_for_all_namespaces"]),
+    ("DiscoveryV1Api", ["list_endpoint_slice_for_all_namespaces"]),
+])
+def test_every_kind_lists_through_the_typed_client(kube_api, api, calls):
+    """The typed client parses every list into its models (a reply it cannot model would raise)."""
+    from kubernetes import client
+
+    typed = getattr(client, api)(kube_api.api_client())
+    for call in calls:
+        result = getattr(typed, call)(limit=50)
+        assert result.metadata.resource_version, call

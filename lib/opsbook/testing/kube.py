@@ -104,6 +104,8 @@ class KubeApi:
     log_path: str | None = None
     pid: int | None = None
     cache_dir: str | None = None
+    _faults_set: bool = field(default=False, repr=False)
+    _nodes_down: set = field(default_factory=set, repr=False)
 
     # ------------------------------------------------------------ clients
 
@@ -151,11 +153,13 @@ class KubeApi:
 
         ``paths``: a regular expression the request path must match (default: every resource request,
         not discovery); ``methods``: e.g. ``["GET"]``."""
+        self._faults_set = True
         return self._admin("POST", "/_opsbook/faults", json.dumps(
             {"api_error_rate": api_error_rate, "paths": paths, "methods": methods,
              "error_code": error_code}).encode())
 
     def clear_faults(self) -> dict:
+        self._faults_set = False
         return self._admin("DELETE", "/_opsbook/faults")
 
     @contextlib.contextmanager
@@ -169,7 +173,20 @@ class KubeApi:
 
     def set_node_ready(self, node: str, ready: bool) -> None:
         """Take a simulated node NotReady (its Ready condition goes Unknown) or back to Ready."""
+        if ready:
+            self._nodes_down.discard(node)
+        else:
+            self._nodes_down.add(node)
         self._admin("POST", f"/_opsbook/nodes/{node}", json.dumps({"ready": ready}).encode())
+
+    def reset(self) -> None:
+        """Undo what a test changed with the admin helpers: faults off, nodes back to Ready."""
+        if not self.is_test_server:
+            return
+        if self._faults_set:
+            self.clear_faults()
+        for node in list(self._nodes_down):
+            self.set_node_ready(node, True)
 
     def server_state(self) -> dict:
         """Object counts, resourceVersion and fault settings of the test server."""
@@ -265,8 +282,10 @@ def _real_cluster(path: str) -> KubeApi:
     with open(path) as f:
         cfg = yaml.safe_load(f) or {}
     context = os.environ.get(REAL_CONTEXT_ENV) or cfg.get("current-context") or ""
-    ctx = next((c for c in cfg.get("contexts") or [] if c.get("name") == context), {}).get("context") or {}
-    cluster = next((c for c in cfg.get("clusters") or [] if c.get("name") == ctx.get("cluster")), {})
+    empty: dict[str, Any] = {}
+    ctx = next((c for c in cfg.get("contexts") or [] if c.get("name") == context), empty).get("context") or {}
+    cluster: dict[str, Any] = next((c for c in cfg.get("clusters") or [] if c.get("name") == ctx.get("cluster")),
+                                   empty)
     return KubeApi(kubeconfig=path, context=context, url=(cluster.get("cluster") or {}).get("server", ""),
                    is_test_server=False)
 
@@ -288,7 +307,7 @@ def kube_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApi]:
     log = open(log_path, "wb")  # noqa: SIM115  (the server writes into it for the whole session)
     proc = subprocess.Popen(
         [sys.executable, "-m", "opsbook.testing.kubeapi", "--port", "0", "--nodes", "3", "--ready-delay", "0.3",
-         "--kubeconfig-out", str(kubeconfig)],
+         "--kubeconfig-out", str(kubeconfig), "--exit-with-parent"],
         stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
     )
     try:
@@ -337,6 +356,8 @@ def kube(kube_api: KubeApi, request: pytest.FixtureRequest) -> Iterator[KubeName
         yield ns
     finally:
         ns.close()
+        with contextlib.suppress(Exception):
+            kube_api.reset()  # a test that left faults on or a node down must not break the next one
         with contextlib.suppress(Exception):
             core.delete_namespace(name, _preload_content=False)
         with contextlib.suppress(Exception):

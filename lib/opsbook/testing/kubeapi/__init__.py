@@ -24,6 +24,7 @@ class RunningServer:
     @property
     def url(self) -> str:
         host, port = self.http.server_address[:2]
+        host = host.decode() if isinstance(host, bytes) else host
         return f"http://{host}:{port}"
 
     def stop(self) -> None:
@@ -39,4 +40,9 @@ def start(port: int = 0, nodes: int = 3, ready_delay: float = 0.3, log_follow_se
     ctl = Controllers(cluster)
     ctl.start()
     http = serve(cluster, port=port, log_follow_seconds=log_follow_seconds)
+    # import the client's models (field validation) now rather than on the first write
+    import threading
+
+    from .schema import model_for
+    threading.Thread(target=model_for, args=("v1", "Pod"), daemon=True).start()
     return RunningServer(cluster, http, ctl)

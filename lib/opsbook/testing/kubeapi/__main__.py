@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
+import time
 
 from . import start
 
@@ -33,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log-follow-seconds", type=float, default=30.0,
                     help="longest a `logs --follow` stream stays open")
     ap.add_argument("--kubeconfig-out", help="write a kubeconfig (context opsbook-test) to this path")
+    ap.add_argument("--exit-with-parent", action="store_true",
+                    help="stop when the parent process goes away (used by the pytest fixture)")
     args = ap.parse_args(argv)
     srv = start(port=args.port, nodes=args.nodes, ready_delay=args.ready_delay,
                 log_follow_seconds=args.log_follow_seconds)
@@ -42,6 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
+    if args.exit_with_parent:
+        parent = os.getppid()
+
+        def watch_parent() -> None:
+            while not done.is_set():
+                if os.getppid() != parent:
+                    done.set()
+                time.sleep(1.0)
+
+        threading.Thread(target=watch_parent, daemon=True).start()
     done.wait()
     srv.stop()
     return 0

@@ -1,191 +1,63 @@
-"""Simulated control plane: nodes, scheduler, kubelet, and the Deployment / ReplicaSet / DaemonSet /
-StatefulSet / Job / Endpoints / namespace / garbage-collection controllers. One background thread,
-ticking every ~0.1 s, writing through the same store as API clients (so watches see every change)."""
+"""Simulated control plane: the Deployment / ReplicaSet / DaemonSet / StatefulSet / Job / Endpoints /
+volume / namespace / garbage-collection controllers, on top of the node agents (kubelet.py). One
+background thread, ticking every ~0.1 s (sooner after a write), writing through the same store as API
+clients, so watches see every change."""
 
 from __future__ import annotations
 
 import copy
-import json
-import math
-import re
 import threading
 import time
 import uuid
+from typing import Any
 
+from .common import (
+    CREVS,
+    CRONJOBS,
+    DEPLOY,
+    DS_TOLERATIONS,
+    DSS,
+    EPS,
+    JOBS,
+    MIN_TICK,
+    NODES,
+    NSS,
+    PODS,
+    PVCS,
+    PVS,
+    RSS,
+    SCS,
+    SLICE_MANAGER,
+    SLICES,
+    STSS,
+    SVCS,
+    TICK,
+    _active,
+    _cond,
+    _controller_uid,
+    _int_or_percent,
+    _is_available,
+    _is_ready,
+    _owner_ref,
+    _set_cond,
+    _strip_hash,
+    _target_node,
+    _terminal,
+    _tolerates,
+    template_hash,
+)
 from .errors import ApiError
-from .resources import res
-from .selectors import match_map_selector, match_selector_object
-from .store import ALNUM, Cluster, image_never_pulls, now_iso, parse_iso
-
-PODS = res("v1", "pods")
-NODES = res("v1", "nodes")
-NSS = res("v1", "namespaces")
-SAS = res("v1", "serviceaccounts")
-CMS = res("v1", "configmaps")
-SVCS = res("v1", "services")
-EPS = res("v1", "endpoints")
-SLICES = res("discovery.k8s.io/v1", "endpointslices")
-SLICE_MANAGER = "endpointslice-controller.k8s.io"
-DEPLOY = res("apps/v1", "deployments")
-RSS = res("apps/v1", "replicasets")
-DSS = res("apps/v1", "daemonsets")
-STSS = res("apps/v1", "statefulsets")
-JOBS = res("batch/v1", "jobs")
-
-TICK = 0.1
-PULL_FAIL_SECONDS = 1.0
-CRASH_RUN_SECONDS = 0.3
-RUN_TO_COMPLETION_SECONDS = 0.5
-READY_DELAY_ANNOTATION = "opsbook.test/ready-delay"
-RUN_SECONDS_ANNOTATION = "opsbook.test/run-seconds"
+from .kubelet import NodeAgents
+from .selectors import match_map_selector
+from .store import Cluster, now_iso, parse_iso
 
 
-def fnv32a(data: bytes) -> int:
-    h = 0x811C9DC5
-    for b in data:
-        h ^= b
-        h = (h * 0x01000193) & 0xFFFFFFFF
-    return h
-
-
-def template_hash(tmpl: dict, collision: int = 0) -> str:
-    t = copy.deepcopy(tmpl or {})
-    (t.get("metadata") or {}).get("labels", {}).pop("pod-template-hash", None)
-    h = fnv32a((json.dumps(t, sort_keys=True) + str(collision)).encode())
-    return "".join(ALNUM[b % len(ALNUM)] for b in str(h).encode())
-
-
-def _strip_hash(tmpl: dict) -> dict:
-    t = copy.deepcopy(tmpl or {})
-    labels = (t.get("metadata") or {}).get("labels")
-    if labels is not None:
-        labels.pop("pod-template-hash", None)
-    return t
-
-
-def _owner_ref(obj: dict, kind: str, api_version: str) -> dict:
-    return {"apiVersion": api_version, "kind": kind, "name": obj["metadata"]["name"],
-            "uid": obj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
-
-
-def _controller_uid(obj: dict) -> str | None:
-    for ref in obj["metadata"].get("ownerReferences") or []:
-        if ref.get("controller"):
-            return ref.get("uid")
-    return None
-
-
-def _cond(conds: list, typ: str) -> dict | None:
-    return next((c for c in conds if c.get("type") == typ), None)
-
-
-def _set_cond(conds: list, typ: str, status: str, reason: str | None = None, message: str | None = None,
-              *, with_update_time: bool = False, with_probe_time: bool = False, touch: bool = False) -> None:
-    now = now_iso()
-    cur = _cond(conds, typ)
-    new = {"type": typ, "status": status}
-    if with_probe_time:
-        new["lastProbeTime"] = None
-    if with_update_time:
-        new["lastUpdateTime"] = now if (touch or not cur or cur.get("status") != status or
-                                        cur.get("reason") != reason) else cur.get("lastUpdateTime", now)
-    new["lastTransitionTime"] = cur["lastTransitionTime"] if cur and cur.get("status") == status and \
-        cur.get("lastTransitionTime") else now
-    if reason:
-        new["reason"] = reason
-    if message:
-        new["message"] = message
-    if cur is None:
-        conds.append(new)
-    else:
-        conds[conds.index(cur)] = new
-
-
-def _int_or_percent(v, total: int, round_up: bool) -> int:
-    if isinstance(v, int):
-        return v
-    if isinstance(v, str) and v.endswith("%"):
-        frac = int(v[:-1]) * total / 100.0
-        return math.ceil(frac) if round_up else math.floor(frac)
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return 0
-
-
-def _is_ready(pod: dict) -> bool:
-    c = _cond((pod.get("status") or {}).get("conditions") or [], "Ready")
-    return bool(c and c.get("status") == "True")
-
-
-def _is_available(pod: dict, min_ready: int) -> bool:
-    c = _cond((pod.get("status") or {}).get("conditions") or [], "Ready")
-    if not c or c.get("status") != "True":
-        return False
-    if min_ready <= 0:
-        return True
-    return time.time() - parse_iso(c["lastTransitionTime"]) >= min_ready
-
-
-def _terminal(pod: dict) -> bool:
-    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
-
-
-def _active(pod: dict) -> bool:
-    return not _terminal(pod) and not pod["metadata"].get("deletionTimestamp")
-
-
-def _tolerates(tolerations: list, taint: dict) -> bool:
-    for t in tolerations or []:
-        if t.get("effect") and t.get("effect") != taint.get("effect"):
-            continue
-        if t.get("operator") == "Exists":
-            if not t.get("key") or t.get("key") == taint.get("key"):
-                return True
-        elif t.get("key") == taint.get("key") and (t.get("value") or "") == (taint.get("value") or ""):
-            return True
-    return False
-
-
-def _shell_cmd(container: dict) -> list[str]:
-    return [str(x) for x in (container.get("command") or []) + (container.get("args") or [])]
-
-
-def container_behaviour(container: dict, restart_policy: str, pod_annotations: dict) -> dict:
-    """What the simulated container does: pull failure, exit code after a while, or run forever."""
-    if image_never_pulls(container.get("image") or ""):
-        return {"pull": False}
-    cmd = _shell_cmd(container)
-    script = None
-    if len(cmd) >= 3 and cmd[0] in ("sh", "/bin/sh", "bash", "/bin/bash") and cmd[1] == "-c":
-        script = cmd[2].strip()
-    exit_code, run_for = None, None
-    if cmd in (["false"], ["/bin/false"], ["/usr/bin/false"]) or script == "false":
-        exit_code, run_for = 1, CRASH_RUN_SECONDS
-    elif cmd in (["true"], ["/bin/true"], ["/usr/bin/true"]) or script == "true":
-        exit_code, run_for = 0, CRASH_RUN_SECONDS
-    elif script is not None and re.fullmatch(r"exit\s+(\d+)", script):
-        exit_code, run_for = int(script.split()[1]), CRASH_RUN_SECONDS
-    elif (len(cmd) == 2 and cmd[0] in ("sleep", "/bin/sleep") and re.fullmatch(r"\d+(\.\d+)?", cmd[1])) or (
-            script and re.fullmatch(r"sleep\s+\d+(\.\d+)?", script)):
-        secs = float(cmd[1] if script is None else script.split()[1])
-        exit_code, run_for = 0, secs
-    if exit_code is None and restart_policy != "Always":
-        exit_code, run_for = 0, float(pod_annotations.get(RUN_SECONDS_ANNOTATION) or RUN_TO_COMPLETION_SECONDS)
-    probe = container.get("readinessProbe") or {}
-    pcmd = ((probe.get("exec") or {}).get("command")) or []
-    never_ready = pcmd in (["false"], ["/bin/false"]) or (len(pcmd) >= 3 and pcmd[1] == "-c" and
-                                                         re.fullmatch(r"false|exit\s+[1-9]\d*", pcmd[2].strip()))
-    return {"pull": True, "exit": exit_code, "run_for": run_for, "never_ready": bool(never_ready),
-            "initial_delay": float(probe.get("initialDelaySeconds") or 0) if probe else 0.0}
-
-
-class Controllers:
+class Controllers(NodeAgents):
     def __init__(self, cluster: Cluster):
-        self.c = cluster
+        super().__init__(cluster)
         self.thread = threading.Thread(target=self._loop, name="kubeapi-controllers", daemon=True)
-        self.rr = 0
-        self.errors = 0
+        self.last_rv = -1
+        self.cron_checked: dict[str, tuple] = {}
 
     def start(self) -> None:
         with self.c.lock:
@@ -202,32 +74,15 @@ class Controllers:
                 import traceback
                 traceback.print_exc()
                 self.errors += 1
-            time.sleep(max(0.0, TICK - (time.time() - t0)))
+            # next tick after TICK, or sooner when something was written (but not more often than
+            # every MIN_TICK, so that the controllers' own writes cannot make this a busy loop)
+            time.sleep(max(0.0, MIN_TICK - (time.time() - t0)))
+            with self.c.lock:
+                seen = self.c.rv
+                if self.c.rv == self.last_rv:
+                    self.c.cond.wait(max(0.0, TICK - (time.time() - t0)))
+                self.last_rv = seen
 
-    # ------------------------------------------------------------ helpers
-
-    def _create(self, r, ns, obj):
-        try:
-            return self.c.create(r, ns, obj, internal=True)
-        except ApiError:
-            return None
-
-    def _update(self, r, obj, sub=None):
-        try:
-            return self.c.update(r, obj["metadata"].get("namespace", ""), obj["metadata"]["name"], obj,
-                                 subresource=sub, internal=True)
-        except ApiError:
-            return None
-
-    def _delete(self, r, obj):
-        try:
-            return self.c.delete(r, obj["metadata"].get("namespace", ""), obj["metadata"]["name"], {},
-                                 internal=True)
-        except ApiError:
-            return None
-
-    def _event(self, obj, reason, message, typ="Normal", component="kubelet"):
-        self.c.record_event(obj, reason, message, typ, component)
 
     # ------------------------------------------------------------ bootstrap
 
@@ -246,7 +101,7 @@ class Controllers:
                 labels["node-role.kubernetes.io/control-plane"] = ""
             else:
                 labels["node-role.kubernetes.io/worker"] = ""
-            spec = {"podCIDR": f"10.244.{i}.0/24", "podCIDRs": [f"10.244.{i}.0/24"]}
+            spec: dict[str, Any] = {"podCIDR": f"10.244.{i}.0/24", "podCIDRs": [f"10.244.{i}.0/24"]}
             if cp:
                 spec["taints"] = [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]
             now = now_iso()
@@ -275,6 +130,10 @@ class Controllers:
                                             "kubeletVersion": "v1.37.0", "kubeProxyVersion": "",
                                             "operatingSystem": "linux", "architecture": "amd64"}}}
             c.create(NODES, "", node, internal=True)
+        c.create(SCS, "", {"metadata": {"name": "standard", "annotations": {
+            "storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": "opsbook.test/simulated", "reclaimPolicy": "Delete",
+            "volumeBindingMode": "Immediate"}, internal=True)
         c.create(SVCS, "default", {"metadata": {"name": "kubernetes", "labels": {
             "component": "apiserver", "provider": "kubernetes"}}, "spec": {
             "clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "targetPort": 6443}]}},
@@ -290,40 +149,13 @@ class Controllers:
         self.replicasets()
         self.daemonsets()
         self.statefulsets()
+        self.cronjobs()
         self.jobs()
         self.schedule()
         self.kubelet()
         self.endpoints()
+        self.volumes()
         self.nodes()
-
-    # ------------------------------------------------------------ nodes
-
-    def nodes(self) -> None:
-        overrides = getattr(self.c, "node_overrides", {})
-        for name, ov in list(overrides.items()):
-            node = self.c.raw(NODES, "", name)
-            if node is None:
-                continue
-            new = copy.deepcopy(node)
-            conds = new["status"]["conditions"]
-            ready = ov.get("ready", True)
-            cur = _cond(conds, "Ready")
-            if (cur["status"] == "True") != bool(ready):
-                now = now_iso()
-                cur.update({"status": "True" if ready else "Unknown", "lastTransitionTime": now,
-                            "lastHeartbeatTime": now,
-                            "reason": "KubeletReady" if ready else "NodeStatusUnknown",
-                            "message": "kubelet is posting ready status" if ready else
-                            "Kubelet stopped posting node status."})
-                self._update(NODES, new, "status")
-
-    def _ready_nodes(self) -> list[dict]:
-        out = []
-        for n in self.c.objects(NODES):
-            c = _cond((n.get("status") or {}).get("conditions") or [], "Ready")
-            if c and c.get("status") == "True":
-                out.append(n)
-        return out
 
     # ------------------------------------------------------------ namespaces
 
@@ -462,10 +294,10 @@ class Controllers:
         if new_rs is None:
             return
         # deployment revision annotation
-        rev = (new_rs["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision")
-        if (d["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision") != rev:
+        new_rev = (new_rs["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision")
+        if (d["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision") != new_rev:
             upd = copy.deepcopy(d)
-            upd["metadata"].setdefault("annotations", {})["deployment.kubernetes.io/revision"] = rev
+            upd["metadata"].setdefault("annotations", {})["deployment.kubernetes.io/revision"] = new_rev
             d = self._update(DEPLOY, upd) or d
         old = [rs for rs in rss if rs["metadata"]["uid"] != new_rs["metadata"]["uid"]]
         if not paused:
@@ -479,8 +311,7 @@ class Controllers:
             for rs in dead[: len(dead) - limit]:
                 self._delete(RSS, rs)
         # status
-        rss_now = [c.raw(RSS, ns, rs["metadata"]["name"]) for rs in rss]
-        rss_now = [rs for rs in rss_now if rs is not None]
+        rss_now: list[dict] = [x for x in (c.raw(RSS, ns, rs["metadata"]["name"]) for rs in rss) if x is not None]
         new_now = c.raw(RSS, ns, new_rs["metadata"]["name"]) or new_rs
         tot = sum(int((rs.get("status") or {}).get("replicas") or 0) for rs in rss_now)
         updated = int((new_now.get("status") or {}).get("replicas") or 0)
@@ -624,7 +455,7 @@ class Controllers:
     def _pod_from_template(self, owner: dict, kind: str, api_version: str, tmpl: dict, *, name=None,
                            generate=None, extra_labels=None) -> dict:
         t = copy.deepcopy(tmpl)
-        meta = {"labels": dict((t.get("metadata") or {}).get("labels") or {}),
+        meta: dict[str, Any] = {"labels": dict((t.get("metadata") or {}).get("labels") or {}),
                 "ownerReferences": [_owner_ref(owner, kind, api_version)]}
         if extra_labels:
             meta["labels"].update(extra_labels)
@@ -654,6 +485,9 @@ class Controllers:
                         pods.append(p)
                         self._event(rs, "SuccessfulCreate", f"Created pod: {p['metadata']['name']}",
                                     component="replicaset-controller")
+                    else:
+                        self._failed_create(rs, "replicaset-controller")
+                        break
             elif len(pods) > want:
                 ranked = sorted(pods, key=lambda p: (0 if not p["spec"].get("nodeName") else
                                                      1 if not _is_ready(p) else 2,
@@ -674,12 +508,41 @@ class Controllers:
                 upd["status"] = st
                 self._update(RSS, upd, "status")
 
+    # ------------------------------------------------------------ controller revisions (DaemonSet, StatefulSet)
+
+    def _revision(self, owner: dict, kind: str, tmpl: dict, h: str) -> None:
+        """Keep a ControllerRevision per template, as `kubectl rollout history|undo` reads them."""
+        c = self.c
+        ns, name, uid = owner["metadata"]["namespace"], owner["metadata"]["name"], owner["metadata"]["uid"]
+        crs = [cr for cr in c.objects(CREVS, ns) if _controller_uid(cr) == uid]
+        max_rev = max((int(cr.get("revision") or 0) for cr in crs), default=0)
+        cr_name = f"{name}-{h}"
+        cur = next((cr for cr in crs if cr["metadata"]["name"] == cr_name), None)
+        if cur is None:
+            data_tmpl = copy.deepcopy(tmpl)
+            data_tmpl["$patch"] = "replace"
+            labels = dict((tmpl.get("metadata") or {}).get("labels") or {})
+            labels["controller-revision-hash"] = h
+            created = self._create(CREVS, ns, {"metadata": {"name": cr_name, "labels": labels,
+                                                            "ownerReferences": [_owner_ref(owner, kind, "apps/v1")]},
+                                               "data": {"spec": {"template": data_tmpl}}, "revision": max_rev + 1})
+            if created is not None:
+                crs.append(created)
+        elif int(cur.get("revision") or 0) < max_rev:
+            new = copy.deepcopy(cur)
+            new["revision"] = max_rev + 1
+            self._update(CREVS, new)
+        limit = int((owner.get("spec") or {}).get("revisionHistoryLimit", 10))
+        old = sorted((cr for cr in crs if cr["metadata"]["name"] != cr_name), key=lambda cr: int(cr.get("revision") or 0))
+        for cr in old[: max(0, len(old) - limit)]:
+            self._delete(CREVS, cr)
+
     # ------------------------------------------------------------ daemonsets
 
     def daemonsets(self) -> None:
         c = self.c
         owned = self._owned_pods()
-        nodes = self._ready_nodes()
+        nodes = c.objects(NODES)
         for ds in list(c.objects(DSS)):
             if ds["metadata"].get("deletionTimestamp"):
                 continue
@@ -687,18 +550,19 @@ class Controllers:
             tmpl = ds["spec"]["template"]
             tspec = tmpl.get("spec") or {}
             h = template_hash(tmpl)[:10]
-            eligible = []
+            self._revision(ds, "DaemonSet", tmpl, h)
+            tols = list(tspec.get("tolerations") or []) + DS_TOLERATIONS
+            eligible = []  # nodes that should run a daemon pod
+            keep = set()  # nodes whose daemon pod may continue running (only NoExecute taints matter)
             for n in nodes:
-                if (n.get("spec") or {}).get("unschedulable"):
-                    continue
-                taints = [t for t in (n.get("spec") or {}).get("taints") or []
-                          if t.get("effect") in ("NoSchedule", "NoExecute")]
-                if not all(_tolerates(tspec.get("tolerations"), t) for t in taints):
-                    continue
                 if not all((n["metadata"].get("labels") or {}).get(k) == v
                            for k, v in (tspec.get("nodeSelector") or {}).items()):
                     continue
-                eligible.append(n["metadata"]["name"])
+                taints = (n.get("spec") or {}).get("taints") or []
+                if all(_tolerates(tols, t) for t in taints if t.get("effect") == "NoExecute"):
+                    keep.add(n["metadata"]["name"])
+                if all(_tolerates(tols, t) for t in taints if t.get("effect") in ("NoSchedule", "NoExecute")):
+                    eligible.append(n["metadata"]["name"])
             pods = [p for p in owned.get(ds["metadata"]["uid"], []) if _active(p)]
             occupied = {_target_node(p) for p in owned.get(ds["metadata"]["uid"], []) if not _terminal(p)}
             by_node: dict[str, list[dict]] = {}
@@ -713,21 +577,17 @@ class Controllers:
                     ps["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
                         "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In",
                                                                 "values": [node]}]}]}}}
-                    tol = ps.setdefault("tolerations", [])
-                    for key, eff in (("node.kubernetes.io/not-ready", "NoExecute"),
-                                     ("node.kubernetes.io/unreachable", "NoExecute"),
-                                     ("node.kubernetes.io/disk-pressure", "NoSchedule"),
-                                     ("node.kubernetes.io/memory-pressure", "NoSchedule"),
-                                     ("node.kubernetes.io/pid-pressure", "NoSchedule"),
-                                     ("node.kubernetes.io/unschedulable", "NoSchedule")):
-                        tol.append({"key": key, "operator": "Exists", "effect": eff})
+                    ps.setdefault("tolerations", []).extend(copy.deepcopy(DS_TOLERATIONS))
                     p = self._create(PODS, ns, pod)
                     if p:
                         by_node[node] = [p]
                         self._event(ds, "SuccessfulCreate", f"Created pod: {p['metadata']['name']}",
                                     component="daemonset-controller")
+                    else:
+                        self._failed_create(ds, "daemonset-controller")
+                        break
             for node, ps in list(by_node.items()):
-                if node not in eligible:
+                if node not in keep:
                     for p in ps:
                         self._delete(PODS, p)
                     by_node.pop(node)
@@ -748,12 +608,14 @@ class Controllers:
                     if (p["metadata"].get("labels") or {}).get("controller-revision-hash") != h:
                         self._delete(PODS, p)
                         budget -= 1
-            cur = [ps[0] for n, ps in by_node.items() if c.raw(PODS, ns, ps[0]["metadata"]["name"])]
+            live = {n: ps[0] for n, ps in by_node.items() if c.raw(PODS, ns, ps[0]["metadata"]["name"])}
+            cur = [p for n, p in live.items() if n in eligible]
+            misscheduled = sum(1 for n in live if n not in eligible)
             min_ready = int(ds["spec"].get("minReadySeconds") or 0)
             ready = sum(1 for p in cur if _is_ready(p))
             avail = sum(1 for p in cur if _is_available(p, min_ready))
             st = {"currentNumberScheduled": len(cur), "desiredNumberScheduled": len(eligible),
-                  "numberMisscheduled": 0, "numberReady": ready,
+                  "numberMisscheduled": misscheduled, "numberReady": ready,
                   "observedGeneration": ds["metadata"].get("generation", 1),
                   "updatedNumberScheduled": sum(1 for p in cur if (p["metadata"].get("labels") or {}).get(
                       "controller-revision-hash") == h),
@@ -778,6 +640,7 @@ class Controllers:
             want = int(spec.get("replicas", 1))
             tmpl = spec["template"]
             rev = f"{name}-{template_hash(tmpl)[:10]}"
+            self._revision(ss, "StatefulSet", tmpl, template_hash(tmpl)[:10])
             ordered = spec.get("podManagementPolicy", "OrderedReady") == "OrderedReady"
             pods = {p["metadata"]["name"]: p for p in owned.get(ss["metadata"]["uid"], [])}
             blocked = False
@@ -792,11 +655,25 @@ class Controllers:
                         pod["spec"]["hostname"] = pn
                         if spec.get("serviceName"):
                             pod["spec"]["subdomain"] = spec["serviceName"]
+                        for vct in spec.get("volumeClaimTemplates") or []:
+                            claim = f"{vct['metadata']['name']}-{pn}"
+                            if c.raw(PVCS, ns, claim) is None:
+                                labels = dict((vct.get("metadata") or {}).get("labels") or {})
+                                labels.update((tmpl.get("metadata") or {}).get("labels") or {})
+                                self._create(PVCS, ns, {"metadata": {"name": claim, "labels": labels},
+                                                        "spec": copy.deepcopy(vct.get("spec") or {})})
+                            vols = pod["spec"].setdefault("volumes", [])
+                            if not any(v.get("name") == vct["metadata"]["name"] for v in vols):
+                                vols.append({"name": vct["metadata"]["name"],
+                                             "persistentVolumeClaim": {"claimName": claim}})
                         created = self._create(PODS, ns, pod)
                         if created:
                             pods[pn] = created
                             self._event(ss, "SuccessfulCreate", f"create Pod {pn} in StatefulSet {name} successful",
                                         component="statefulset-controller")
+                        else:
+                            self._event(ss, "FailedCreate", f"create Pod {pn} in StatefulSet {name} failed error: "
+                                        f"{self.last_error}", "Warning", component="statefulset-controller")
                     if ordered:
                         blocked = True
                         break
@@ -814,8 +691,9 @@ class Controllers:
             us = spec.get("updateStrategy") or {}
             if us.get("type", "RollingUpdate") == "RollingUpdate" and not blocked and not extra:
                 partition = int((us.get("rollingUpdate") or {}).get("partition") or 0)
-                in_range = [pods.get(f"{name}-{i}") for i in range(want)]
-                if all(p is not None and _is_ready(p) for p in in_range):
+                maybe = [pods.get(f"{name}-{i}") for i in range(want)]
+                in_range = [p for p in maybe if p is not None]
+                if len(in_range) == want and all(_is_ready(p) for p in in_range):
                     for i in reversed(range(partition, want)):
                         p = in_range[i]
                         if (p["metadata"].get("labels") or {}).get("controller-revision-hash") != rev:
@@ -841,6 +719,84 @@ class Controllers:
                 upd["status"] = st
                 self._update(STSS, upd, "status")
 
+    # ------------------------------------------------------------ cronjobs
+
+    def cronjobs(self) -> None:
+        from .cron import CronError, last_due
+
+        c = self.c
+        now = time.time()
+        jobs = c.objects(JOBS)
+        for cj in list(c.objects(CRONJOBS)):
+            if cj["metadata"].get("deletionTimestamp"):
+                continue
+            ns, name, uid = cj["metadata"]["namespace"], cj["metadata"]["name"], cj["metadata"]["uid"]
+            spec = cj.get("spec") or {}
+            status = copy.deepcopy(cj.get("status") or {})
+            mine = [j for j in jobs if _controller_uid(j) == uid]
+
+            def finished(j: dict, typ: str | None = None) -> bool:
+                return any(x.get("type") in ((typ,) if typ else ("Complete", "Failed")) and x.get("status") == "True"
+                           for x in (j.get("status") or {}).get("conditions") or [])
+
+            active = [j for j in mine if not finished(j)]
+            # the schedule is looked at once a minute (and when the CronJob changes)
+            check_key = (int(now // 60), cj["metadata"]["resourceVersion"])
+            due_check = self.cron_checked.get(uid) != check_key
+            self.cron_checked[uid] = check_key
+            if due_check and not spec.get("suspend"):
+                since = parse_iso(status.get("lastScheduleTime") or cj["metadata"]["creationTimestamp"])
+                try:
+                    due = last_due(spec.get("schedule", ""), since, now, spec.get("timeZone"))
+                except CronError as e:
+                    self._event(cj, "UnparseableSchedule", f"unparseable schedule: {e}", "Warning",
+                                component="cronjob-controller")
+                    due = None
+                deadline = spec.get("startingDeadlineSeconds")
+                if due is not None and (deadline is None or now - due <= int(deadline)):
+                    policy = spec.get("concurrencyPolicy", "Allow")
+                    if active and policy == "Forbid":
+                        pass
+                    else:
+                        if active and policy == "Replace":
+                            for j in active:
+                                c.delete(JOBS, ns, j["metadata"]["name"], {"propagationPolicy": "Background"},
+                                         internal=True)
+                            active = []
+                        jt = spec.get("jobTemplate") or {}
+                        jmeta = copy.deepcopy(jt.get("metadata") or {})
+                        jmeta["name"] = f"{name}-{int(due // 60)}"
+                        jmeta["ownerReferences"] = [_owner_ref(cj, "CronJob", "batch/v1")]
+                        jmeta.setdefault("annotations", {})["batch.kubernetes.io/cronjob-scheduled-timestamp"] = \
+                            now_iso(due)
+                        created = self._create(JOBS, ns, {"metadata": jmeta, "spec": copy.deepcopy(jt.get("spec"))})
+                        if created is not None:
+                            active.append(created)
+                            self._event(cj, "SuccessfulCreate", f"Created job {jmeta['name']}",
+                                        component="cronjob-controller")
+                        status["lastScheduleTime"] = now_iso(due)
+                elif due is not None:
+                    status["lastScheduleTime"] = now_iso(due)  # missed its deadline: skip this run
+            # history limits
+            for typ, limit in (("Complete", spec.get("successfulJobsHistoryLimit", 3)),
+                               ("Failed", spec.get("failedJobsHistoryLimit", 1))):
+                done = sorted((j for j in mine if finished(j, typ)), key=lambda j: j["metadata"]["creationTimestamp"])
+                for j in done[: max(0, len(done) - int(limit))]:
+                    c.delete(JOBS, ns, j["metadata"]["name"], {"propagationPolicy": "Background"}, internal=True)
+            ok = [j for j in mine if finished(j, "Complete")]
+            if ok:
+                status["lastSuccessfulTime"] = max((j.get("status") or {}).get("completionTime") or "" for j in ok)
+            if active:
+                status["active"] = [{"kind": "Job", "namespace": ns, "name": j["metadata"]["name"],
+                                     "uid": j["metadata"]["uid"], "apiVersion": "batch/v1",
+                                     "resourceVersion": j["metadata"].get("resourceVersion")} for j in active]
+            else:
+                status.pop("active", None)
+            if status != (cj.get("status") or {}):
+                upd = copy.deepcopy(c.raw(CRONJOBS, ns, name) or cj)
+                upd["status"] = status
+                self._update(CRONJOBS, upd, "status")
+
     # ------------------------------------------------------------ jobs
 
     def jobs(self) -> None:
@@ -854,6 +810,18 @@ class Controllers:
             status = copy.deepcopy(job.get("status") or {})
             conds = status.setdefault("conditions", [])
             done = any(x.get("type") in ("Complete", "Failed") and x.get("status") == "True" for x in conds)
+            ttl = spec.get("ttlSecondsAfterFinished")
+            if done and ttl is not None:  # the TTL-after-finished controller
+                finished = max((parse_iso(x["lastTransitionTime"]) for x in conds
+                                if x.get("type") in ("Complete", "Failed") and x.get("lastTransitionTime")),
+                               default=time.time())
+                if time.time() >= finished + int(ttl):
+                    try:
+                        c.delete(JOBS, ns, job["metadata"]["name"], {"propagationPolicy": "Foreground"},
+                                 internal=True)
+                    except ApiError:
+                        pass
+                    continue
             pods = owned.get(job["metadata"]["uid"], [])
             succeeded = sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Succeeded")
             failed = sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Failed")
@@ -890,6 +858,9 @@ class Controllers:
                             active.append(p)
                             self._event(job, "SuccessfulCreate", f"Created pod: {p['metadata']['name']}",
                                         component="job-controller")
+                        else:
+                            self._failed_create(job, "job-controller")
+                            break
             if not conds:
                 status.pop("conditions")
             for k, v in (("active", len(active)), ("succeeded", succeeded), ("failed", failed),
@@ -904,295 +875,88 @@ class Controllers:
                 upd["status"] = status
                 self._update(JOBS, upd, "status")
 
-    # ------------------------------------------------------------ scheduler
+    # ------------------------------------------------------------ volumes
 
-    def schedule(self) -> None:
+    def volumes(self) -> None:
+        """The PV controller with a simulated provisioner (Immediate binding), and the pvc/pv-protection
+        finalizers (a claim in use by a pod stays until the pod is gone)."""
         c = self.c
-        nodes = [n for n in self._ready_nodes() if not (n.get("spec") or {}).get("unschedulable")]
-        load: dict[str, int] = {n["metadata"]["name"]: 0 for n in nodes}
-        pending = []
+        used: set[tuple[str, str]] = set()
         for p in c.objects(PODS):
-            nn = (p.get("spec") or {}).get("nodeName")
-            if nn:
-                if nn in load and not _terminal(p):
-                    load[nn] += 1
-            elif not p["metadata"].get("deletionTimestamp") and not _terminal(p):
-                pending.append(p)
-        for p in pending:
-            spec = p.get("spec") or {}
-            target = _target_node(p)
-            fits = []
-            for n in nodes:
-                name = n["metadata"]["name"]
-                if target and name != target:
-                    continue
-                taints = [t for t in (n.get("spec") or {}).get("taints") or []
-                          if t.get("effect") in ("NoSchedule", "NoExecute")]
-                if not all(_tolerates(spec.get("tolerations"), t) for t in taints):
-                    continue
-                if not all((n["metadata"].get("labels") or {}).get(k) == v
-                           for k, v in (spec.get("nodeSelector") or {}).items()):
-                    continue
-                fits.append(name)
-            new = copy.deepcopy(p)
-            st = new.setdefault("status", {})
-            conds = st.setdefault("conditions", [])
-            if not fits:
-                msg = f"0/{len(c.objects(NODES))} nodes are available: {len(c.objects(NODES))} node(s) didn't " \
-                      f"match Pod's node affinity/selector or had untolerated taint."
-                _set_cond(conds, "PodScheduled", "False", "Unschedulable", msg, with_probe_time=True)
-                if new != p:
-                    self._update(PODS, new, "status")
-                    self._event(p, "FailedScheduling", msg, "Warning", component="default-scheduler")
+            if _terminal(p):
                 continue
-            node = min(fits, key=lambda n: (load[n], n))
-            load[node] += 1
-            new["spec"]["nodeName"] = node
-            out = self._update(PODS, new)
-            if out is None:
+            for v in (p.get("spec") or {}).get("volumes") or []:
+                claim = (v.get("persistentVolumeClaim") or {}).get("claimName")
+                if claim:
+                    used.add((p["metadata"]["namespace"], claim))
+        for pvc in list(c.objects(PVCS)):
+            ns, name = pvc["metadata"]["namespace"], pvc["metadata"]["name"]
+            if pvc["metadata"].get("deletionTimestamp"):
+                fins = pvc["metadata"].get("finalizers") or []
+                if "kubernetes.io/pvc-protection" in fins and (ns, name) not in used:
+                    new = copy.deepcopy(pvc)
+                    new["metadata"]["finalizers"] = [f for f in fins if f != "kubernetes.io/pvc-protection"]
+                    self._update(PVCS, new)
                 continue
-            out = copy.deepcopy(out)
-            _set_cond(out.setdefault("status", {}).setdefault("conditions", []), "PodScheduled", "True",
-                      with_probe_time=True)
-            self._update(PODS, out, "status")
-            self._event(out, "Scheduled", f"Successfully assigned {p['metadata']['namespace']}/"
-                        f"{p['metadata']['name']} to {node}", component="default-scheduler")
-
-    # ------------------------------------------------------------ kubelet
-
-    def kubelet(self) -> None:
-        c = self.c
-        now = time.time()
-        nodes = {n["metadata"]["name"]: n for n in c.objects(NODES)}
-        for p in list(c.objects(PODS)):
-            spec = p.get("spec") or {}
-            node = spec.get("nodeName")
-            if not node or node not in nodes or _terminal(p):
+            if (pvc.get("status") or {}).get("phase") == "Bound":
                 continue
-            uid = p["metadata"]["uid"]
-            if p["metadata"].get("deletionTimestamp"):
-                term = c.sim.get(uid, {}).get("terminate_at")
-                if term is not None and now >= term:
-                    if p["metadata"].get("finalizers"):
-                        c.sim[uid].pop("terminate_at", None)
-                    else:
-                        c._drop(PODS, p)
-                continue
-            sim = c.sim.setdefault(uid, {"created": now})
-            if "start" not in sim:
-                sim["start"] = now
-                sim["containers"] = {}
-                self.ip_for(p, sim, nodes[node])
-            new = copy.deepcopy(p)
-            st = new.setdefault("status", {})
-            ann = p["metadata"].get("annotations") or {}
-            ready_delay = float(ann.get(READY_DELAY_ANNOTATION) or c.ready_delay)
-            policy = spec.get("restartPolicy", "Always")
-            statuses = []
-            all_ready = True
-            all_done = True
-            any_failed = False
-            any_running = False
-            init_ok = True
-            init_statuses = []
-            for ic in spec.get("initContainers") or []:
-                s, ok = self._init_container(p, ic, sim, now, policy)
-                init_statuses.append(s)
-                if not ok:
-                    init_ok = False
-                    break
-            for ctr in spec.get("containers") or []:
-                if not init_ok:
-                    statuses.append(self._cstatus(ctr, {"waiting": {"reason": "PodInitializing"}}, 0, False, {}))
-                    all_ready = False
-                    all_done = False
+            spec = pvc.get("spec") or {}
+            sc = c.raw(SCS, "", spec.get("storageClassName") or "")
+            if sc is None:
+                continue  # no class, no provisioner: stays Pending, as on a real cluster
+            size = ((spec.get("resources") or {}).get("requests") or {}).get("storage", "1Gi")
+            pv_name = spec.get("volumeName") or f"pvc-{pvc['metadata']['uid']}"
+            if c.raw(PVS, "", pv_name) is None:
+                pv = self._create(PVS, "", {
+                    "metadata": {"name": pv_name, "annotations": {
+                        "pv.kubernetes.io/provisioned-by": sc.get("provisioner", "")}},
+                    "spec": {"capacity": {"storage": size}, "accessModes": spec.get("accessModes"),
+                             "persistentVolumeReclaimPolicy": sc.get("reclaimPolicy", "Delete"),
+                             "storageClassName": sc["metadata"]["name"], "volumeMode": "Filesystem",
+                             "hostPath": {"path": f"/var/local-path-provisioner/{pv_name}", "type": ""},
+                             "claimRef": {"kind": "PersistentVolumeClaim", "namespace": ns, "name": name,
+                                          "uid": pvc["metadata"]["uid"], "apiVersion": "v1"}}})
+                if pv is None:
                     continue
-                s, info = self._container(p, ctr, sim, now, policy, ready_delay)
-                statuses.append(s)
-                if not s["ready"]:
-                    all_ready = False
-                term = (s["state"] or {}).get("terminated")
-                if info == "done":
-                    if term and term.get("exitCode"):
-                        any_failed = True
-                else:
-                    all_done = False
-                if (s["state"] or {}).get("running"):
-                    any_running = True
-            if all_done and statuses:
-                phase = "Failed" if any_failed else "Succeeded"
-                if policy == "OnFailure" and any_failed:
-                    phase = "Running"
-            elif any_running or any(int(s.get("restartCount") or 0) > 0 for s in statuses) or \
-                    any((s["state"] or {}).get("terminated") for s in statuses):
-                phase = "Running"
-            else:
-                phase = "Pending"
-            st["phase"] = phase
-            st["hostIP"] = sim["hostIP"]
-            st["hostIPs"] = [{"ip": sim["hostIP"]}]
-            st["podIP"] = sim["podIP"]
-            st["podIPs"] = [{"ip": sim["podIP"]}]
-            st.setdefault("startTime", now_iso(sim["start"]))
-            st["containerStatuses"] = statuses
-            if init_statuses:
-                st["initContainerStatuses"] = init_statuses
-            conds = st.setdefault("conditions", [])
-            _set_cond(conds, "PodReadyToStartContainers", "True", with_probe_time=True)
-            _set_cond(conds, "Initialized", "True" if init_ok else "False",
-                      None if init_ok else "ContainersNotInitialized",
-                      None if init_ok else "containers with incomplete status: [" + " ".join(
-                          ic.get("name", "") for ic in spec.get("initContainers") or []) + "]",
-                      with_probe_time=True)
-            not_ready = [s["name"] for s in statuses if not s["ready"]]
-            if phase in ("Succeeded", "Failed"):
-                reason = "PodCompleted"
-                _set_cond(conds, "Ready", "False", reason, None, with_probe_time=True)
-                _set_cond(conds, "ContainersReady", "False", reason, None, with_probe_time=True)
-            elif all_ready:
-                _set_cond(conds, "Ready", "True", with_probe_time=True)
-                _set_cond(conds, "ContainersReady", "True", with_probe_time=True)
-            else:
-                msg = f"containers with unready status: [{' '.join(not_ready)}]"
-                _set_cond(conds, "Ready", "False", "ContainersNotReady", msg, with_probe_time=True)
-                _set_cond(conds, "ContainersReady", "False", "ContainersNotReady", msg, with_probe_time=True)
-            _set_cond(conds, "PodScheduled", "True", with_probe_time=True)
-            order = ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"]
-            conds.sort(key=lambda x: order.index(x["type"]) if x.get("type") in order else 99)
-            if new != p:
-                self._update(PODS, new, "status")
-
-    def ip_for(self, pod, sim, node) -> None:
-        c = self.c
-        c.ip_counter += 1
-        idx = int(node["spec"]["podCIDR"].split(".")[2])
-        sim["podIP"] = f"10.244.{idx}.{c.ip_counter % 250 + 2}"
-        sim["hostIP"] = next((a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP"), "")
-
-    def _cstatus(self, ctr, state, restarts, ready, last, started=None) -> dict:
-        image = ctr.get("image") or ""
-        s = {"name": ctr.get("name"), "state": state, "lastState": last or {}, "ready": ready,
-             "restartCount": restarts, "image": image if ":" in image.rsplit("/", 1)[-1] or "@" in image
-             else image + ":latest",
-             "imageID": ""}
-        if started is not None:
-            s["started"] = started
-        else:
-            s["started"] = bool(state.get("running"))
-        if "waiting" not in state or restarts:
-            s["imageID"] = image.split("@")[0] + "@sha256:" + ("%064x" % (fnv32a(image.encode()) * 7919))[-64:]
-        cid = state.get("_cid")
-        if cid:
-            s["containerID"] = "containerd://" + cid
-            state.pop("_cid")
-        return s
-
-    def _start_logs(self, p, ctr, sim_c) -> None:
-        c = self.c
-        key = (p["metadata"]["namespace"], p["metadata"]["name"], ctr["name"])
-        if key in c.logs:
-            c.prev_logs[key] = c.logs[key]
-        lines = [f"opsbook-kubeapi: container {ctr['name']} starting (image {ctr.get('image')})"]
-        for port in ctr.get("ports") or []:
-            lines.append(f"listening on port {port.get('containerPort')}/{port.get('protocol', 'TCP')}")
-        lines.append(f"{ctr['name']} started")
-        now = time.time()
-        c.logs[key] = [(now, line) for line in lines]
-        c.cond.notify_all()
-
-    def _container(self, p, ctr, sim, now, policy, ready_delay):
-        """Advance one container's state machine; returns (status, 'running'|'done'|'waiting')."""
-        ann = p["metadata"].get("annotations") or {}
-        beh = container_behaviour(ctr, policy, ann)
-        cs = sim["containers"].setdefault(ctr["name"], {"restarts": 0, "phase": "new", "since": now,
-                                                        "cid": uuid.uuid4().hex, "last": {}})
-        name = ctr["name"]
-        if not beh["pull"]:
-            # ErrImagePull, then ImagePullBackOff, alternating
-            if cs["phase"] == "new":
-                cs["phase"], cs["since"] = "pullerr", now
-                self._event(p, "Pulling", f'Pulling image "{ctr.get("image")}"')
-                self._event(p, "Failed", f'Failed to pull image "{ctr.get("image")}": failed to resolve reference '
-                            f'"{ctr.get("image")}": failed to do request: Head "https://'
-                            f'{ctr.get("image").split("/")[0]}/v2/": dial tcp: lookup '
-                            f'{ctr.get("image").split("/")[0]}: no such host', "Warning")
-                self._event(p, "Failed", "Error: ErrImagePull", "Warning")
-            elif cs["phase"] == "pullerr" and now - cs["since"] > PULL_FAIL_SECONDS:
-                cs["phase"], cs["since"] = "backoff", now
-                self._event(p, "BackOff", f'Back-off pulling image "{ctr.get("image")}"', "Normal")
-                self._event(p, "Failed", "Error: ImagePullBackOff", "Warning")
-            elif cs["phase"] == "backoff" and now - cs["since"] > 3 * PULL_FAIL_SECONDS:
-                cs["phase"], cs["since"] = "pullerr", now
-            if cs["phase"] == "pullerr":
-                w = {"reason": "ErrImagePull", "message": f'failed to pull and unpack image "{ctr.get("image")}": '
-                                                          f'failed to resolve reference: no such host'}
-            else:
-                w = {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{ctr.get("image")}": '
-                                                              f'ErrImagePull: no such host'}
-            return self._cstatus(ctr, {"waiting": w}, 0, False, {}), "waiting"
-        if cs["phase"] == "new":
-            cs["phase"], cs["since"] = "running", now
-            self._start_logs(p, ctr, cs)
-            if cs["restarts"] == 0:
-                self._event(p, "Pulled", f'Container image "{ctr.get("image")}" already present on machine')
-            self._event(p, "Created", f"Created container: {name}")
-            self._event(p, "Started", f"Started container {name}")
-        if cs["phase"] == "running" and beh["exit"] is not None and now - cs["since"] >= beh["run_for"]:
-            code = beh["exit"]
-            cs["last"] = {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
-                                         "startedAt": now_iso(cs["since"]), "finishedAt": now_iso(now),
-                                         "containerID": "containerd://" + cs["cid"]}}
-            restart = policy == "Always" or (policy == "OnFailure" and code != 0)
-            if restart:
-                backoff = min(1.0 * (2 ** cs["restarts"]), 10.0)
-                cs["phase"], cs["since"], cs["until"] = "crashloop", now, now + backoff
-                if code != 0:
-                    self._event(p, "BackOff", f"Back-off restarting failed container {name} in pod "
-                                f"{p['metadata']['name']}_{p['metadata']['namespace']}({p['metadata']['uid']})",
-                                "Warning")
-            else:
-                cs["phase"], cs["since"] = "done", now
-        if cs["phase"] == "crashloop" and now >= cs.get("until", now):
-            cs["restarts"] += 1
-            cs["cid"] = uuid.uuid4().hex
-            cs["phase"], cs["since"] = "running", now
-            self._start_logs(p, ctr, cs)
-            self._event(p, "Created", f"Created container: {name}")
-            self._event(p, "Started", f"Started container {name}")
-        if cs["phase"] == "done":
-            term = dict(cs["last"]["terminated"])
-            return self._cstatus(ctr, {"terminated": term}, cs["restarts"], False, {}, started=False), "done"
-        if cs["phase"] == "crashloop":
-            w = {"reason": "CrashLoopBackOff",
-                 "message": f"back-off {int(min(10 * 2 ** max(cs['restarts'], 0), 300))}s restarting failed "
-                            f"container={name} pod={p['metadata']['name']}_{p['metadata']['namespace']}"
-                            f"({p['metadata']['uid']})"}
-            return self._cstatus(ctr, {"waiting": w, "_cid": cs["cid"]}, cs["restarts"], False, cs["last"],
-                                 started=False), "waiting"
-        delay = max(ready_delay, beh.get("initial_delay") or 0.0)
-        ready = not beh["never_ready"] and now - cs["since"] >= delay
-        return self._cstatus(ctr, {"running": {"startedAt": now_iso(cs["since"])}, "_cid": cs["cid"]},
-                             cs["restarts"], ready, cs["last"], started=True), "running"
-
-    def _init_container(self, p, ctr, sim, now, policy):
-        beh = container_behaviour(ctr, "Never", {})
-        cs = sim["containers"].setdefault("init:" + ctr["name"], {"restarts": 0, "since": now})
-        if not beh["pull"]:
-            return self._cstatus(ctr, {"waiting": {"reason": "ImagePullBackOff",
-                                                   "message": f'Back-off pulling image "{ctr.get("image")}"'}},
-                                 0, False, {}), False
-        code = beh["exit"] if beh["exit"] is not None else 0
-        run_for = beh["run_for"] if beh["run_for"] is not None else 0.1
-        if now - cs["since"] < run_for:
-            return self._cstatus(ctr, {"running": {"startedAt": now_iso(cs["since"])}}, 0, False, {}), False
-        term = {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
-                "startedAt": now_iso(cs["since"]), "finishedAt": now_iso(cs["since"] + run_for)}
-        if code != 0:
-            if policy == "Never":
-                return self._cstatus(ctr, {"terminated": term}, 0, False, {}), False
-            return self._cstatus(ctr, {"waiting": {"reason": "CrashLoopBackOff"}}, cs["restarts"], False,
-                                 {"terminated": term}), False
-        return self._cstatus(ctr, {"terminated": term}, 0, True, {}, started=False), True
+                pv = copy.deepcopy(pv)
+                pv["status"] = {"phase": "Bound"}
+                self._update(PVS, pv, "status")
+            new = copy.deepcopy(pvc)
+            new["spec"]["volumeName"] = pv_name
+            ann = new["metadata"].setdefault("annotations", {})
+            ann["pv.kubernetes.io/bind-completed"] = "yes"
+            ann["pv.kubernetes.io/bound-by-controller"] = "yes"
+            ann["volume.kubernetes.io/storage-provisioner"] = sc.get("provisioner", "")
+            out = self._update(PVCS, new)
+            if out is not None:
+                out = copy.deepcopy(out)
+                out["status"] = {"phase": "Bound", "accessModes": spec.get("accessModes"),
+                                 "capacity": {"storage": size}}
+                self._update(PVCS, out, "status")
+                self._event(out, "ProvisioningSucceeded", f"Successfully provisioned volume {pv_name}",
+                            component="persistentvolume-controller")
+        # released volumes: Delete reclaims them, Retain keeps them Released
+        for pv in list(c.objects(PVS)):
+            ref = (pv.get("spec") or {}).get("claimRef") or {}
+            if not ref or pv["metadata"].get("deletionTimestamp"):
+                if pv["metadata"].get("deletionTimestamp"):
+                    fins = pv["metadata"].get("finalizers") or []
+                    if "kubernetes.io/pv-protection" in fins and (pv.get("status") or {}).get("phase") != "Bound":
+                        new = copy.deepcopy(pv)
+                        new["metadata"]["finalizers"] = [f for f in fins if f != "kubernetes.io/pv-protection"]
+                        self._update(PVS, new)
+                continue
+            claim = c.raw(PVCS, ref.get("namespace", ""), ref.get("name", ""))
+            if claim is None or claim["metadata"]["uid"] != ref.get("uid"):
+                if pv["spec"].get("persistentVolumeReclaimPolicy") == "Delete":
+                    new = copy.deepcopy(pv)
+                    new["status"] = {"phase": "Released"}
+                    self._update(PVS, new, "status")
+                    self._delete(PVS, pv)
+                elif (pv.get("status") or {}).get("phase") != "Released":
+                    new = copy.deepcopy(pv)
+                    new["status"] = {"phase": "Released"}
+                    self._update(PVS, new, "status")
 
     # ------------------------------------------------------------ endpoints
 
@@ -1237,8 +1001,9 @@ class Controllers:
             if not sel:
                 continue
             seen.add((ns, name))
-            ready, not_ready = [], []
-            chosen = []
+            ready: list[dict] = []
+            not_ready: list[dict] = []
+            chosen: list[dict] = []
             for p in pods_by_ns.get(ns, []):
                 if not match_map_selector(sel, p["metadata"].get("labels")) or _terminal(p):
                     continue
@@ -1267,7 +1032,7 @@ class Controllers:
                 if sp.get("name"):
                     e["name"] = sp["name"]
                 ports.append(e)
-            subset = {}
+            subset: dict[str, Any] = {}
             if ready:
                 subset["addresses"] = sorted(ready, key=lambda a: a["ip"])
             if not_ready:
@@ -1278,7 +1043,7 @@ class Controllers:
             labels = dict(svc["metadata"].get("labels") or {})
             labels["endpoints.kubernetes.io/managed-by"] = "endpoint-controller"
             cur = c.raw(EPS, ns, name)
-            body = {"metadata": {"name": name, "namespace": ns, "labels": labels}}
+            body: dict[str, Any] = {"metadata": {"name": name, "namespace": ns, "labels": labels}}
             if subset and ports:
                 body["subsets"] = [subset]
             if cur is None:
@@ -1322,22 +1087,8 @@ def _slice_body(svc: dict, pods: list[dict], ports: list[dict]) -> dict:
     return {"addressType": "IPv4", "endpoints": eps or None, "ports": sports or None, "labels": labels}
 
 
-def _target_node(pod: dict) -> str | None:
-    spec = pod.get("spec") or {}
-    if spec.get("nodeName"):
-        return spec["nodeName"]
-    terms = (((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
-        "requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms") or []
-    for t in terms:
-        for mf in t.get("matchFields") or []:
-            if mf.get("key") == "metadata.name" and mf.get("operator") == "In" and mf.get("values"):
-                return mf["values"][0]
-    return None
-
-
 def _ordinal(pod_name: str, sts: str) -> int:
     suffix = pod_name[len(sts) + 1:]
     return int(suffix) if suffix.isdigit() else -1
 
 
-_ = match_selector_object

@@ -20,7 +20,7 @@ class Resource:
     # subresources served: status, scale, log, finalize
     subresources: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
-    # resources with a spec get metadata.generation
+    # kinds whose registry strategy sets metadata.generation (bumped on spec changes)
     has_spec: bool = True
     # delete returns the object (true) or a Status (false)
     return_deleted: bool = False
@@ -46,18 +46,21 @@ class Resource:
 R = Resource
 RESOURCES: list[Resource] = [
     # core/v1
-    R("", "v1", "namespaces", "Namespace", False, ("ns",), NS_VERBS, ("status", "finalize"), return_deleted=True),
-    R("", "v1", "nodes", "Node", False, ("no",), STD_VERBS, ("status",)),
+    R("", "v1", "namespaces", "Namespace", False, ("ns",), NS_VERBS, ("status", "finalize"), has_spec=False,
+      return_deleted=True),
+    R("", "v1", "nodes", "Node", False, ("no",), STD_VERBS, ("status",), has_spec=False),
     R("", "v1", "pods", "Pod", True, ("po",), STD_VERBS, ("status", "log", "binding", "eviction"), ("all",),
       return_deleted=True),
     R("", "v1", "services", "Service", True, ("svc",), NS_VERBS + ("deletecollection",), ("status",), ("all",),
-      return_deleted=True),
+      has_spec=False, return_deleted=True),
     R("", "v1", "endpoints", "Endpoints", True, ("ep",), has_spec=False),
     R("", "v1", "configmaps", "ConfigMap", True, ("cm",), has_spec=False),
     R("", "v1", "secrets", "Secret", True, (), has_spec=False),
     R("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",), has_spec=False),
     R("", "v1", "events", "Event", True, ("ev",), has_spec=False),
-    R("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True, ("pvc",), STD_VERBS, ("status",)),
+    R("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True, ("pvc",), STD_VERBS, ("status",),
+      has_spec=False),
+    R("", "v1", "persistentvolumes", "PersistentVolume", False, ("pv",), STD_VERBS, ("status",), has_spec=False),
     # apps/v1
     R("apps", "v1", "deployments", "Deployment", True, ("deploy",), STD_VERBS, ("status", "scale"), ("all",)),
     R("apps", "v1", "replicasets", "ReplicaSet", True, ("rs",), STD_VERBS, ("status", "scale"), ("all",)),
@@ -76,21 +79,26 @@ RESOURCES: list[Resource] = [
     R("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False, has_spec=False),
     R("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False, has_spec=False),
     # coordination.k8s.io/v1
-    R("coordination.k8s.io", "v1", "leases", "Lease", True),
+    R("coordination.k8s.io", "v1", "leases", "Lease", True, has_spec=False),
     # events.k8s.io/v1
     R("events.k8s.io", "v1", "events", "Event", True, ("ev",), has_spec=False),
     # authorization.k8s.io/v1
     R("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False, (), ("create",)),
+    R("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "SelfSubjectRulesReview", False, (), ("create",)),
+    # authentication.k8s.io/v1
+    R("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", False, (), ("create",)),
     # discovery.k8s.io/v1
     R("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True, has_spec=False),
+    # storage.k8s.io/v1
+    R("storage.k8s.io", "v1", "storageclasses", "StorageClass", False, ("sc",), has_spec=False),
     # policy/v1
     R("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, ("pdb",), STD_VERBS, ("status",)),
 ]
 
 # group order as a real server lists it in /apis
 GROUP_ORDER = [
-    "apps", "events.k8s.io", "authorization.k8s.io", "batch", "networking.k8s.io",
-    "rbac.authorization.k8s.io", "policy", "coordination.k8s.io", "discovery.k8s.io",
+    "apps", "events.k8s.io", "authentication.k8s.io", "authorization.k8s.io", "batch", "networking.k8s.io",
+    "rbac.authorization.k8s.io", "policy", "coordination.k8s.io", "discovery.k8s.io", "storage.k8s.io",
 ]
 
 BY_PATH: dict[tuple[str, str, str], Resource] = {(r.group, r.version, r.plural): r for r in RESOURCES}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 Labels = dict[str, str]
 Matcher = Callable[[Labels], bool]
@@ -14,7 +15,9 @@ class SelectorError(ValueError):
 
 
 def _split_top(s: str) -> list[str]:
-    parts, depth, cur = [], 0, []
+    parts: list[str] = []
+    cur: list[str] = []
+    depth = 0
     for ch in s:
         if ch == "(":
             depth += 1
@@ -36,7 +39,7 @@ _KEY_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?$")
 def parse_label_selector(text: str | None) -> Matcher:
     if not text:
         return lambda labels: True
-    reqs: list[Matcher] = []
+    reqs: list[Callable[..., bool]] = []
     for part in _split_top(text):
         m = _SET_RE.match(part)
         if m:
@@ -97,7 +100,7 @@ FIELD_LABELS: dict[str, set[str]] = {
 
 
 def _field_value(obj: dict, path: str) -> str:
-    cur = obj
+    cur: Any = obj
     for p in path.split("."):
         if not isinstance(cur, dict):
             return ""
@@ -113,7 +116,7 @@ def parse_field_selector(text: str | None, plural: str) -> Callable[[dict], bool
     if not text:
         return lambda obj: True
     allowed = {"metadata.name", "metadata.namespace"} | FIELD_LABELS.get(plural, set())
-    reqs = []
+    reqs: list[Callable[..., bool]] = []
     for part in _split_top(text):
         for op in ("!=", "==", "="):
             if op in part:

@@ -10,6 +10,7 @@ import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from . import resources as RS
@@ -44,6 +45,14 @@ class KubeServer(ThreadingHTTPServer):
         super().__init__(addr, Handler)
         self.cluster = cluster
         self.log_follow_seconds = log_follow_seconds
+
+    def handle_error(self, request, client_address):
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return  # a client went away: normal for watches and kept-alive connections
+        super().handle_error(request, client_address)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -98,6 +107,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
         self.send_response(code)
+        for w in getattr(self.server.cluster.tl, "warnings", None) or []:
+            self.send_header("Warning", '299 - "' + w.replace('"', '\\"') + '"')
+        self.server.cluster.tl.warnings = []
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-cache, private")
@@ -113,6 +125,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         self.close_connection = False
+        self.server.cluster.tl.warnings = []
         try:
             url = urlsplit(self.path)
             self.q = _qs(url.query)
@@ -199,7 +212,6 @@ class Handler(BaseHTTPRequestHandler):
                 upd = json.loads(self.body or b"{}")
             except ValueError:
                 raise bad_request("body must be JSON") from None
-            c.node_overrides = getattr(c, "node_overrides", {})
             c.node_overrides[parts[1]] = upd
             return self._json(200, {"ok": True})
         raise ApiError(404, "NotFound", f"no admin endpoint {method} {path}", {})
@@ -267,6 +279,7 @@ class Handler(BaseHTTPRequestHandler):
         c = self.server.cluster
         q = self.q
         dry = q.get("dryRun") == "All"
+        validation = q.get("fieldValidation") or "Warn"
         manager = q.get("fieldManager") or _manager_from_agent(self.headers.get("User-Agent") or "")
         if name is None:
             if method == "GET":
@@ -274,7 +287,7 @@ class Handler(BaseHTTPRequestHandler):
                     lm = parse_label_selector(q.get("labelSelector"))
                     fm = parse_field_selector(q.get("fieldSelector"), r.plural)
                 except SelectorError as e:
-                    raise bad_request(f"unable to parse requirement: {e}") from None
+                    raise bad_request(str(e)) from None
                 if _truthy(q.get("watch")) and "watch" in q:
                     return self._watch(r, ns, lm, fm)
                 if "list" not in r.verbs:
@@ -286,9 +299,11 @@ class Handler(BaseHTTPRequestHandler):
                 if "create" not in r.verbs:
                     raise method_not_allowed()
                 body = self._body_json()
-                obj = c.create(r, ns or "", body, dry_run=dry, manager=manager)
+                obj = c.create(r, ns or "", body, dry_run=dry, manager=manager, validation=validation)
                 return self._json(201, obj)
             if method == "DELETE":
+                if "deletecollection" not in r.verbs:
+                    raise method_not_allowed()
                 try:
                     lm = parse_label_selector(q.get("labelSelector"))
                     fm = parse_field_selector(q.get("fieldSelector"), r.plural)
@@ -316,8 +331,9 @@ class Handler(BaseHTTPRequestHandler):
         if method == "GET":
             with c.lock:
                 obj = c.get(r, ns, name)
-                if sub == "scale":
-                    obj = c.scale_of(r, c.raw(r, ns, name))
+                raw = c.raw(r, ns, name)
+                if sub == "scale" and raw is not None:
+                    obj = c.scale_of(r, raw)
                 return self._json(200, self._maybe_table(r, obj, single=True))
         if method == "PUT":
             body = self._body_json()
@@ -330,12 +346,13 @@ class Handler(BaseHTTPRequestHandler):
                     new.setdefault("spec", {})["finalizers"] = (body.get("spec") or {}).get("finalizers") or []
                     new["metadata"]["resourceVersion"] = (body.get("metadata") or {}).get("resourceVersion")
                     return self._json(200, c.update(r, ns, name, new, dry_run=dry, internal=True))
-            return self._json(200, c.update(r, ns, name, body, subresource=sub, dry_run=dry, manager=manager))
+            return self._json(200, c.update(r, ns, name, body, subresource=sub, dry_run=dry, manager=manager,
+                                            validation=validation))
         if method == "PATCH":
             ct = self.headers.get("Content-Type") or ""
             obj, created = c.patch(r, ns, name, ct, self.body, subresource=sub, dry_run=dry,
                                    manager=q.get("fieldManager") or (None if "apply-patch" in ct else manager),
-                                   force=_truthy(q.get("force")) and "force" in q)
+                                   force=_truthy(q.get("force")) and "force" in q, validation=validation)
             return self._json(201 if created else 200, obj)
         if method == "DELETE":
             if sub:
@@ -369,7 +386,7 @@ class Handler(BaseHTTPRequestHandler):
             raise bad_request(f"the body of the request was not valid JSON: {e}") from None
 
     def _delete_options(self) -> dict:
-        opts = {}
+        opts: dict[str, Any] = {}
         if self.body:
             try:
                 opts = self._body_json() or {}
@@ -397,7 +414,7 @@ class Handler(BaseHTTPRequestHandler):
     def _list(self, r, ns, lm, fm) -> None:
         c = self.server.cluster
         items, rv = c.list(r, ns, lm, fm)
-        meta = {"resourceVersion": rv}
+        meta: dict[str, Any] = {"resourceVersion": rv}
         limit = int(self.q.get("limit") or 0)
         start = 0
         if self.q.get("continue"):
@@ -460,7 +477,7 @@ class Handler(BaseHTTPRequestHandler):
                 return False
             return lm(v["metadata"].get("labels") or {}) and fm(v)
 
-        initial = []
+        initial: list[dict[str, Any]] = []
         with c.lock:
             if rv_param in ("", "0") or send_initial:
                 items, _ = c.list(r, ns, lm, fm)
@@ -479,6 +496,10 @@ class Handler(BaseHTTPRequestHandler):
                     self._chunk(json.dumps({"type": "ERROR", "object": st}).encode() + b"\n")
                     return self._end_stream()
             idx = _bisect_history(c.history, since)
+        as_table = self._wants_table()
+        if as_table:
+            initial = [{"type": e["type"], "object": to_table(r, [e["object"]], e["object"]["metadata"].get(
+                "resourceVersion"), include_object=self.q.get("includeObject", "Metadata"))} for e in initial]
         self._start_stream()
         try:
             for ev in initial:
@@ -489,7 +510,7 @@ class Handler(BaseHTTPRequestHandler):
                 self._chunk(json.dumps(bm).encode() + b"\n")
             pos_rv = since
             while True:
-                out = []
+                out: list[dict[str, Any]] = []
                 with c.lock:
                     while True:
                         idx = _bisect_history(c.history, pos_rv)
@@ -520,6 +541,10 @@ class Handler(BaseHTTPRequestHandler):
                                 out.append({"type": "ADDED", "object": c.view(r, obj)})
                             elif was_vis:
                                 out.append({"type": "DELETED", "object": c.view(r, obj)})
+                    if as_table:
+                        out = [{"type": e["type"], "object": to_table(r, [e["object"]], e["object"]["metadata"].get(
+                            "resourceVersion"), include_object=self.q.get("includeObject", "Metadata"))}
+                            for e in out]
                     payload = [json.dumps(e, separators=(",", ":")).encode() + b"\n" for e in out]
                 for p in payload:
                     self._chunk(p)

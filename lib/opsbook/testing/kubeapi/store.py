@@ -4,6 +4,7 @@ versions, generation, validation, defaulting, finalizers, managedFields, and the
 from __future__ import annotations
 
 import base64
+import builtins
 import copy
 import datetime as _dt
 import json
@@ -31,6 +32,9 @@ NS_RES = res("v1", "namespaces")
 EVENTS_CORE = res("v1", "events")
 EVENTS_NEW = res("events.k8s.io/v1", "events")
 SAR = res("authorization.k8s.io/v1", "selfsubjectaccessreviews")
+REVIEWS = {SAR, res("authorization.k8s.io/v1", "selfsubjectrulesreviews"),
+           res("authentication.k8s.io/v1", "selfsubjectreviews")}
+TEST_USER = {"username": "opsbook-test-admin", "groups": ["system:masters", "system:authenticated"]}
 WITH_STATUS = {r for r in RESOURCES if "status" in r.subresources}
 
 ALNUM = "bcdfghjklmnpqrstvwxz2456789"
@@ -123,10 +127,29 @@ class Cluster:
         self.prev_logs: dict[tuple[str, str, str], list[tuple[float, str]]] = {}
         self.faults: dict[str, Any] = {"api_error_rate": 0.0, "paths": None, "methods": None}
         self.sim: dict[str, dict] = {}  # pod uid -> simulation state
+        self.node_overrides: dict[str, dict] = {}  # admin: node name -> {"ready": bool}
+        self.tl = threading.local()  # per request: warnings for the Warning header
         self.ip_counter = 10
         self.svc_ip_counter = 10
         self.node_port_counter = 30000
         self.stopping = False
+
+    # ------------------------------------------------------------ field validation
+
+    def field_check(self, r: Resource, body: dict, mode: str | None) -> None:
+        """Server-side field validation: Strict -> 400, Warn -> Warning headers, Ignore/None -> nothing."""
+        if not mode or mode == "Ignore" or not isinstance(body, dict):
+            return
+        from .schema import check
+        unknown = check(r.api_version, r.kind, body)
+        if not unknown:
+            return
+        if mode == "Strict":
+            raise bad_request(f'{r.kind} in version "{r.version}" cannot be handled as a {r.kind}: strict decoding '
+                              f'error: ' + ", ".join(f'unknown field "{u}"' for u in unknown))
+        warnings = getattr(self.tl, "warnings", None)
+        if warnings is not None:
+            warnings.extend(f'unknown field "{u}"' for u in unknown)
 
     # ------------------------------------------------------------ raw storage
 
@@ -233,13 +256,15 @@ class Cluster:
     # ------------------------------------------------------------ create
 
     def create(self, r: Resource, ns: str, body: Any, *, dry_run: bool = False, manager: str | None = None,
-               internal: bool = False, _managed: list | None = None) -> dict:
+               internal: bool = False, _managed: builtins.list | None = None,
+               validation: str | None = None) -> dict:
         with self.lock:
             if not isinstance(body, dict):
                 raise bad_request("the body of the request was not a JSON object")
             self._check_type(r, body)
-            if r is SAR:
-                return self._sar(body)
+            self.field_check(r, body, validation)
+            if r in REVIEWS:
+                return self._review(r, body)
             obj = copy.deepcopy(self.unview(r, body))
             sr = self.storage(r)
             meta = obj.get("metadata")
@@ -266,6 +291,8 @@ class Cluster:
                     if (ns, cand) not in self.data[sr]:
                         meta["name"] = cand
                         break
+            if meta.get("resourceVersion") and not internal:
+                raise bad_request("resourceVersion should not be set on objects to be created")
             name = meta.get("name") or ""
             if not name:
                 raise invalid(r, "", [("metadata.name", "FieldValueRequired",
@@ -284,6 +311,13 @@ class Cluster:
                 obj.pop("status", None)
             self._defaults(sr, obj, None)
             self._validate(sr, obj, None)
+            if sr.kind == "Pod" and not sr.group:
+                sa = (obj.get("spec") or {}).get("serviceAccountName") or "default"
+                if (ns, sa) not in self.data[res("v1", "serviceaccounts")]:
+                    shown = meta.get("name") if not body.get("metadata", {}).get("generateName") or \
+                        body.get("metadata", {}).get("name") else body["metadata"]["generateName"]
+                    raise forbidden(f'pods "{shown}" is forbidden: error looking up service account {ns}/{sa}: '
+                                    f'serviceaccount "{sa}" not found', r, meta.get("name"))
             if manager and not internal:
                 self._manage(sr, None, obj, manager, "Update", None)
             if _managed:
@@ -294,11 +328,18 @@ class Cluster:
             self._after_create(sr, obj)
             return self.view(r, obj)
 
-    def _sar(self, body: dict) -> dict:
+    def _review(self, r: Resource, body: dict) -> dict:
+        """Reviews are answered, not stored: everyone is the admin user and everything is allowed."""
         out = copy.deepcopy(body)
-        out["apiVersion"], out["kind"] = SAR.api_version, SAR.kind
+        out["apiVersion"], out["kind"] = r.api_version, r.kind
         out.setdefault("metadata", {})["creationTimestamp"] = None
-        out["status"] = {"allowed": True, "reason": "opsbook test server allows everything"}
+        if r.kind == "SelfSubjectAccessReview":
+            out["status"] = {"allowed": True, "reason": "opsbook test server allows everything"}
+        elif r.kind == "SelfSubjectRulesReview":
+            out["status"] = {"resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+                             "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}], "incomplete": False}
+        else:
+            out["status"] = {"userInfo": copy.deepcopy(TEST_USER)}
         return out
 
     def _check_type(self, r: Resource, body: dict) -> None:
@@ -315,10 +356,13 @@ class Cluster:
 
     def update(self, r: Resource, ns: str, name: str, body: Any, *, subresource: str | None = None,
                dry_run: bool = False, manager: str | None = None, internal: bool = False,
-               _operation: str = "Update", _applied: tuple | None = None, _managed: list | None = None) -> dict:
+               _operation: str = "Update", _applied: tuple | None = None, _managed: builtins.list | None = None,
+               validation: str | None = None) -> dict:
         with self.lock:
             if not isinstance(body, dict):
                 raise bad_request("the body of the request was not a JSON object")
+            if subresource != "scale":
+                self.field_check(r, body, validation)
             sr = self.storage(r)
             ns = ns if r.namespaced else ""
             old = self.data[sr].get((ns, name))
@@ -364,7 +408,7 @@ class Cluster:
             new["apiVersion"], new["kind"] = sr.api_version, sr.kind
             self._defaults(sr, new, old)
             self._validate(sr, new, old)
-            if r.has_spec and _spec_of(new) != _spec_of(old):
+            if r.has_spec and _spec_of(new) != _spec_of(old) and not (internal and sr.kind == "Pod"):
                 meta["generation"] = int(ometa.get("generation", 1)) + 1
             if meta.get("deletionTimestamp") and not ometa.get("deletionTimestamp"):
                 meta.pop("deletionTimestamp")
@@ -392,13 +436,13 @@ class Cluster:
 
     def patch(self, r: Resource, ns: str, name: str, content_type: str, raw: bytes, *,
               subresource: str | None = None, dry_run: bool = False, manager: str | None = None,
-              force: bool = False) -> tuple[dict, bool]:
+              force: bool = False, validation: str | None = None) -> tuple[dict, bool]:
         """Returns (object, created)."""
         ct = content_type.split(";")[0].strip().lower()
         with self.lock:
             if ct == "application/apply-patch+yaml":
                 return self._apply(r, ns, name, raw, subresource=subresource, dry_run=dry_run,
-                                   manager=manager, force=force)
+                                   manager=manager, force=force, validation=validation)
             try:
                 doc = json.loads(raw or b"null")
             except ValueError as e:
@@ -421,6 +465,8 @@ class Cluster:
                 raise ApiError(422, "Invalid", str(e)) from None
             if not isinstance(newdoc, dict):
                 raise bad_request("the patched object is not a JSON object")
+            if subresource != "scale":
+                self.field_check(r, newdoc, validation)
             if newdoc.get("metadata", {}).get("resourceVersion") == current["metadata"].get("resourceVersion"):
                 # the patch did not set a precondition
                 newdoc["metadata"].pop("resourceVersion", None)
@@ -472,7 +518,8 @@ class Cluster:
 
     # ------------------------------------------------------------ server-side apply
 
-    def _apply(self, r: Resource, ns: str, name: str, raw: bytes, *, subresource, dry_run, manager, force):
+    def _apply(self, r: Resource, ns: str, name: str, raw: bytes, *, subresource, dry_run, manager, force,
+               validation=None):
         import yaml
         if not manager:
             raise ApiError(422, "Invalid", 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: '
@@ -490,6 +537,8 @@ class Cluster:
             raise bad_request("invalid object type: /, Kind=")
         if subresource != "scale":
             self._check_type(r, applied)
+            # an apply configuration with fields the schema does not know is always refused
+            self.field_check(r, applied, "Strict" if validation != "Ignore" else "Ignore")
         am = applied.setdefault("metadata", {})
         if am.get("name") and am["name"] != name:
             raise bad_request(f"the name of the object ({am['name']}) does not match the name on the URL ({name})")
@@ -504,6 +553,7 @@ class Cluster:
         if cur is None:
             if subresource:
                 raise not_found(r, name)
+            applied["metadata"].pop("resourceVersion", None)
             obj = self.create(r, ns, applied, dry_run=dry_run, manager=None,
                               _managed=_managed_entries({(manager, "Apply", ""): new_paths}, r))
             return obj, True
@@ -548,9 +598,12 @@ class Cluster:
         else:
             # shared ownership: values equal, everybody keeps it
             pass
-        for p in sorted(old_mine - new_paths, key=len, reverse=True):
-            if p not in others:
-                P.remove_path(merged, p)
+        dropped = [p for p in old_mine - new_paths if p not in others]
+        # whole list items first (their key fields identify them), then leaf fields, deepest first
+        for p in sorted((p for p in dropped if p[-1] == "."), key=len):
+            P.remove_path(merged, p)
+        for p in sorted((p for p in dropped if p[-1] != "."), key=len, reverse=True):
+            P.remove_path(merged, p)
         P.prune_empty(merged)
         sets[key] = new_paths
         if (applied.get("metadata") or {}).get("resourceVersion"):
@@ -699,7 +752,7 @@ class Cluster:
                     self._store(rr, new, "MODIFIED")
 
     def delete_collection(self, r: Resource, ns: str | None, label_match, field_match, options: dict,
-                          dry_run: bool = False) -> list[dict]:
+                          dry_run: bool = False) -> builtins.list[dict]:
         with self.lock:
             items, _ = self.list(r, ns, label_match, field_match)
             out = []
@@ -819,6 +872,28 @@ class Cluster:
                 obj["data"] = data
                 for k, v in sd.items():
                     data[k] = base64.b64encode(str(v).encode()).decode()
+        elif kind == "PersistentVolumeClaim" and old is None:
+            spec = obj.setdefault("spec", {})
+            if "storageClassName" not in spec:  # the DefaultStorageClass admission plugin
+                for sc in self.data[res("storage.k8s.io/v1", "storageclasses")].values():
+                    if (sc["metadata"].get("annotations") or {}).get(
+                            "storageclass.kubernetes.io/is-default-class") == "true":
+                        spec["storageClassName"] = sc["metadata"]["name"]
+            spec.setdefault("volumeMode", "Filesystem")
+            fins = meta.setdefault("finalizers", [])
+            if "kubernetes.io/pvc-protection" not in fins:
+                fins.append("kubernetes.io/pvc-protection")
+            obj["status"] = {"phase": "Pending"}
+        elif kind == "PersistentVolume" and old is None:
+            fins = meta.setdefault("finalizers", [])
+            if "kubernetes.io/pv-protection" not in fins:
+                fins.append("kubernetes.io/pv-protection")
+            obj.setdefault("spec", {}).setdefault("persistentVolumeReclaimPolicy", "Retain")
+            obj["spec"].setdefault("volumeMode", "Filesystem")
+            obj["status"] = obj.get("status") or {"phase": "Pending"}
+        elif kind == "StorageClass" and old is None:
+            obj.setdefault("reclaimPolicy", "Delete")
+            obj.setdefault("volumeBindingMode", "Immediate")
         elif kind == "Ingress":
             obj.setdefault("status", {"loadBalancer": {}})
         elif kind == "Event":
@@ -918,7 +993,7 @@ class Cluster:
                 if not isinstance(port, int) or not 1 <= port <= 65535:
                     causes.append((f"spec.ports[{i}].port", "FieldValueInvalid",
                                    f"Invalid value: {port}: must be between 1 and 65535, inclusive"))
-                if len(ports) > 1 and isinstance(p, dict) and not p.get("name"):
+                if len(ports or []) > 1 and isinstance(p, dict) and not p.get("name"):
                     causes.append((f"spec.ports[{i}].name", "FieldValueRequired", "Required value"))
             if old is not None and (old.get("spec") or {}).get("clusterIP") not in (None, "") and \
                     spec.get("clusterIP") != old["spec"]["clusterIP"]:
@@ -960,8 +1035,18 @@ class Cluster:
                 if not spec.get("rules") and not spec.get("defaultBackend"):
                     causes.append(("spec.rules", "FieldValueRequired",
                                    "Required value: either `defaultBackend` or `rules` must be specified"))
-        elif kind == "Lease":
-            pass
+        elif kind == "PersistentVolumeClaim":
+            spec = spec if isinstance(spec, dict) else {}
+            if not spec.get("accessModes"):
+                causes.append(("spec.accessModes", "FieldValueRequired", "Required value: at least 1 access mode "
+                                                                          "is required"))
+            if not ((spec.get("resources") or {}).get("requests") or {}).get("storage"):
+                causes.append(("spec.resources[storage]", "FieldValueRequired", "Required value"))
+            if old is not None and old.get("spec", {}).get("volumeName") and \
+                    spec.get("volumeName") != old["spec"]["volumeName"]:
+                causes.append(("spec", "FieldValueForbidden", "Forbidden: spec is immutable after creation except "
+                                                              "resources.requests and volumeAttributesClassName for "
+                                                              "bound claims"))
         if causes:
             raise invalid(r, name, causes)
 
@@ -1079,7 +1164,8 @@ class Cluster:
                                      "resourceVersion": m.get("resourceVersion")},
                   "reason": reason, "message": message, "type": typ, "count": 1,
                   "source": {"component": component}, "firstTimestamp": now, "lastTimestamp": now,
-                  "eventTime": None, "reportingComponent": component, "reportingInstance": ""}
+                  "eventTime": micro_iso(), "reportingComponent": component,
+                  "reportingInstance": f"{component}-opsbook", "action": reason}
             if not ev["involvedObject"]["namespace"]:
                 ev["involvedObject"].pop("namespace")
             self._store(EVENTS_CORE, ev, "ADDED")
