@@ -15,15 +15,24 @@ say "The runbook catalogue"
 say "1. environment-check: can this machine run the runbooks?"
 "$OPSBOOK" run environment-check
 
-say "2. mlflow-tracking-server, plan: manifests and prerequisites, nothing changed"
+say "2. initial-kubernetes-deployment, plan: helm repo, values.yaml diff, rendered manifests (no cluster on local)"
+"$OPSBOOK" run initial-kubernetes-deployment
+
+say "3. mlflow-tracking-server, plan: manifests and prerequisites, nothing changed"
 "$OPSBOOK" run mlflow-tracking-server
 plan_id="$(last_run mlflow-tracking-server)"
 
-say "3. mlflow-tracking-server, apply the approved plan $plan_id: embedded server, verified by logging a model"
+say "4. mlflow-tracking-server, apply the approved plan $plan_id: embedded server, verified by logging a model"
 "$OPSBOOK" run mlflow-tracking-server --mode apply --approve "$plan_id"
 "$PY" -m opsbook.clients.mlflow stop || true
 
-for rb in initial-kubernetes-deployment deploy-new-model centralized-logging security-incident-response; do
+say "5. deploy-new-model, plan: registry check planned, canary judged on a recorded metrics file"
+"$OPSBOOK" run deploy-new-model -p version 2 -p serving_version 1
+plan_id="$(last_run deploy-new-model)"
+say "6. deploy-new-model, apply the approved plan $plan_id: the decision is read back from that plan's verdict"
+"$OPSBOOK" run deploy-new-model -p version 2 -p serving_version 1 --mode apply --approve "$plan_id"
+
+for rb in centralized-logging security-incident-response; do
     if [ -f "notebooks/$rb.ipynb" ]; then
         say "$rb, plan on target local"
         "$OPSBOOK" run "$rb"
