@@ -47,6 +47,7 @@ ENV_EVENTS = "OPSBOOK_EVENTS"
 ENV_SOURCE = "OPSBOOK_SOURCE"
 ENV_OPERATOR = "OPSBOOK_OPERATOR"
 ENV_APPROVED_PLAN = "OPSBOOK_APPROVED_PLAN"
+ENV_EVIDENCE_DIR = "OPSBOOK_EVIDENCE_DIR"
 
 MAX_ROWS = 200
 _ICONS = {"ok": "✅", "changed": "✏️", "planned": "📝", "skipped": "⏭️", "failed": "❌"}
@@ -159,6 +160,42 @@ class Run:
         if not ref:
             raise OpsbookError(f"parameter {name!r} holds no secret reference")
         return secrets.resolve(ref, k8s=k8s)
+
+    @property
+    def evidence_dir(self) -> Path:
+        """Where evidence files go: under ``opsbook run`` the record's ``evidence/`` folder (archived
+        with the run, each file hashed in the manifest); interactively ``.opsbook/interactive/RUN_ID/``."""
+        env = os.environ.get(ENV_EVIDENCE_DIR) if self.headless else None
+        return Path(env) if env else catalog.project_root() / ".opsbook" / "interactive" / self.id / "evidence"
+
+    def evidence(self, name: str, content: str | bytes | dict[str, Any] | list[Any], *,
+                 description: str = "") -> dict[str, Any]:
+        """Save one piece of evidence (a pod spec, a log, an RBAC dump...) as a file of the record.
+
+        ``name`` is a relative path such as ``pods/web-0.json``; dicts and lists are written as
+        JSON. Text is redacted before it is written. Returns the file's name, size and sha256."""
+        rel = Path(name)
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+            raise OpsbookError(f"evidence name {name!r}: expected a relative path inside the record")
+        if isinstance(content, (dict, list)):
+            data = json.dumps(_jsonable(content), indent=2, sort_keys=True).encode()
+        elif isinstance(content, str):
+            data = content.encode()
+        else:
+            data = bytes(content)
+        try:
+            data = secrets.REDACTOR.redact(data.decode()).encode()
+        except UnicodeDecodeError:
+            pass  # binary: the runner checks it for secrets before archiving
+        path = self.evidence_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        import hashlib
+
+        entry = {"name": rel.as_posix(), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                 "description": description}
+        self._emit({"event": "evidence", **entry})
+        return entry
 
     def step(self, title: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a step that changes nothing (read, render, compute). Outcome ok, or failed (re-raised)."""

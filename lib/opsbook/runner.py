@@ -34,7 +34,14 @@ from opsbook import catalog, secrets
 from opsbook.archive import Archive
 from opsbook.errors import ApprovalError, ArchiveError, RecordExists
 from opsbook.ids import new_run_id, utcnow
-from opsbook.notebook import ENV_APPROVED_PLAN, ENV_EVENTS, ENV_OPERATOR, ENV_RUN_ID, ENV_SOURCE
+from opsbook.notebook import (
+    ENV_APPROVED_PLAN,
+    ENV_EVENTS,
+    ENV_EVIDENCE_DIR,
+    ENV_OPERATOR,
+    ENV_RUN_ID,
+    ENV_SOURCE,
+)
 from opsbook.parameters import validate
 from opsbook.targets import Target
 from opsbook.targets import get as get_target
@@ -306,6 +313,28 @@ def _locate_failed_cell(nb: Any) -> dict[str, Any]:
     return running or {"source": ""}
 
 
+def _redact_evidence(folder: Path, red: secrets.Redactor) -> list[str]:
+    """Redact every evidence file the kernel wrote; a binary file that holds a secret is dropped
+    (it cannot be edited safely), and its name is returned so the manifest says so."""
+    dropped: list[str] = []
+    if not folder.is_dir():
+        return dropped
+    needles = [v.encode() for v in red.values()]
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            if any(n in data for n in needles):
+                path.unlink()
+                dropped.append(path.relative_to(folder).as_posix())
+            continue
+        clean = red.redact(text)
+        if clean != text:
+            path.write_text(clean)
+    return dropped
+
+
 def _read_events(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
@@ -331,7 +360,8 @@ def execute(prep: Prepared, *, archive: Archive, progress: ProgressCallback | No
     env_keys = {ENV_RUN_ID: run_id, ENV_SOURCE: str(rb.path.resolve()), ENV_EVENTS: str(events),
                 secrets.ENV_SECRETS_FILE: str(secrets_file), ENV_OPERATOR: operator,
                 catalog.ENV_OUTPUTS: str(Path(archive.root).resolve()),
-                ENV_APPROVED_PLAN: (prep.approval or {}).get("plan_run_id", "")}
+                ENV_APPROVED_PLAN: (prep.approval or {}).get("plan_run_id", ""),
+                ENV_EVIDENCE_DIR: str(out_nb.parent / "evidence")}
     saved_env = {k: os.environ.get(k) for k in env_keys}
     os.environ.update(env_keys)
     status, failed_cell, error = "succeeded", None, None
@@ -445,6 +475,7 @@ def _finalize(prep: Prepared, *, archive: Archive, staging: Path, out_nb: Path, 
         (out_nb.parent / HTML_NAME).write_text(red.redact(body), encoding="utf-8")
     except Exception as exc:  # the record is kept even if the rendering fails
         (out_nb.parent / "html-error.txt").write_text(f"HTML rendering failed: {exc}\n")
+    dropped = _redact_evidence(out_nb.parent / "evidence", red)
     evs = _read_events(events)
     steps = [{k: v for k, v in e.items() if k != "event"} for e in evs if e.get("event") == "step"]
     summary = next((e["outcome"] for e in reversed(evs) if e.get("event") == "summary"), None)
@@ -474,6 +505,9 @@ def _finalize(prep: Prepared, *, archive: Archive, staging: Path, out_nb: Path, 
         "error": red.redact(error) if error else None,
         "approval": prep.approval,
         "steps": steps,
+        "evidence": [{k: v for k, v in e.items() if k in ("name", "description")} for e in evs
+                     if e.get("event") == "evidence" and e.get("name") not in dropped],
+        "evidence_dropped": dropped or None,
         "tools": _tool_versions(),
     }
     manifest = red.redact_obj(manifest)

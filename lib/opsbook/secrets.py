@@ -113,6 +113,10 @@ class Redactor:
     def __len__(self) -> int:
         return len(self._values)
 
+    def values(self) -> list[str]:
+        """Every registered form (value, base64, JSON-escaped), for scanning binary data."""
+        return sorted(self._values)
+
     def register(self, value: str) -> None:
         if not isinstance(value, str) or len(value) < MIN_SECRET_LENGTH:
             return

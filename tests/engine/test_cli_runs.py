@@ -157,6 +157,29 @@ def test_secret_never_reaches_outputs_nor_terminal(cli, outputs):
     assert nb.count("[REDACTED]") >= 3  # print, step summary, displayed value, error
 
 
+def test_evidence_files_are_archived_hashed_and_redacted(cli, outputs):
+    r = cli("run", "evidential", "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (rec,) = records(outputs, "evidential")
+    m = json.loads((rec / "manifest.json").read_text())
+    assert set(m["files"]) == {"notebook.ipynb", "notebook.html", "evidence/pods/web-0.json",
+                               "evidence/logs/web-0.log", "evidence/raw/clean.bin"}
+    assert m["evidence_dropped"] == ["raw/blob.bin"]  # binary holding the secret: not archived
+    assert {e["name"] for e in m["evidence"]} == {"pods/web-0.json", "logs/web-0.log", "raw/clean.bin"}
+    pod = json.loads((rec / "evidence/pods/web-0.json").read_text())
+    assert pod == {"name": "web-0", "env": {"PASSWORD": "[REDACTED]"}}
+    for p in rec.rglob("*"):
+        if p.is_file():
+            assert FIXTURE_SECRET.encode() not in p.read_bytes(), p
+    assert Archive(outputs).verify().ok
+    log = rec / "evidence/logs/web-0.log"
+    log.chmod(0o644)
+    log.write_text("line 1\nnothing to see\n")
+    report = Archive(outputs).verify()
+    assert not report.ok and any(p.kind == "modified" and "web-0.log" in (p.detail + str(p.file))
+                                 for p in report.problems)
+
+
 def test_high_risk_apply_needs_an_approved_matching_plan(cli, outputs):
     r = cli("run", "highrisk", "--mode", "apply")
     assert r.returncode == 2 and "needs --approve" in r.stderr
