@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from opsbook import runner
 from opsbook.archive import Archive
 
