@@ -1,0 +1,295 @@
+"""The `centralized-logging` runbook against real things: the rendered collector applied to the Kubernetes
+API (``kube``: one Ready collector per node), the log store client and the verification against the
+real OpenSearch-compatible ``log_store``, and the notebook through the real CLI.
+
+What is simulated, said plainly: there is no Fluent Bit here (no container runtime, no log files on
+nodes). Where a real cluster's collector would ship a pod's lines to the store, these tests write the
+documents into the store themselves, in the shape the collector's ``opensearch`` output writes
+(``logcollect.document_for``: ``@timestamp``, ``log``, ``stream``, ``kubernetes.namespace_name``,
+``.pod_name``, ``.container_name``, ``.labels.app``... into daily indices ``<prefix>-YYYY.MM.DD``). So
+they prove the deployment, the search and the verification logic, not Fluent Bit's shipping."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import secrets as _random
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from opsbook.clients.kube import Kube
+from opsbook.clients.logstore import connect
+from opsbook.ops import logcollect
+from opsbook.targets import Target
+
+from .conftest import manifests_of
+
+RUNBOOK = "centralized-logging"
+UTC = dt.UTC
+
+
+def prefix() -> str:
+    return f"t{_random.token_hex(4)}-logs"  # the log store is shared by the session: one index family per test
+
+
+def load(log_store, index_prefix: str, docs: list[dict]) -> None:
+    """Bulk-load documents as the collector writes them (daily index by @timestamp), then refresh."""
+    from opensearchpy import helpers
+
+    s = logcollect.Settings(index_prefix=index_prefix)
+    actions = [{"_index": logcollect.index_for(s, dt.datetime.fromisoformat(d["@timestamp"].replace("Z", "+00:00"))),
+                "_source": d} for d in docs]
+    ok, errors = helpers.bulk(log_store.client(), actions, refresh=True)
+    assert ok == len(docs) and not errors
+
+
+def service_docs(now: dt.datetime | None = None) -> list[dict]:
+    now = now or dt.datetime.now(UTC)
+    docs = []
+    for i in range(5):
+        docs.append(logcollect.document_for(f"POST /v1/propose 200 request_id=req-{i:04d}", namespace="ml-platform",
+                                            pod="proposer-6d8f9-x2k4p", container="proposer", app="proposer",
+                                            when=now - dt.timedelta(seconds=10 * i)))
+    for i in range(2):
+        docs.append(logcollect.document_for(f"critique done request_id=req-{i:04d}", namespace="ml-platform",
+                                            pod="critic-5c7b8-q9w2e", container="critic", app="critic",
+                                            when=now - dt.timedelta(seconds=5 * i)))
+    docs.append(logcollect.document_for("old line request_id=req-0003", namespace="ml-platform",
+                                         pod="critic-5c7b8-q9w2e", container="critic", app="critic",
+                                         when=now - dt.timedelta(hours=3)))
+    return docs
+
+
+def store_target(log_store, **over) -> Target:
+    return Target(name="t-store", log_store_url=log_store.url, log_store_kind="opensearch", **over)
+
+
+# -------------------------------------------------------------------------------- the log store (OpenSearch)
+
+
+@pytest.mark.services
+def test_store_client_finds_by_service_by_request_id_and_counts_per_service(log_store):
+    p = prefix()
+    load(log_store, p, service_docs())
+    store = connect("opensearch", log_store.url, index_prefix=p)
+    assert store.health().status in ("green", "yellow")
+    end = dt.datetime.now(UTC) + dt.timedelta(seconds=5)
+    start = end - dt.timedelta(minutes=15)
+    lines = store.logs_for_service("proposer", start, end, limit=3)
+    assert len(lines) == 3 and {x.service for x in lines} == {"proposer"}
+    assert lines[0].line == "POST /v1/propose 200 request_id=req-0000"  # newest first
+    assert (lines[0].namespace, lines[0].pod, lines[0].container) == ("ml-platform", "proposer-6d8f9-x2k4p",
+                                                                       "proposer")
+    found = store.logs_with_request_id("req-0001", start, end)
+    assert sorted(x.service for x in found) == ["critic", "proposer"]
+    assert store.logs_with_request_id("req-9999", start, end) == []
+    assert store.logs_with_request_id("req-0003", start, end)[0].service == "proposer"  # the 3 h old one is out
+    assert store.count_per_service(start, end) == {"proposer": 5, "critic": 2}
+    assert connect("opensearch", log_store.url, index_prefix="nothing-here").count_per_service(start, end) == {}
+
+
+@pytest.mark.services
+def test_counts_flag_services_without_logs_and_the_search_is_a_table(log_store):
+    p = prefix()
+    load(log_store, p, service_docs())
+    params = {"mode": "plan", "index_prefix": p, "services": ["proposer", "critic", "ranker"],
+              "search_request_id": "req-0001", "window_minutes": 15}
+    lc = logcollect.configure(params, store_target(log_store)).value
+    assert all(c.passed for c in logcollect.preflight(lc))
+    counts = logcollect.counts_per_service(lc)
+    assert counts.outcome == "failed" and "no logs from: ranker" in counts.summary
+    assert {r["service"]: (r["lines"], r["status"]) for r in counts.rows} == {
+        "proposer": (5, "ok"), "critic": (2, "ok"), "ranker": (0, "NO LOGS")}
+    result = logcollect.search(lc)
+    assert result.outcome == "ok" and {r["service"] for r in result.rows} == {"proposer", "critic"}
+    assert all("req-0001" in r["line"] for r in result.rows)
+    lc = logcollect.configure({**params, "search_service": "critic"}, store_target(log_store)).value
+    assert [r["pod"] for r in logcollect.search(lc).rows] == ["critic-5c7b8-q9w2e"]
+
+
+@pytest.mark.services
+def test_store_down_fails_the_preflight_with_the_reason(log_store):
+    from opsbook.testing.services import free_port
+
+    lc = logcollect.configure({"mode": "plan", "backend_url": f"http://127.0.0.1:{free_port()}"},
+                              store_target(log_store)).value
+    (bad,) = [c for c in logcollect.preflight(lc) if not c.passed]
+    assert bad.name == "log store answers" and "is not reachable" in bad.reason
+
+
+# ---------------------------------------------------------------------------------- on the Kubernetes API
+
+
+def cluster_target(kube, log_store) -> Target:
+    return Target(name="t-cluster", kubeconfig=kube.kubeconfig, kube_context=kube.context, namespace=kube.namespace,
+                  log_store_url=log_store.url, log_store_kind="opensearch")
+
+
+@contextlib.contextmanager
+def cluster_setup(kube, log_store, **params):
+    k = Kube(kubeconfig=kube.kubeconfig, context=kube.context)
+    p = {"mode": "apply", "namespace": kube.namespace, "index_prefix": prefix(), "timeout": 60.0, **params}
+    lc = logcollect.configure(p, cluster_target(kube, log_store), kube=k).value
+    try:
+        yield lc
+    finally:
+        for kind in ("ClusterRoleBinding", "ClusterRole"):  # cluster-scoped: not removed with the namespace
+            with contextlib.suppress(Exception):
+                k.delete(kind=kind, name=lc.settings.cluster_role)
+        k.close()
+
+
+@pytest.mark.kube
+@pytest.mark.services
+def test_collector_reaches_one_ready_pod_per_node(kube, log_store):
+    with cluster_setup(kube, log_store) as lc:
+        k = lc.kube
+        assert all(c.passed for c in logcollect.preflight(lc)), logcollect.preflight(lc)
+        plan = logcollect.plan_deploy(lc)
+        assert plan.outcome == "planned" and len(plan.details["dry_run"]) == 5, plan.summary
+        assert {r["action"] for r in plan.rows} == {"create"}
+        with pytest.raises(Exception):  # noqa: B017 - a dry run stores nothing
+            k.get(kind="DaemonSet", name=logcollect.APP, namespace=kube.namespace)
+        result = logcollect.deploy(lc)
+        assert result.outcome == "changed", result.summary
+        nodes = sorted(n["metadata"]["name"] for n in k.list_objects(kind="Node")
+                       if not (n.get("spec") or {}).get("unschedulable"))
+        pods = k.list_objects(kind="Pod", namespace=kube.namespace, selector="app.kubernetes.io/name=fluent-bit")
+        assert sorted(p["spec"]["nodeName"] for p in pods) == nodes  # one per node, control plane included
+        check = logcollect.collectors_on_every_node(lc)
+        assert check.outcome == "ok", check.summary
+        assert sorted(r["node"] for r in check.rows) == nodes and all(r["status"] == "ok" for r in check.rows)
+        # the configuration as the cluster holds it, parsed: input, filter and output that matter
+        cm = k.get(kind="ConfigMap", name=logcollect.CONFIG_MAP, namespace=kube.namespace)
+        cfg = yaml.safe_load(cm["data"][logcollect.CONFIG_FILE])
+        assert [p["name"] for p in cfg["pipeline"]["inputs"]] == ["tail"]
+        assert [p["name"] for p in cfg["pipeline"]["filters"]] == ["kubernetes"]
+        (out,) = cfg["pipeline"]["outputs"]
+        assert out["name"] == "opensearch" and out["logstash_prefix"] == lc.settings.index_prefix
+        assert f"{out['host']}:{out['port']}" == log_store.url.split("//", 1)[1]
+        # a re-run is idempotent: the plan says update
+        assert {r["action"] for r in logcollect.plan_deploy(lc).rows} == {"update (server-side apply)"}
+
+
+@pytest.mark.kube
+@pytest.mark.services
+def test_a_node_without_a_ready_collector_is_named(kube, log_store):
+    from opsbook.testing.kube import requires_test_server
+
+    if not kube.is_test_server:
+        pytest.skip(requires_test_server.kwargs["reason"])
+    with cluster_setup(kube, log_store) as lc:
+        logcollect.deploy(lc)
+        worker = "opsbook-worker"
+        kube.api.set_node_ready(worker, False)
+        deadline = time.monotonic() + 15
+        while (check := logcollect.collectors_on_every_node(lc)).outcome == "ok" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert check.outcome == "failed" and check.details["missing"] == [worker], check.summary
+        assert worker in check.summary
+
+
+@pytest.mark.kube
+@pytest.mark.services
+def test_marker_from_a_pod_becomes_searchable_and_the_time_is_shown(kube, log_store):
+    with cluster_setup(kube, log_store, marker_timeout=20.0) as lc:
+        emitted = logcollect.emit_marker(lc)
+        marker = emitted.value
+        assert emitted.outcome == "changed" and isinstance(marker, logcollect.Marker)
+        pod = lc.kube.get(kind="Pod", name=marker.pod, namespace=kube.namespace)
+        assert marker.request_id in " ".join(pod["spec"]["containers"][0]["command"])
+
+        def collector() -> None:  # what Fluent Bit would do for the marker pod's line, 1.5 s later
+            time.sleep(1.5)
+            load(log_store, lc.settings.index_prefix, [logcollect.document_for(
+                marker.line, namespace=kube.namespace, pod=marker.pod, container="marker",
+                app=logcollect.MARKER_LABEL)])
+
+        thread = threading.Thread(target=collector)
+        thread.start()
+        result = logcollect.marker_searchable(lc, marker, poll=0.3)
+        thread.join()
+        assert result.outcome == "ok", result.summary
+        assert 1.5 <= result.details["seconds"] < 20 and result.details["searches"] >= 2
+        assert f"searchable in opensearch {result.details['seconds']:.1f} s" in result.summary
+        assert result.rows[0]["pod"] == marker.pod and marker.request_id in result.rows[0]["line"]
+        assert marker.deleted  # the marker pod is removed afterwards
+
+
+@pytest.mark.kube
+@pytest.mark.services
+def test_absent_marker_fails_after_the_timeout_with_a_clear_message(kube, log_store):
+    with cluster_setup(kube, log_store, marker_timeout=2.0) as lc:
+        marker = logcollect.emit_marker(lc).value
+        t0 = time.monotonic()
+        result = logcollect.marker_searchable(lc, marker, poll=0.5)
+        assert 2.0 <= time.monotonic() - t0 < 10
+        assert result.outcome == "failed"
+        assert (f"marker request_id={marker.request_id} from pod {kube.namespace}/{marker.pod} was not found in "
+                f"opensearch at {log_store.url} after 2 s") in result.summary
+        assert "kubectl -n" in result.summary and "logs ds/fluent-bit" in result.summary
+
+
+# ------------------------------------------------------------------------------------------ through the CLI
+
+
+def test_plan_on_local_needs_no_cluster_and_no_network(opsbook_run):
+    env = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": "",
+           "KUBECONFIG": "/nonexistent"}
+    r = opsbook_run(RUNBOOK, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (m,) = manifests_of(opsbook_run.outputs, RUNBOOK)
+    assert (m["status"], m["mode"], m["target"]) == ("succeeded", "plan", "local")
+    steps = {s["title"]: s for s in m["steps"]}
+    assert steps["Deploy the collectors"]["outcome"] == "planned"
+    assert steps["Emit a marker line"]["outcome"] == "planned"
+    for title in ("A collector on every node", "Marker line is searchable", "Logs from every service", "Search"):
+        assert steps[title]["outcome"] == "skipped", steps[title]
+    kinds = [x["kind"] for x in steps["Deploy the collectors"]["details"]["manifests"]]
+    assert kinds == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet"]
+    assert steps["Collector configuration"]["details"]["config"]["pipeline"]["outputs"][0]["name"] == "opensearch"
+
+
+@pytest.mark.kube
+@pytest.mark.services
+def test_apply_with_an_absent_marker_leaves_a_failed_record_that_keeps_the_reason(kube, log_store, opsbook_run,
+                                                                                 tmp_path: Path):
+    p = prefix()
+    load(log_store, p, service_docs())  # the services have logs: only the marker is missing
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(yaml.safe_dump({"t-cluster": {
+        "kubeconfig": kube.kubeconfig, "kube_context": kube.context, "namespace": kube.namespace,
+        "log_store_url": log_store.url, "log_store_kind": "opensearch"}}))
+    env = {"OPSBOOK_TARGETS": str(targets)}
+    args = ["--target", "t-cluster", "-p", "namespace", kube.namespace, "-p", "index_prefix", p,
+            "-p", "marker_timeout", "3", "-p", "timeout", "60", "-p", "search_service", "critic"]
+    try:
+        r = opsbook_run(RUNBOOK, *args, env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        (plan,) = manifests_of(opsbook_run.outputs, RUNBOOK)
+        steps = {s["title"]: s for s in plan["steps"]}
+        assert steps["Deploy the collectors"]["outcome"] == "planned"
+        assert len(steps["Deploy the collectors"]["details"]["dry_run"]) == 5
+        r = opsbook_run(RUNBOOK, *args, "--mode", "apply", "--approve", plan["run_id"], env=env)
+        assert r.returncode == 1, r.stdout + r.stderr
+        (m,) = [x for x in manifests_of(opsbook_run.outputs, RUNBOOK) if x["mode"] == "apply"]
+        assert m["status"] == "failed"
+        steps = {s["title"]: s for s in m["steps"]}
+        assert steps["Deploy the collectors"]["outcome"] == "changed"
+        assert steps["A collector on every node"]["outcome"] == "ok"
+        assert steps["Emit a marker line"]["outcome"] == "changed"
+        assert steps["Logs from every service"]["outcome"] == "ok"
+        assert steps["Search"]["outcome"] == "ok" and len(steps["Search"]["rows"]) == 2
+        marker = steps["Marker line is searchable"]
+        assert marker["outcome"] == "failed" and "was not found in opensearch" in marker["summary"]
+        assert "after 3 s" in marker["summary"]
+        assert "Marker line is searchable" in r.stdout + r.stderr
+    finally:
+        k = Kube(kubeconfig=kube.kubeconfig, context=kube.context)
+        for kind in ("ClusterRoleBinding", "ClusterRole"):
+            with contextlib.suppress(Exception):
+                k.delete(kind=kind, name=f"fluent-bit-read-{kube.namespace}")
+        k.close()
