@@ -32,7 +32,10 @@ plan_id="$(last_run deploy-new-model)"
 say "6. deploy-new-model, apply the approved plan $plan_id: the decision is read back from that plan's verdict"
 "$OPSBOOK" run deploy-new-model -p version 2 -p serving_version 1 --mode apply --approve "$plan_id"
 
-for rb in centralized-logging security-incident-response; do
+say "7. centralized-logging, plan: Fluent Bit configuration and manifests (no cluster, no log store on local)"
+"$OPSBOOK" run centralized-logging
+
+for rb in security-incident-response; do
     if [ -f "notebooks/$rb.ipynb" ]; then
         say "$rb, plan on target local"
         "$OPSBOOK" run "$rb"
