@@ -101,3 +101,18 @@ def test_every_kind_lists_through_the_typed_client(kube_api, api, calls):
     for call in calls:
         result = getattr(typed, call)(limit=50)
         assert result.metadata.resource_version, call
+
+
+def test_kubectl_get_prints_server_side_columns(kube, apps):
+    from .conftest import deployment, wait_until
+
+    apps.create_namespaced_deployment(kube.namespace, deployment("cols"))
+    wait_until(lambda: (apps.read_namespaced_deployment("cols", kube.namespace).status.ready_replicas or 0) == 1,
+               message="deployment ready")
+    header = kube.kubectl("get", "deployments").stdout.splitlines()[0].split()
+    assert header == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    pods = kube.kubectl("get", "pods").stdout.splitlines()
+    assert pods[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    assert "1/1" in pods[1] and "Running" in pods[1]
+    nodes = kube.kubectl("get", "nodes").stdout.splitlines()[0].split()
+    assert nodes == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]

@@ -32,6 +32,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -139,8 +140,12 @@ class KubeApi:
                         "opsbook.testing.kube.requires_test_server")
         req = urllib.request.Request(self.url + path, data=body, method=method,
                                      headers={"Content-Type": content_type})
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return json.loads(resp.read() or b"null")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as e:
+            raise AssertionError(f"test server admin request {method} {path} failed: {e.code} "
+                                 f"{e.read().decode(errors='replace')}") from None
 
     def feed_logs(self, namespace: str, pod: str, container: str, text: str, previous: bool = False) -> None:
         """Append lines to a container's log (as if the container had printed them)."""

@@ -18,6 +18,7 @@ from .common import (
     DS_TOLERATIONS,
     DSS,
     EPS,
+    HPAS,
     JOBS,
     MIN_TICK,
     NODES,
@@ -97,7 +98,7 @@ class Controllers(NodeAgents):
             cp = i == 0 and n > 1
             labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
                       "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64"}
-            if cp:
+            if cp or n == 1:  # a single node is an untainted control plane, as in minikube
                 labels["node-role.kubernetes.io/control-plane"] = ""
             else:
                 labels["node-role.kubernetes.io/worker"] = ""
@@ -138,6 +139,15 @@ class Controllers(NodeAgents):
             "component": "apiserver", "provider": "kubernetes"}}, "spec": {
             "clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "targetPort": 6443}]}},
             internal=True)
+        # the API server's own endpoints (the apiserver writes them; there is no selector)
+        c.create(EPS, "default", {"metadata": {"name": "kubernetes", "labels": {
+            "endpointslice.kubernetes.io/skip-mirror": "true"}},
+            "subsets": [{"addresses": [{"ip": "172.18.0.2"}],
+                         "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}]}]}, internal=True)
+        c.create(SLICES, "default", {"metadata": {"name": "kubernetes", "labels": {
+            "kubernetes.io/service-name": "kubernetes"}}, "addressType": "IPv4",
+            "endpoints": [{"addresses": ["172.18.0.2"], "conditions": {"ready": True}}],
+            "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}]}, internal=True)
         self.namespaces()
 
     # ------------------------------------------------------------ the tick
@@ -149,6 +159,7 @@ class Controllers(NodeAgents):
         self.replicasets()
         self.daemonsets()
         self.statefulsets()
+        self.autoscalers()
         self.cronjobs()
         self.jobs()
         self.schedule()
@@ -418,28 +429,30 @@ class Controllers(NodeAgents):
         if max_down <= 0:
             return
         old_sorted = sorted(old, key=lambda rs: rs["metadata"]["creationTimestamp"])
+        # stored objects are never changed in place: keep the planned replica counts aside
+        planned = {rs["metadata"]["uid"]: int(rs["spec"].get("replicas") or 0) for rs in old_sorted}
         # unhealthy first
         for rs in old_sorted:
             if max_down <= 0:
                 break
-            n = int(rs["spec"].get("replicas") or 0)
+            n = planned[rs["metadata"]["uid"]]
             unhealthy = n - int((rs.get("status") or {}).get("availableReplicas") or 0)
             k = min(unhealthy, max_down, n)
             if k > 0:
-                set_replicas(rs, n - k)
+                rs = set_replicas(rs, n - k)
                 max_down -= k
-                rs["spec"]["replicas"] = n - k
+                planned[rs["metadata"]["uid"]] = n - k
         avail = int((new_rs.get("status") or {}).get("availableReplicas") or 0) + sum(
-            min(int(rs["spec"].get("replicas") or 0), int((rs.get("status") or {}).get("availableReplicas") or 0))
+            min(planned[rs["metadata"]["uid"]], int((rs.get("status") or {}).get("availableReplicas") or 0))
             for rs in old)
         can_down = min(avail - min_avail, max_down)
         for rs in old_sorted:
             if can_down <= 0:
                 break
-            n = int(rs["spec"].get("replicas") or 0)
+            n = planned[rs["metadata"]["uid"]]
             k = min(n, can_down)
             if k > 0:
-                set_replicas(rs, n - k)
+                set_replicas(c.raw(RSS, rs["metadata"]["namespace"], rs["metadata"]["name"]) or rs, n - k)
                 can_down -= k
 
     # ------------------------------------------------------------ pods owned by controllers
@@ -718,6 +731,77 @@ class Controllers(NodeAgents):
                 upd = copy.deepcopy(c.raw(STSS, ns, name) or ss)
                 upd["status"] = st
                 self._update(STSS, upd, "status")
+
+    # ------------------------------------------------------------ horizontal pod autoscalers
+
+    def autoscalers(self) -> None:
+        """The HPA controller without a metrics API (like a cluster without metrics-server): it keeps
+        the target within minReplicas..maxReplicas and reports that it cannot get metrics."""
+        c = self.c
+        targets = {"Deployment": DEPLOY, "StatefulSet": STSS, "ReplicaSet": RSS}
+        for hpa in list(c.objects(HPAS)):
+            if hpa["metadata"].get("deletionTimestamp"):
+                continue
+            ns = hpa["metadata"]["namespace"]
+            spec = hpa.get("spec") or {}
+            ref = spec.get("scaleTargetRef") or {}
+            status = copy.deepcopy(hpa.get("status") or {})
+            conds = status.setdefault("conditions", [])
+            tr = targets.get(ref.get("kind", ""))
+            target = c.raw(tr, ns, ref.get("name", "")) if tr else None
+            lo, hi = int(spec.get("minReplicas") or 1), int(spec.get("maxReplicas") or 1)
+            if target is None:
+                what = f"{tr.plural}/scale.{tr.group}" if tr else f"{(ref.get('kind') or '').lower()}s/scale"
+                _set_cond(conds, "AbleToScale", "False", "FailedGetScale",
+                          f'the HPA controller was unable to get the target\'s current scale: {what} '
+                          f'"{ref.get("name")}" not found')
+            else:
+                current = int((target.get("spec") or {}).get("replicas", 1))
+                desired, limited = current, None
+                if current == 0 and lo != 0:
+                    _set_cond(conds, "ScalingActive", "False", "ScalingDisabled",
+                              "scaling is disabled since the replica count of the target is zero")
+                elif current > hi:
+                    desired, limited = hi, ("TooManyReplicas", "the desired replica count is more than the maximum "
+                                                               "replica count")
+                elif current < lo:
+                    desired, limited = lo, ("TooFewReplicas", "the desired replica count is less than the minimum "
+                                                              "replica count")
+                if current != 0 or lo == 0:
+                    metric = next((m.get("resource", {}).get("name") for m in spec.get("metrics") or []
+                                   if m.get("type") == "Resource"), "cpu")
+                    _set_cond(conds, "ScalingActive", "False", "FailedGetResourceMetric",
+                              f"the HPA was unable to compute the replica count: failed to get {metric} utilization: "
+                              f"unable to get metrics for resource {metric}: unable to fetch metrics from resource "
+                              f"metrics API: the server could not find the requested resource "
+                              f"(get pods.metrics.k8s.io)")
+                if limited:
+                    _set_cond(conds, "ScalingLimited", "True", *limited)
+                else:
+                    _set_cond(conds, "ScalingLimited", "False", "DesiredWithinRange",
+                              "the desired count is within the acceptable range")
+                if desired != current:
+                    new = copy.deepcopy(target)
+                    new["spec"]["replicas"] = desired
+                    if self._update(tr, new) is not None:
+                        reason = ("Current number of replicas above Spec.MaxReplicas" if desired == hi else
+                                  "Current number of replicas below Spec.MinReplicas")
+                        self._event(hpa, "SuccessfulRescale", f"New size: {desired}; reason: {reason}",
+                                    component="horizontal-pod-autoscaler")
+                        status["lastScaleTime"] = now_iso()
+                        _set_cond(conds, "AbleToScale", "True", "SucceededRescale",
+                                  f"the HPA controller was able to update the target scale to {desired}")
+                elif (_cond(conds, "AbleToScale") or {}).get("status") != "True":
+                    _set_cond(conds, "AbleToScale", "True", "ReadyForNewScale",
+                              "recommended size matches current size")
+                status["currentReplicas"] = int((target.get("status") or {}).get("replicas") or 0)
+                status["desiredReplicas"] = desired
+            order = ["AbleToScale", "ScalingActive", "ScalingLimited"]
+            conds.sort(key=lambda x: order.index(x["type"]) if x.get("type") in order else 9)
+            if status != (hpa.get("status") or {}):
+                upd = copy.deepcopy(hpa)
+                upd["status"] = status
+                self._update(HPAS, upd, "status")
 
     # ------------------------------------------------------------ cronjobs
 

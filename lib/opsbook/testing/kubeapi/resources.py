@@ -24,6 +24,8 @@ class Resource:
     has_spec: bool = True
     # delete returns the object (true) or a Status (false)
     return_deleted: bool = False
+    # defined by a CustomResourceDefinition
+    crd: bool = False
 
     @property
     def api_version(self) -> str:
@@ -91,18 +93,47 @@ RESOURCES: list[Resource] = [
     R("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True, has_spec=False),
     # storage.k8s.io/v1
     R("storage.k8s.io", "v1", "storageclasses", "StorageClass", False, ("sc",), has_spec=False),
+    # autoscaling/v2
+    R("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", True, ("hpa",), STD_VERBS,
+      ("status",), ("all",)),
+    # apiextensions.k8s.io/v1
+    R("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False, ("crd", "crds"),
+      STD_VERBS, ("status",), ("api-extensions",)),
     # policy/v1
     R("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, ("pdb",), STD_VERBS, ("status",)),
 ]
 
 # group order as a real server lists it in /apis
 GROUP_ORDER = [
-    "apps", "events.k8s.io", "authentication.k8s.io", "authorization.k8s.io", "batch", "networking.k8s.io",
+    "apps", "events.k8s.io", "authentication.k8s.io", "authorization.k8s.io", "autoscaling", "batch",
+    "networking.k8s.io",
     "rbac.authorization.k8s.io", "policy", "coordination.k8s.io", "discovery.k8s.io", "storage.k8s.io",
+    "apiextensions.k8s.io",
 ]
 
 BY_PATH: dict[tuple[str, str, str], Resource] = {(r.group, r.version, r.plural): r for r in RESOURCES}
 BY_KIND: dict[tuple[str, str], Resource] = {(r.api_version, r.kind): r for r in RESOURCES}
+
+
+def register(r: Resource) -> Resource | None:
+    """Serve a (custom) resource; returns the Resource it replaces for the same path, if any."""
+    old = BY_PATH.get((r.group, r.version, r.plural))
+    if old is not None:
+        RESOURCES.remove(old)
+        BY_KIND.pop((old.api_version, old.kind), None)
+    RESOURCES.append(r)
+    BY_PATH[(r.group, r.version, r.plural)] = r
+    BY_KIND[(r.api_version, r.kind)] = r
+    if r.group and r.group not in GROUP_ORDER:
+        GROUP_ORDER.append(r.group)
+    return old
+
+
+def unregister(r: Resource) -> None:
+    if r in RESOURCES:
+        RESOURCES.remove(r)
+    BY_PATH.pop((r.group, r.version, r.plural), None)
+    BY_KIND.pop((r.api_version, r.kind), None)
 
 
 def lookup(group: str, version: str, plural: str) -> Resource | None:
@@ -186,3 +217,43 @@ def api_group_list() -> dict:
         versions = [{"groupVersion": f"{g}/{v}", "version": v} for v in gvs[g]]
         groups.append({"name": g, "versions": versions, "preferredVersion": versions[0]})
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+
+
+def aggregated_discovery(legacy: bool) -> dict:
+    """apidiscovery.k8s.io/v2 APIGroupDiscoveryList for /api (legacy) or /apis."""
+    if legacy:
+        groups = [("", ["v1"])]
+    else:
+        gvs = group_versions()
+        groups = [(g, gvs[g]) for g in GROUP_ORDER if g in gvs]
+    items = []
+    for g, versions in groups:
+        vers = []
+        for v in versions:
+            resources = []
+            for r in RESOURCES:
+                if r.group != g or r.version != v:
+                    continue
+                entry: dict = {"resource": r.plural,
+                               "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
+                               "scope": "Namespaced" if r.namespaced else "Cluster",
+                               "singularResource": r.singular, "verbs": sorted(r.verbs)}
+                if r.short_names:
+                    entry["shortNames"] = list(r.short_names)
+                if r.categories:
+                    entry["categories"] = list(r.categories)
+                subs = []
+                for sub in r.subresources:
+                    gk = SUBRESOURCE_KINDS[sub] or (r.group, r.version, r.kind)
+                    subs.append({"subresource": sub,
+                                 "responseKind": {"group": gk[0], "version": gk[1], "kind": gk[2]},
+                                 "verbs": SUBRESOURCE_VERBS[sub]})
+                if subs:
+                    entry["subresources"] = subs
+                resources.append(entry)
+            vers.append({"version": v, "resources": resources, "freshness": "Current"})
+        meta: dict = {"creationTimestamp": None}
+        if g:
+            meta["name"] = g
+        items.append({"metadata": meta, "versions": vers})
+    return {"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items}

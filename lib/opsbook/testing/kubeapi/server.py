@@ -223,6 +223,9 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, b"ok", "text/plain; charset=utf-8")
         if path == "/version":
             return self._json(200, VERSION)
+        if path in ("/api", "/apis") and _wants_aggregated(self.headers.get("Accept") or ""):
+            body = json.dumps(RS.aggregated_discovery(legacy=path == "/api"), separators=(",", ":")).encode()
+            return self._send(200, body, AGGREGATED_CT)
         if path == "/api":
             return self._json(200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
                 {"clientCIDR": "0.0.0.0/0", "serverAddress": self.headers.get("Host") or "127.0.0.1"}]})
@@ -267,6 +270,10 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
         name = rest[1] if len(rest) > 1 else None
         sub = rest[2] if len(rest) > 2 else None
+        if sub in ("exec", "attach", "portforward", "proxy", "ephemeralcontainers", "resize", "token") and \
+                len(rest) == 3:
+            raise ApiError(405, "MethodNotAllowed", f"{r.plural}/{sub} is not supported by the opsbook Kubernetes "
+                                                    f"API test server (see its README, Known gaps)", {})
         if len(rest) > 3 or (sub and sub not in r.subresources):
             raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
         if not r.namespaced:
@@ -280,6 +287,8 @@ class Handler(BaseHTTPRequestHandler):
         q = self.q
         dry = q.get("dryRun") == "All"
         validation = q.get("fieldValidation") or "Warn"
+        if r.plural == "endpoints" and not r.group:
+            c.tl.warnings.append("v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice")
         manager = q.get("fieldManager") or _manager_from_agent(self.headers.get("User-Agent") or "")
         if name is None:
             if method == "GET":
@@ -522,7 +531,8 @@ class Handler(BaseHTTPRequestHandler):
                         c.cond.wait(min(remaining, 5.0))
                     if c.stopping:
                         break
-                    for (erv, typ, er, obj, prev) in c.history[idx:]:
+                    behind = pos_rv < c.history_floor  # this watcher fell behind the kept history
+                    for (erv, typ, er, obj, prev) in ([] if behind else c.history[idx:]):
                         pos_rv = erv
                         if er is not sr:
                             continue
@@ -546,6 +556,12 @@ class Handler(BaseHTTPRequestHandler):
                             "resourceVersion"), include_object=self.q.get("includeObject", "Metadata"))}
                             for e in out]
                     payload = [json.dumps(e, separators=(",", ":")).encode() + b"\n" for e in out]
+                    if behind:
+                        payload = [json.dumps({"type": "ERROR", "object": {
+                            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                            "message": f"too old resource version: {pos_rv} ({c.history_floor + 1})",
+                            "reason": "Expired", "code": 410}}).encode() + b"\n"]
+                        deadline = 0.0
                 for p in payload:
                     self._chunk(p)
                 if time.time() >= deadline:
@@ -657,6 +673,19 @@ def _bisect_history(history: list, rv: int) -> int:
         else:
             hi = mid
     return lo
+
+
+AGGREGATED_CT = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+
+
+def _wants_aggregated(accept: str) -> bool:
+    """The client lists the v2 aggregated discovery type among the types it accepts."""
+    for part in accept.split(","):
+        params = {p.split("=", 1)[0].strip(): p.split("=", 1)[1].strip() for p in part.split(";")[1:] if "=" in p}
+        if params.get("g") == "apidiscovery.k8s.io" and params.get("v") == "v2" and \
+                params.get("as") == "APIGroupDiscoveryList":
+            return True
+    return False
 
 
 def _is_discovery(path: str) -> bool:

@@ -35,10 +35,14 @@ SAR = res("authorization.k8s.io/v1", "selfsubjectaccessreviews")
 REVIEWS = {SAR, res("authorization.k8s.io/v1", "selfsubjectrulesreviews"),
            res("authentication.k8s.io/v1", "selfsubjectreviews")}
 TEST_USER = {"username": "opsbook-test-admin", "groups": ["system:masters", "system:authenticated"]}
-WITH_STATUS = {r for r in RESOURCES if "status" in r.subresources}
+CRDS = res("apiextensions.k8s.io/v1", "customresourcedefinitions")
+
+
+def _has_status(r: Resource) -> bool:
+    return "status" in r.subresources
 
 ALNUM = "bcdfghjklmnpqrstvwxz2456789"
-HISTORY_MAX = 50000
+HISTORY_MAX = 20000  # watch history kept (older resourceVersions get 410 Expired)
 POD_TERMINATION_SECONDS = 0.3  # how long a gracefully deleted pod stays Terminating (at most its grace period)
 
 
@@ -129,6 +133,8 @@ class Cluster:
         self.sim: dict[str, dict] = {}  # pod uid -> simulation state
         self.node_overrides: dict[str, dict] = {}  # admin: node name -> {"ready": bool}
         self.tl = threading.local()  # per request: warnings for the Warning header
+        self.aliases: dict[Resource, Resource] = {}  # served CR version -> its storage version
+        self.crd_resources: dict[str, list[Resource]] = {}  # CRD uid -> the resources it serves
         self.ip_counter = 10
         self.svc_ip_counter = 10
         self.node_port_counter = 30000
@@ -138,7 +144,7 @@ class Cluster:
 
     def field_check(self, r: Resource, body: dict, mode: str | None) -> None:
         """Server-side field validation: Strict -> 400, Warn -> Warning headers, Ignore/None -> nothing."""
-        if not mode or mode == "Ignore" or not isinstance(body, dict):
+        if not mode or mode == "Ignore" or not isinstance(body, dict) or r.crd:
             return
         from .schema import check
         unknown = check(r.api_version, r.kind, body)
@@ -172,6 +178,8 @@ class Cluster:
         return obj
 
     def _drop(self, r: Resource, obj: dict) -> dict:
+        if r is CRDS:
+            self._remove_crd(obj)
         m = obj["metadata"]
         self.data[r].pop((m.get("namespace", ""), m["name"]), None)
         gone = copy.deepcopy(obj)
@@ -187,7 +195,9 @@ class Cluster:
         return gone
 
     def storage(self, r: Resource) -> Resource:
-        return EVENTS_CORE if r is EVENTS_NEW else r
+        if r is EVENTS_NEW:
+            return EVENTS_CORE
+        return self.aliases.get(r, r)
 
     def raw(self, r: Resource, ns: str, name: str) -> dict | None:
         return self.data[self.storage(r)].get((ns if r.namespaced else "", name))
@@ -201,6 +211,8 @@ class Cluster:
     # ------------------------------------------------------------ views (events.k8s.io over core events)
 
     def view(self, r: Resource, obj: dict) -> dict:
+        if r in self.aliases:  # another served version of a custom resource: conversion "None"
+            return {**obj, "apiVersion": r.api_version}
         if r is not EVENTS_NEW:
             return obj
         o = {"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": obj["metadata"]}
@@ -217,6 +229,8 @@ class Cluster:
         return o
 
     def unview(self, r: Resource, body: dict) -> dict:
+        if r in self.aliases and isinstance(body, dict):
+            return {**body, "apiVersion": self.aliases[r].api_version}
         if r is not EVENTS_NEW:
             return body
         o = {"apiVersion": "v1", "kind": "Event", "metadata": body.get("metadata", {})}
@@ -307,7 +321,7 @@ class Cluster:
             if r.has_spec:
                 meta["generation"] = 1
             obj["apiVersion"], obj["kind"] = sr.api_version, sr.kind
-            if sr in WITH_STATUS and not internal:
+            if _has_status(sr) and not internal:
                 obj.pop("status", None)
             self._defaults(sr, obj, None)
             self._validate(sr, obj, None)
@@ -326,6 +340,8 @@ class Cluster:
                 return self.view(r, obj)
             self._store(sr, obj, "ADDED")
             self._after_create(sr, obj)
+            if sr is CRDS:
+                obj = self._sync_crd(obj)
             return self.view(r, obj)
 
     def _review(self, r: Resource, body: dict) -> dict:
@@ -389,7 +405,7 @@ class Cluster:
             else:
                 new = copy.deepcopy(body)
                 new.setdefault("metadata", {})
-                if sr in WITH_STATUS and not internal:
+                if _has_status(sr) and not internal:
                     if "status" in old:
                         new["status"] = copy.deepcopy(old["status"])
                     else:
@@ -430,6 +446,8 @@ class Cluster:
                 gone = self._drop(sr, new)
                 return self.view(r, gone)
             self._store(sr, new, "MODIFIED")
+            if sr is CRDS and subresource != "status" and new.get("spec") != old.get("spec"):
+                new = self._sync_crd(new)
             return self.view(r, new)
 
     # ------------------------------------------------------------ patch
@@ -455,6 +473,10 @@ class Cluster:
                     newdoc = P.merge_patch(current, doc)
                 elif ct == "application/json-patch+json":
                     newdoc = P.json_patch(current, doc)
+                elif ct == "application/strategic-merge-patch+json" and r.crd:
+                    raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - "
+                                   "accepted media types include: application/json-patch+json, "
+                                   "application/merge-patch+json, application/apply-patch+yaml")
                 elif ct == "application/strategic-merge-patch+json":
                     if not isinstance(doc, dict):
                         raise P.PatchError("strategic merge patch must be a JSON object")
@@ -891,6 +913,11 @@ class Cluster:
             obj.setdefault("spec", {}).setdefault("persistentVolumeReclaimPolicy", "Retain")
             obj["spec"].setdefault("volumeMode", "Filesystem")
             obj["status"] = obj.get("status") or {"phase": "Pending"}
+        elif kind == "HorizontalPodAutoscaler" and isinstance(spec, dict):
+            spec.setdefault("minReplicas", 1)
+            if not spec.get("metrics"):
+                spec["metrics"] = [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                    "type": "Utilization", "averageUtilization": 80}}}]
         elif kind == "StorageClass" and old is None:
             obj.setdefault("reclaimPolicy", "Delete")
             obj.setdefault("volumeBindingMode", "Immediate")
@@ -1035,6 +1062,30 @@ class Cluster:
                 if not spec.get("rules") and not spec.get("defaultBackend"):
                     causes.append(("spec.rules", "FieldValueRequired",
                                    "Required value: either `defaultBackend` or `rules` must be specified"))
+        elif kind == "CustomResourceDefinition":
+            spec = spec if isinstance(spec, dict) else {}
+            names = spec.get("names") or {}
+            for fld in ("group",):
+                if not spec.get(fld):
+                    causes.append((f"spec.{fld}", "FieldValueRequired", "Required value"))
+            for fld in ("plural", "kind"):
+                if not names.get(fld):
+                    causes.append((f"spec.names.{fld}", "FieldValueRequired", "Required value"))
+            if spec.get("scope") not in ("Namespaced", "Cluster"):
+                causes.append(("spec.scope", "FieldValueNotSupported",
+                               f'Unsupported value: "{spec.get("scope")}": supported values: "Cluster", "Namespaced"'))
+            versions = spec.get("versions") or []
+            if not versions:
+                causes.append(("spec.versions", "FieldValueInvalid", "Invalid value: must have exactly one version "
+                                                                     "marked as storage version"))
+            elif sum(1 for v in versions if v.get("storage")) != 1:
+                causes.append(("spec.versions", "FieldValueInvalid",
+                               "Invalid value: must have exactly one version marked as storage version"))
+            if names.get("plural") and spec.get("group") and name != f"{names['plural']}.{spec['group']}":
+                causes.append(("metadata.name", "FieldValueInvalid",
+                               f'Invalid value: "{name}": must be spec.names.plural+"."+spec.group'))
+            if old is not None and (old.get("spec") or {}).get("group") != spec.get("group"):
+                causes.append(("spec.group", "FieldValueInvalid", "Invalid value: field is immutable"))
         elif kind == "PersistentVolumeClaim":
             spec = spec if isinstance(spec, dict) else {}
             if not spec.get("accessModes"):
@@ -1049,6 +1100,70 @@ class Cluster:
                                                               "bound claims"))
         if causes:
             raise invalid(r, name, causes)
+
+    # ------------------------------------------------------------ custom resources
+
+    def _sync_crd(self, crd: dict) -> dict:
+        """Serve the versions a CustomResourceDefinition declares, and mark it Established."""
+        from . import resources as RS
+
+        spec = crd.get("spec") or {}
+        names = spec.get("names") or {}
+        uid = crd["metadata"]["uid"]
+        served = [v for v in spec.get("versions") or [] if v.get("served", True)]
+        storage_name = next((v["name"] for v in spec.get("versions") or [] if v.get("storage")),
+                            served[0]["name"] if served else None)
+        wanted: list[Resource] = []
+        for v in served:
+            subs = tuple(s for s in ("status",) if s in (v.get("subresources") or {}))
+            wanted.append(Resource(spec["group"], v["name"], names["plural"], names["kind"],
+                                   spec.get("scope") == "Namespaced", tuple(names.get("shortNames") or ()),
+                                   subresources=subs, categories=tuple(names.get("categories") or ()), crd=True))
+        storage_r = next((r for r in wanted if r.version == storage_name), wanted[0] if wanted else None)
+        for old in self.crd_resources.get(uid, []):
+            if old not in wanted:
+                RS.unregister(old)
+                self.aliases.pop(old, None)
+        for r in wanted:
+            replaced = RS.register(r)
+            if replaced is not None and replaced != r and replaced in self.data:
+                self.data.setdefault(r, {}).update(self.data.pop(replaced))
+            if r == storage_r:
+                self.data.setdefault(r, {})
+                self.aliases.pop(r, None)
+            elif storage_r is not None:
+                self.aliases[r] = storage_r
+                if self.data.get(r):  # the storage version moved: keep the objects
+                    moved = self.data.pop(r)
+                    self.data.setdefault(storage_r, {}).update(
+                        {k: {**o, "apiVersion": storage_r.api_version} for k, o in moved.items()})
+        self.crd_resources[uid] = wanted
+        now = now_iso()
+        status = {"conditions": [
+            {"type": "NamesAccepted", "status": "True", "lastTransitionTime": now, "reason": "NoConflicts",
+             "message": "no conflicts found"},
+            {"type": "Established", "status": "True", "lastTransitionTime": now, "reason": "InitialNamesAccepted",
+             "message": "the initial names have been accepted"}],
+            "acceptedNames": names, "storedVersions": [storage_name] if storage_name else []}
+        old_status = crd.get("status") or {}
+        if old_status.get("conditions"):
+            status["conditions"] = old_status["conditions"]
+        new = copy.deepcopy(crd)
+        new["status"] = status
+        if new != crd:
+            return self.update(CRDS, "", crd["metadata"]["name"], new, subresource="status", internal=True)
+        return crd
+
+    def _remove_crd(self, crd: dict) -> None:
+        from . import resources as RS
+
+        for r in self.crd_resources.pop(crd["metadata"]["uid"], []):
+            sr = self.aliases.pop(r, r)
+            for obj in list(self.data.get(sr, {}).values()):
+                self._drop(sr, obj)
+            RS.unregister(r)
+        for r in [r for r in self.data if r.crd and r not in RESOURCES and not self.data[r]]:
+            del self.data[r]
 
     # ------------------------------------------------------------ pods/binding, pods/eviction
 

@@ -185,6 +185,33 @@ def _sc_row(o: dict) -> list:
             bool(o.get("allowVolumeExpansion", False)), _age(o)]
 
 
+def _endpoints_row(o: dict) -> list:
+    eps = [f"{a.get('ip')}:{p.get('port')}" for sub in o.get("subsets") or [] for p in sub.get("ports") or []
+           for a in sub.get("addresses") or []]
+    text = ",".join(eps[:3]) + (f" + {len(eps) - 3} more..." if len(eps) > 3 else "")
+    return [text or "<none>", _age(o)]
+
+
+def _slice_row(o: dict) -> list:
+    ports = ",".join(str(p.get("port")) for p in o.get("ports") or []) or "<unset>"
+    addrs = [a for e in o.get("endpoints") or [] for a in e.get("addresses") or []]
+    text = ",".join(addrs[:3]) + (f" + {len(addrs) - 3} more..." if len(addrs) > 3 else "")
+    return [o.get("addressType", ""), ports, text or "<unset>", _age(o)]
+
+
+def _hpa_row(o: dict) -> list:
+    sp, st = o.get("spec") or {}, o.get("status") or {}
+    ref = sp.get("scaleTargetRef") or {}
+    targets = []
+    for m in sp.get("metrics") or []:
+        r = m.get("resource") or {}
+        t = r.get("target") or {}
+        want = f"{t['averageUtilization']}%" if "averageUtilization" in t else t.get("averageValue") or t.get("value")
+        targets.append(f"{r.get('name', m.get('type', '').lower())}: <unknown>/{want}")
+    return [f"{ref.get('kind')}/{ref.get('name')}", ", ".join(targets) or "<none>", sp.get("minReplicas", 1),
+            sp.get("maxReplicas", 0), st.get("currentReplicas", 0), _age(o)]
+
+
 def _col(name, typ="string", fmt="", prio=0, desc=""):
     return {"name": name, "type": typ, "format": fmt, "description": desc or name, "priority": prio}
 
@@ -204,6 +231,10 @@ PRINTERS = {
                   + [_col(n, prio=1) for n in WIDE_WORKLOAD], _ds_row),
     "StatefulSet": ([_col("Ready"), _col("Age")] + [_col(n, prio=1) for n in WIDE_WORKLOAD[:2]], _sts_row),
     "Job": ([_col("Status"), _col("Completions"), _col("Duration"), _col("Age")], _job_row),
+    "Endpoints": ([_col("Endpoints"), _col("Age")], _endpoints_row),
+    "EndpointSlice": ([_col("AddressType"), _col("Ports"), _col("Endpoints"), _col("Age")], _slice_row),
+    "HorizontalPodAutoscaler": ([_col("Reference"), _col("Targets"), _col("MinPods", "integer"),
+                                 _col("MaxPods", "integer"), _col("Replicas", "integer"), _col("Age")], _hpa_row),
     "CronJob": ([_col("Schedule"), _col("Timezone"), _col("Suspend", "boolean"), _col("Active", "integer"),
                  _col("Last Schedule"), _col("Age")], _cronjob_row),
     "Service": ([_col("Type"), _col("Cluster-IP"), _col("External-IP"), _col("Port(s)"), _col("Age"),

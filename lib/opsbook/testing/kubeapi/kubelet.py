@@ -1,0 +1,465 @@
+"""The node side of the simulated cluster: node status and leases, the scheduler, and the kubelet
+that runs (simulates) containers: image pulls, exits and restarts, readiness, init containers, logs."""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+import uuid
+
+from .common import (
+    CRASH_RUN_SECONDS,
+    LEASE_RENEW_SECONDS,
+    LEASES,
+    NODES,
+    PODS,
+    PULL_FAIL_SECONDS,
+    PVCS,
+    READY_DELAY_ANNOTATION,
+    RUN_SECONDS_ANNOTATION,
+    RUN_TO_COMPLETION_SECONDS,
+    UNREACHABLE,
+    ControllerBase,
+    _cond,
+    _set_cond,
+    _shell_cmd,
+    _target_node,
+    _terminal,
+    _tolerates,
+    fnv32a,
+)
+from .store import image_never_pulls, now_iso
+
+
+def container_behaviour(container: dict, restart_policy: str, pod_annotations: dict) -> dict:
+    """What the simulated container does: pull failure, exit code after a while, or run forever."""
+    if image_never_pulls(container.get("image") or ""):
+        return {"pull": False}
+    cmd = _shell_cmd(container)
+    script = None
+    if len(cmd) >= 3 and cmd[0] in ("sh", "/bin/sh", "bash", "/bin/bash") and cmd[1] == "-c":
+        script = cmd[2].strip()
+    exit_code, run_for = None, None
+    if cmd in (["false"], ["/bin/false"], ["/usr/bin/false"]) or script == "false":
+        exit_code, run_for = 1, CRASH_RUN_SECONDS
+    elif cmd in (["true"], ["/bin/true"], ["/usr/bin/true"]) or script == "true":
+        exit_code, run_for = 0, CRASH_RUN_SECONDS
+    elif script is not None and re.fullmatch(r"exit\s+(\d+)", script):
+        exit_code, run_for = int(script.split()[1]), CRASH_RUN_SECONDS
+    elif (len(cmd) == 2 and cmd[0] in ("sleep", "/bin/sleep") and re.fullmatch(r"\d+(\.\d+)?", cmd[1])) or (
+            script and re.fullmatch(r"sleep\s+\d+(\.\d+)?", script)):
+        secs = float(cmd[1] if script is None else script.split()[1])
+        exit_code, run_for = 0, secs
+    if exit_code is None and restart_policy != "Always":
+        exit_code, run_for = 0, float(pod_annotations.get(RUN_SECONDS_ANNOTATION) or RUN_TO_COMPLETION_SECONDS)
+    probe = container.get("readinessProbe") or {}
+    never_ready = _probe_fails(probe)
+    killed_by = None
+    for kind in ("startupProbe", "livenessProbe"):
+        p = container.get(kind) or {}
+        if _probe_fails(p):
+            # the kubelet kills the container once the probe has failed failureThreshold times
+            kill_after = float(p.get("initialDelaySeconds") or 0) + float(p.get("periodSeconds") or 10) * float(
+                p.get("failureThreshold") or 3)
+            if run_for is None or kill_after < run_for:
+                exit_code, run_for, killed_by = 137, kill_after, kind
+    return {"pull": True, "exit": exit_code, "run_for": run_for, "never_ready": bool(never_ready),
+            "initial_delay": float(probe.get("initialDelaySeconds") or 0) if probe else 0.0, "killed_by": killed_by}
+
+
+def _probe_fails(probe: dict) -> bool:
+    """The probe patterns that fail on a real cluster too: exec `false`, `exit N` (N != 0)."""
+    pcmd = ((probe or {}).get("exec") or {}).get("command") or []
+    return pcmd in (["false"], ["/bin/false"]) or bool(
+        len(pcmd) >= 3 and pcmd[1] == "-c" and re.fullmatch(r"false|exit\s+[1-9]\d*", pcmd[2].strip()))
+
+
+class NodeAgents(ControllerBase):
+    # ------------------------------------------------------------ nodes
+
+    def nodes(self) -> None:
+        """Node leases (renewed by the kubelets of Ready nodes), and the admin overrides: a node whose
+        kubelet "stops posting status" goes Ready=Unknown and gets the unreachable taints the node
+        lifecycle controller adds; back to Ready, the taints go away."""
+        from .store import micro_iso
+        now_t = time.time()
+        for n in self.c.objects(NODES):
+            name = n["metadata"]["name"]
+            if not self.c.node_overrides.get(name, {}).get("ready", True):
+                continue
+            lease = self.c.raw(LEASES, "kube-node-lease", name)
+            if lease is None:
+                self._create(LEASES, "kube-node-lease", {
+                    "metadata": {"name": name, "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": name,
+                                                                    "uid": n["metadata"]["uid"]}]},
+                    "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": micro_iso()}})
+            elif now_t - self.lease_renewed.get(name, 0) >= LEASE_RENEW_SECONDS:
+                new = copy.deepcopy(lease)
+                new["spec"]["renewTime"] = micro_iso()
+                self._update(LEASES, new)
+            else:
+                continue
+            self.lease_renewed[name] = now_t
+        overrides = self.c.node_overrides
+        for name, ov in list(overrides.items()):
+            node = self.c.raw(NODES, "", name)
+            if node is None:
+                continue
+            new = copy.deepcopy(node)
+            conds = new["status"]["conditions"]
+            ready = ov.get("ready", True)
+            cur = _cond(conds, "Ready")
+            if cur is not None and (cur["status"] == "True") != bool(ready):
+                now = now_iso()
+                cur.update({"status": "True" if ready else "Unknown", "lastTransitionTime": now,
+                            "lastHeartbeatTime": now,
+                            "reason": "KubeletReady" if ready else "NodeStatusUnknown",
+                            "message": "kubelet is posting ready status" if ready else
+                            "Kubelet stopped posting node status."})
+                self._update(NODES, new, "status")
+                new = copy.deepcopy(self.c.raw(NODES, "", name) or new)
+                taints = [t for t in new["spec"].get("taints") or [] if t.get("key") != UNREACHABLE]
+                if not ready:
+                    taints += [{"key": UNREACHABLE, "effect": "NoSchedule", "timeAdded": now},
+                               {"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": now}]
+                if taints:
+                    new["spec"]["taints"] = taints
+                else:
+                    new["spec"].pop("taints", None)
+                self._update(NODES, new)
+
+    def _ready_nodes(self) -> list[dict]:
+        out = []
+        for n in self.c.objects(NODES):
+            c = _cond((n.get("status") or {}).get("conditions") or [], "Ready")
+            if c and c.get("status") == "True":
+                out.append(n)
+        return out
+
+    # ------------------------------------------------------------ scheduler
+
+    def schedule(self) -> None:
+        c = self.c
+        nodes = [n for n in self._ready_nodes() if not (n.get("spec") or {}).get("unschedulable")]
+        load: dict[str, int] = {n["metadata"]["name"]: 0 for n in nodes}
+        pending = []
+        for p in c.objects(PODS):
+            nn = (p.get("spec") or {}).get("nodeName")
+            if nn:
+                if nn in load and not _terminal(p):
+                    load[nn] += 1
+            elif not p["metadata"].get("deletionTimestamp") and not _terminal(p) and \
+                    (p.get("spec") or {}).get("schedulerName", "default-scheduler") == "default-scheduler":
+                pending.append(p)
+        for p in pending:
+            spec = p.get("spec") or {}
+            claim_problem = None
+            for v in spec.get("volumes") or []:
+                claim = (v.get("persistentVolumeClaim") or {}).get("claimName")
+                if not claim:
+                    continue
+                pvc = c.raw(PVCS, p["metadata"]["namespace"], claim)
+                if pvc is None:
+                    claim_problem = f'persistentvolumeclaim "{claim}" not found'
+                elif pvc["metadata"].get("deletionTimestamp"):
+                    claim_problem = f'persistentvolumeclaim "{claim}" is being deleted'
+                elif (pvc.get("status") or {}).get("phase") != "Bound":
+                    claim_problem = "pod has unbound immediate PersistentVolumeClaims"
+            if claim_problem:
+                new = copy.deepcopy(p)
+                conds = new.setdefault("status", {}).setdefault("conditions", [])
+                msg = f"0/{len(c.objects(NODES))} nodes are available: {claim_problem}."
+                _set_cond(conds, "PodScheduled", "False", "Unschedulable", msg, with_probe_time=True)
+                if new != p:
+                    self._update(PODS, new, "status")
+                    self._event(p, "FailedScheduling", msg, "Warning", component="default-scheduler")
+                continue
+            target = _target_node(p)
+            fits = []
+            for n in nodes:
+                name = n["metadata"]["name"]
+                if target and name != target:
+                    continue
+                taints = [t for t in (n.get("spec") or {}).get("taints") or []
+                          if t.get("effect") in ("NoSchedule", "NoExecute")]
+                if not all(_tolerates(spec.get("tolerations") or [], t) for t in taints):
+                    continue
+                if not all((n["metadata"].get("labels") or {}).get(k) == v
+                           for k, v in (spec.get("nodeSelector") or {}).items()):
+                    continue
+                fits.append(name)
+            new = copy.deepcopy(p)
+            st = new.setdefault("status", {})
+            conds = st.setdefault("conditions", [])
+            if not fits:
+                msg = f"0/{len(c.objects(NODES))} nodes are available: {len(c.objects(NODES))} node(s) didn't " \
+                      f"match Pod's node affinity/selector or had untolerated taint."
+                _set_cond(conds, "PodScheduled", "False", "Unschedulable", msg, with_probe_time=True)
+                if new != p:
+                    self._update(PODS, new, "status")
+                    self._event(p, "FailedScheduling", msg, "Warning", component="default-scheduler")
+                continue
+            node = min(fits, key=lambda n: (load[n], n))
+            load[node] += 1
+            new["spec"]["nodeName"] = node
+            out = self._update(PODS, new)
+            if out is None:
+                continue
+            out = copy.deepcopy(out)
+            _set_cond(out.setdefault("status", {}).setdefault("conditions", []), "PodScheduled", "True",
+                      with_probe_time=True)
+            self._update(PODS, out, "status")
+            self._event(out, "Scheduled", f"Successfully assigned {p['metadata']['namespace']}/"
+                        f"{p['metadata']['name']} to {node}", component="default-scheduler")
+
+    # ------------------------------------------------------------ kubelet
+
+    def kubelet(self) -> None:
+        c = self.c
+        now = time.time()
+        nodes = {n["metadata"]["name"]: n for n in c.objects(NODES)}
+        for p in list(c.objects(PODS)):
+            spec = p.get("spec") or {}
+            node = spec.get("nodeName")
+            if not node or node not in nodes or _terminal(p):
+                continue
+            uid = p["metadata"]["uid"]
+            if p["metadata"].get("deletionTimestamp"):
+                term = c.sim.get(uid, {}).get("terminate_at")
+                if term is not None and now >= term:
+                    if p["metadata"].get("finalizers"):
+                        c.sim[uid].pop("terminate_at", None)
+                    else:
+                        c._drop(PODS, p)
+                continue
+            node_ready = _cond((nodes[node].get("status") or {}).get("conditions") or [], "Ready")
+            if not node_ready or node_ready.get("status") != "True":
+                # the kubelet is gone: the node lifecycle controller marks its pods not ready
+                new = copy.deepcopy(p)
+                conds = new.setdefault("status", {}).setdefault("conditions", [])
+                if _cond(conds, "Ready"):
+                    _set_cond(conds, "Ready", "False", None, None, with_probe_time=True)
+                    if new != p:
+                        self._update(PODS, new, "status")
+                continue
+            sim = c.sim.setdefault(uid, {"created": now})
+            if "start" not in sim:
+                sim["start"] = now
+                sim["containers"] = {}
+                self.ip_for(p, sim, nodes[node])
+            new = copy.deepcopy(p)
+            st = new.setdefault("status", {})
+            ann = p["metadata"].get("annotations") or {}
+            ready_delay = float(ann.get(READY_DELAY_ANNOTATION) or c.ready_delay)
+            policy = spec.get("restartPolicy", "Always")
+            statuses = []
+            all_ready = True
+            all_done = True
+            any_failed = False
+            any_running = False
+            init_ok = True
+            init_statuses = []
+            init_failed = False
+            for ic in spec.get("initContainers") or []:
+                if not init_ok:
+                    init_statuses.append(self._cstatus(ic, {"waiting": {"reason": "PodInitializing"}}, 0, False, {}))
+                    continue
+                s, ok, failed = self._init_container(p, ic, sim, now, policy)
+                init_statuses.append(s)
+                if not ok:
+                    init_ok = False
+                    init_failed = failed
+            for ctr in spec.get("containers") or []:
+                if not init_ok:
+                    statuses.append(self._cstatus(ctr, {"waiting": {"reason": "PodInitializing"}}, 0, False, {}))
+                    all_ready = False
+                    all_done = False
+                    continue
+                s, info = self._container(p, ctr, sim, now, policy, ready_delay)
+                statuses.append(s)
+                if not s["ready"]:
+                    all_ready = False
+                term = (s["state"] or {}).get("terminated")
+                if info == "done":
+                    if term and term.get("exitCode"):
+                        any_failed = True
+                else:
+                    all_done = False
+                if (s["state"] or {}).get("running"):
+                    any_running = True
+            if init_failed:
+                phase = "Failed"
+            elif all_done and statuses:
+                phase = "Failed" if any_failed else "Succeeded"
+                if policy == "OnFailure" and any_failed:
+                    phase = "Running"
+            elif any_running or any(int(s.get("restartCount") or 0) > 0 for s in statuses) or \
+                    any((s["state"] or {}).get("terminated") for s in statuses):
+                phase = "Running"
+            else:
+                phase = "Pending"
+            st["phase"] = phase
+            st["hostIP"] = sim["hostIP"]
+            st["hostIPs"] = [{"ip": sim["hostIP"]}]
+            st["podIP"] = sim["podIP"]
+            st["podIPs"] = [{"ip": sim["podIP"]}]
+            st.setdefault("startTime", now_iso(sim["start"]))
+            st["containerStatuses"] = statuses
+            if init_statuses:
+                st["initContainerStatuses"] = init_statuses
+            conds = st.setdefault("conditions", [])
+            _set_cond(conds, "PodReadyToStartContainers", "True", with_probe_time=True)
+            _set_cond(conds, "Initialized", "True" if init_ok else "False",
+                      None if init_ok else "ContainersNotInitialized",
+                      None if init_ok else "containers with incomplete status: [" + " ".join(
+                          ic.get("name", "") for ic in spec.get("initContainers") or []) + "]",
+                      with_probe_time=True)
+            not_ready = [s["name"] for s in statuses if not s["ready"]]
+            if phase in ("Succeeded", "Failed"):
+                reason = "PodCompleted"
+                _set_cond(conds, "Ready", "False", reason, None, with_probe_time=True)
+                _set_cond(conds, "ContainersReady", "False", reason, None, with_probe_time=True)
+            elif all_ready:
+                _set_cond(conds, "Ready", "True", with_probe_time=True)
+                _set_cond(conds, "ContainersReady", "True", with_probe_time=True)
+            else:
+                msg = f"containers with unready status: [{' '.join(not_ready)}]"
+                _set_cond(conds, "Ready", "False", "ContainersNotReady", msg, with_probe_time=True)
+                _set_cond(conds, "ContainersReady", "False", "ContainersNotReady", msg, with_probe_time=True)
+            _set_cond(conds, "PodScheduled", "True", with_probe_time=True)
+            order = ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"]
+            conds.sort(key=lambda x: order.index(x["type"]) if x.get("type") in order else 99)
+            if new != p:
+                self._update(PODS, new, "status")
+
+    def ip_for(self, pod, sim, node) -> None:
+        c = self.c
+        c.ip_counter += 1
+        idx = int(node["spec"]["podCIDR"].split(".")[2])
+        sim["podIP"] = f"10.244.{idx}.{c.ip_counter % 250 + 2}"
+        sim["hostIP"] = next((a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP"), "")
+
+    def _cstatus(self, ctr, state, restarts, ready, last, started=None) -> dict:
+        image = ctr.get("image") or ""
+        s = {"name": ctr.get("name"), "state": state, "lastState": last or {}, "ready": ready,
+             "restartCount": restarts, "image": image if ":" in image.rsplit("/", 1)[-1] or "@" in image
+             else image + ":latest",
+             "imageID": ""}
+        if started is not None:
+            s["started"] = started
+        else:
+            s["started"] = bool(state.get("running"))
+        if "waiting" not in state or restarts:
+            s["imageID"] = image.split("@")[0] + "@sha256:" + ("%064x" % (fnv32a(image.encode()) * 7919))[-64:]
+        cid = state.get("_cid")
+        if cid:
+            s["containerID"] = "containerd://" + cid
+            state.pop("_cid")
+        return s
+
+    def _start_logs(self, p, ctr, sim_c) -> None:
+        c = self.c
+        key = (p["metadata"]["namespace"], p["metadata"]["name"], ctr["name"])
+        if key in c.logs:
+            c.prev_logs[key] = c.logs[key]
+        lines = [f"opsbook-kubeapi: container {ctr['name']} starting (image {ctr.get('image')})"]
+        for port in ctr.get("ports") or []:
+            lines.append(f"listening on port {port.get('containerPort')}/{port.get('protocol', 'TCP')}")
+        lines.append(f"{ctr['name']} started")
+        now = time.time()
+        c.logs[key] = [(now, line) for line in lines]
+        c.cond.notify_all()
+
+    def _container(self, p, ctr, sim, now, policy, ready_delay, key=None):
+        """Advance one container's state machine; returns (status, 'running'|'done'|'waiting')."""
+        ann = p["metadata"].get("annotations") or {}
+        beh = container_behaviour(ctr, policy, ann)
+        cs = sim["containers"].setdefault(key or ctr["name"], {"restarts": 0, "phase": "new", "since": now,
+                                                        "cid": uuid.uuid4().hex, "last": {}})
+        name = ctr["name"]
+        if not beh["pull"]:
+            # ErrImagePull, then ImagePullBackOff, alternating
+            if cs["phase"] == "new":
+                cs["phase"], cs["since"] = "pullerr", now
+                self._event(p, "Pulling", f'Pulling image "{ctr.get("image")}"')
+                self._event(p, "Failed", f'Failed to pull image "{ctr.get("image")}": failed to resolve reference '
+                            f'"{ctr.get("image")}": failed to do request: Head "https://'
+                            f'{ctr.get("image").split("/")[0]}/v2/": dial tcp: lookup '
+                            f'{ctr.get("image").split("/")[0]}: no such host', "Warning")
+                self._event(p, "Failed", "Error: ErrImagePull", "Warning")
+            elif cs["phase"] == "pullerr" and now - cs["since"] > PULL_FAIL_SECONDS:
+                cs["phase"], cs["since"] = "backoff", now
+                self._event(p, "BackOff", f'Back-off pulling image "{ctr.get("image")}"', "Normal")
+                self._event(p, "Failed", "Error: ImagePullBackOff", "Warning")
+            elif cs["phase"] == "backoff" and now - cs["since"] > 3 * PULL_FAIL_SECONDS:
+                cs["phase"], cs["since"] = "pullerr", now
+            if cs["phase"] == "pullerr":
+                w = {"reason": "ErrImagePull", "message": f'failed to pull and unpack image "{ctr.get("image")}": '
+                                                          f'failed to resolve reference: no such host'}
+            else:
+                w = {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{ctr.get("image")}": '
+                                                              f'ErrImagePull: no such host'}
+            return self._cstatus(ctr, {"waiting": w}, 0, False, {}), "waiting"
+        if cs["phase"] == "new":
+            cs["phase"], cs["since"] = "running", now
+            self._start_logs(p, ctr, cs)
+            if cs["restarts"] == 0:
+                self._event(p, "Pulled", f'Container image "{ctr.get("image")}" already present on machine')
+            self._event(p, "Created", f"Created container: {name}")
+            self._event(p, "Started", f"Started container {name}")
+        if cs["phase"] == "running" and beh["exit"] is not None and now - cs["since"] >= beh["run_for"]:
+            code = beh["exit"]
+            if beh.get("killed_by"):
+                probe = "Liveness" if beh["killed_by"] == "livenessProbe" else "Startup"
+                self._event(p, "Unhealthy", f"{probe} probe failed: ", "Warning")
+                self._event(p, "Killing", f"Container {name} failed {probe.lower()} probe, will be restarted")
+            cs["last"] = {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                                         "startedAt": now_iso(cs["since"]), "finishedAt": now_iso(now),
+                                         "containerID": "containerd://" + cs["cid"]}}
+            restart = policy == "Always" or (policy == "OnFailure" and code != 0)
+            if restart:
+                backoff = min(1.0 * (2 ** cs["restarts"]), 10.0)
+                cs["phase"], cs["since"], cs["until"] = "crashloop", now, now + backoff
+                if code != 0:
+                    self._event(p, "BackOff", f"Back-off restarting failed container {name} in pod "
+                                f"{p['metadata']['name']}_{p['metadata']['namespace']}({p['metadata']['uid']})",
+                                "Warning")
+            else:
+                cs["phase"], cs["since"] = "done", now
+        if cs["phase"] == "crashloop" and now >= cs.get("until", now):
+            cs["restarts"] += 1
+            cs["cid"] = uuid.uuid4().hex
+            cs["phase"], cs["since"] = "running", now
+            self._start_logs(p, ctr, cs)
+            self._event(p, "Created", f"Created container: {name}")
+            self._event(p, "Started", f"Started container {name}")
+        if cs["phase"] == "done":
+            term = dict(cs["last"]["terminated"])
+            return self._cstatus(ctr, {"terminated": term}, cs["restarts"], False, {}, started=False), "done"
+        if cs["phase"] == "crashloop":
+            w = {"reason": "CrashLoopBackOff",
+                 "message": f"back-off {int(min(10 * 2 ** max(cs['restarts'], 0), 300))}s restarting failed "
+                            f"container={name} pod={p['metadata']['name']}_{p['metadata']['namespace']}"
+                            f"({p['metadata']['uid']})"}
+            return self._cstatus(ctr, {"waiting": w, "_cid": cs["cid"]}, cs["restarts"], False, cs["last"],
+                                 started=False), "waiting"
+        if beh["never_ready"] and not cs.get("unready_reported"):
+            cs["unready_reported"] = True
+            self._event(p, "Unhealthy", "Readiness probe failed: ", "Warning")
+        delay = max(ready_delay, beh.get("initial_delay") or 0.0)
+        started = beh.get("killed_by") != "startupProbe"  # a failing startup probe never lets it start
+        ready = started and not beh["never_ready"] and now - cs["since"] >= delay
+        return self._cstatus(ctr, {"running": {"startedAt": now_iso(cs["since"])}, "_cid": cs["cid"]},
+                             cs["restarts"], ready, cs["last"], started=started), "running"
+
+    def _init_container(self, p, ctr, sim, now, policy):
+        """Init containers run to completion, one after the other; a failing one restarts (unless the
+        pod's restartPolicy is Never, which fails the pod). Returns (status, succeeded, failed)."""
+        st, info = self._container(p, ctr, sim, now, "Never" if policy == "Never" else "OnFailure", 0.0,
+                                   key="init:" + ctr["name"])
+        term = (st.get("state") or {}).get("terminated") or {}
+        ok = info == "done" and term.get("exitCode") == 0
+        st["ready"] = ok
+        return st, ok, info == "done" and not ok
+
