@@ -88,6 +88,30 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--expect-head", metavar="HASH", help="a chain head kept earlier; detects a truncated ledger")
     common(sp, notebooks=False)
 
+    sp = sub.add_parser("incident", help="list the runs of one incident in time order",
+                        description="List every archived run whose parameter incident_id is INCIDENT_ID, oldest first.")
+    sp.add_argument("incident_id", metavar="INCIDENT_ID")
+    sp.add_argument("--json", action="store_true", help="print JSON lines")
+    common(sp, notebooks=False)
+
+    sp = sub.add_parser(
+        "evidence", help="export or verify an incident's evidence bundle",
+        description="Export the records of an incident, their manifests, the ledger lines that cover them, a "
+                    "SHA256SUMS and a post-mortem draft as FILE.tar.gz; or verify such a bundle without the archive.")
+    sp.add_argument("incident_id", metavar="INCIDENT_ID", nargs="?")
+    sp.add_argument("--out", metavar="FILE.tar.gz", help="where to write the bundle")
+    sp.add_argument("--verify", metavar="FILE.tar.gz", help="verify a bundle (exit 1 naming each problem)")
+    common(sp, notebooks=False)
+
+    sp = sub.add_parser(
+        "lab", help="open the runbooks in JupyterLab (interactive walkthroughs)",
+        description="Start JupyterLab on 127.0.0.1 in this environment, with the runbook folder open and a kernel "
+                    "that has opsbook; print the URL (with its token). A run's summary cell archives the run like "
+                    "`opsbook run` does. Ctrl-C stops the server and its kernels.")
+    sp.add_argument("--port", type=int, default=8888, metavar="N", help="port on 127.0.0.1 (default 8888; 0 = any free)")
+    sp.add_argument("--no-browser", action="store_true", help="do not open a web browser")
+    common(sp)
+
     sp = sub.add_parser("targets", help="list target environments",
                         description="List the targets (built-in, targets.yaml, ~/.config/opsbook/targets.yaml).")
     return p
@@ -136,6 +160,7 @@ def _console(stderr: bool = False) -> Any:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
     from opsbook import catalog
@@ -150,30 +175,31 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for rb in books:
         if isinstance(rb, RunbookError):
             broken += 1
-            table.add_row("[red]invalid[/red]", str(rb), "", "", "")
+            table.add_row("[red]invalid[/red]", escape(str(rb)), "", "", "")
         else:
             risk = "[bold red]high[/bold red]" if rb.high_risk else "low"
-            table.add_row(rb.id, rb.title, rb.version, risk, str(len(rb.spec.params)))
+            table.add_row(rb.id, escape(rb.title), escape(rb.version), risk, str(len(rb.spec.params)))
     _console().print(table)
     return EXIT_FAILED if broken else EXIT_OK
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
     from opsbook import catalog
 
     rb = catalog.get(args.runbook, catalog.notebooks_dir(args.notebooks))
     con = _console()
-    con.print(f"[bold]{rb.title}[/bold]  ({rb.id} v{rb.version}, risk {rb.risk})")
-    con.print(f"Objective: {rb.objective}")
+    con.print(f"[bold]{escape(rb.title)}[/bold]  ({rb.id} v{escape(rb.version)}, risk {rb.risk})")
+    con.print(f"Objective: {escape(rb.objective)}")
     if rb.high_risk:
         con.print("Apply needs --approve PLAN_RUN_ID (high risk).")
     table = Table(title="Parameters")
     for col in ("name", "type", "default", "expects", "help"):
         table.add_column(col, overflow="fold")
     for p in rb.spec:
-        table.add_row(p.name, p.type, repr(p.default), p.describe(), p.help)
+        table.add_row(*(escape(x) for x in (p.name, p.type, repr(p.default), p.describe(), p.help)))
     con.print(table)
     return EXIT_OK
 
@@ -318,12 +344,75 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     for info in getattr(report, "info", []) or []:
         con.print(f"note: {info}")
     for prob in report.problems:
-        con.print(f"[red]{prob.kind}[/red] {prob.record or ''}: {prob.detail}")
+        con.print(f"[red]{prob.kind}[/red] {prob.record or ''}: {prob.detail}", markup=True, highlight=False)
     verdict = "[green]OK[/green]" if report.ok else f"[red]FAILED[/red] ({len(report.problems)} problem(s))"
     con.print(f"{verdict}: {report.records} record(s) in {archive.root}")
     con.print(f"chain head: {report.head or '(empty ledger)'}")
     return EXIT_OK if report.ok else EXIT_FAILED
 
+
+def _cmd_incident(args: argparse.Namespace) -> int:
+    import json
+
+    from opsbook import catalog, incident_bundle
+    from opsbook.archive import Archive
+
+    archive = Archive(catalog.outputs_dir(args.outputs))
+    runs = incident_bundle.incident_runs(archive, args.incident_id)
+    if args.json:
+        for r in runs:
+            m = r.manifest
+            print(json.dumps({"run_id": r.run_id, "runbook_id": r.runbook_id, "started": r.started,
+                              "ended": m.get("ended"), "mode": m.get("mode"), "status": m.get("status"),
+                              "operator": m.get("operator"), "seq": r.entry.seq,
+                              "phases": (m.get("parameters") or {}).get("phases")}, sort_keys=True))
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table(title=f"Incident {args.incident_id}: {len(runs)} run(s) in {archive.root}")
+    for col in ("started", "run id", "runbook", "mode", "status", "operator", "phases"):
+        table.add_column(col, no_wrap=col in ("run id", "started"))
+    for r in runs:
+        m = r.manifest
+        table.add_row(r.started, r.run_id, r.runbook_id, str(m.get("mode") or ""), str(m.get("status") or ""),
+                      str(m.get("operator") or ""), ", ".join((m.get("parameters") or {}).get("phases") or []))
+    _console().print(table)
+    return EXIT_OK if runs else EXIT_FAILED
+
+
+def _cmd_evidence(args: argparse.Namespace) -> int:
+    from opsbook import incident_bundle
+    from opsbook.errors import UsageError
+
+    con = _console()
+    if args.verify:
+        if args.incident_id or args.out:
+            raise UsageError("evidence --verify FILE takes no INCIDENT_ID nor --out")
+        report = incident_bundle.verify_bundle(args.verify)
+        for prob in report.problems:
+            con.print(f"[red]problem[/red] {prob}", markup=True, highlight=False)
+        verdict = "[green]OK[/green]" if report.ok else f"[red]FAILED[/red] ({len(report.problems)} problem(s))"
+        con.print(f"{verdict}: incident {report.incident_id or '?'}, {len(report.runs)} run(s), "
+                  f"{report.files} file(s) in {args.verify}")
+        con.print(f"ledger head: {report.head or '-'} (compare with the chain head kept at the time)")
+        return EXIT_OK if report.ok else EXIT_FAILED
+    if not args.incident_id or not args.out:
+        raise UsageError("evidence INCIDENT_ID --out FILE.tar.gz, or evidence --verify FILE.tar.gz")
+    from opsbook import catalog
+    from opsbook.archive import Archive
+
+    info = incident_bundle.export(Archive(catalog.outputs_dir(args.outputs)), args.incident_id, args.out)
+    con.print(f"bundle of incident {info.incident_id}: {len(info.runs)} run(s), {info.files} file(s) -> {info.path}")
+    con.print(f"ledger head of the bundle: {info.head}")
+    return EXIT_OK
+
+
+
+def _cmd_lab(args: argparse.Namespace) -> int:
+    from opsbook import lab
+
+    return lab.serve(port=args.port or None, notebooks=args.notebooks, outputs=args.outputs,
+                     open_browser=not args.no_browser)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

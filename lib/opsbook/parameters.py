@@ -35,7 +35,7 @@ from opsbook.secrets import SECRETISH_NAME, looks_secret, mask, parse_ref
 
 TYPES = ("str", "int", "float", "bool", "list", "dict")
 DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_MARKER = re.compile(r"\[(?P<key>[a-z0-9-]+)(?::\s*(?P<arg>[^\]]*))?\]\s*")
+_MARKER = re.compile(r"\[(?P<key>choices|k8s-name|secret|min|max)(?::\s*(?P<arg>[^\]]*))?\]\s*")
 MODES = ("plan", "apply")
 
 

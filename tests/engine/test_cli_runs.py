@@ -309,6 +309,22 @@ def test_list_and_show(cli, tmp_path):
     assert r.returncode == 1 and "invalid" in r.stdout
 
 
+def test_show_prints_help_text_that_looks_like_markup(cli, tmp_path):
+    import shutil as _sh
+
+    d = tmp_path / "nb"
+    d.mkdir()
+    src = json.loads((FIXTURE_NOTEBOOKS / "trivial.ipynb").read_text())
+    for c in src["cells"]:
+        if "parameters" in c["metadata"].get("tags", []):
+            c["source"] = "".join(c["source"]) + 'image: str = ""  # DEPLOYMENT[/CONTAINER]=IMAGE [bold]x\n'
+    (d / "trivial.ipynb").write_text(json.dumps(src))
+    r = cli("show", "trivial", notebooks=d)
+    assert r.returncode == 0, r.stderr
+    assert "DEPLOYMENT[/CONTAINER]=IMAGE [bold]x" in r.stdout
+    _sh.rmtree(d)
+
+
 def test_no_verb_prints_help_and_exits_2():
     r = subprocess.run(OPSBOOK, capture_output=True, text=True)
     assert r.returncode == 2 and "usage: opsbook" in r.stdout
