@@ -35,12 +35,14 @@ say "6. deploy-new-model, apply the approved plan $plan_id: the decision is read
 say "7. centralized-logging, plan: Fluent Bit configuration and manifests (no cluster, no log store on local)"
 "$OPSBOOK" run centralized-logging
 
-for rb in security-incident-response; do
-    if [ -f "notebooks/$rb.ipynb" ]; then
-        say "$rb, plan on target local"
-        "$OPSBOOK" run "$rb"
-    fi
-done
+say "8. security-incident-response, plan: every phase planned, evidence captured, for incident INC-DEMO"
+"$OPSBOOK" run security-incident-response -p incident_id INC-DEMO -p responders '[alice, bob]' \
+    -p compromised_accounts '[ml-platform/proposer]' -p summary 'demo: proposer token seen in a public log'
+say "9. post-incident: the incident's runs, and an evidence bundle verified without the archive"
+"$OPSBOOK" incident INC-DEMO
+mkdir -p .opsbook
+"$OPSBOOK" evidence INC-DEMO --out .opsbook/INC-DEMO-evidence.tar.gz
+"$OPSBOOK" evidence --verify .opsbook/INC-DEMO-evidence.tar.gz
 
 say "Run history"
 "$OPSBOOK" history --limit 10
