@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from opsbook.display import show_code
 from opsbook.errors import ClientError, Invalid, NotFound, OpsbookError, TimedOut
 from opsbook.results import Check, Result
 
@@ -352,17 +353,6 @@ def render_manifests(settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
-def _show(text: str, lang: str = "yaml") -> None:
-    try:
-        from IPython import get_ipython
-        from IPython.display import Markdown, display
-
-        if get_ipython() is not None:
-            display(Markdown(f"```{lang}\n{text}```"))
-            return
-    except ImportError:
-        pass
-    print(text)
 
 
 def _rows(ms: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -374,7 +364,7 @@ def configuration(lc: Logging) -> Result:
     """Render and show the collector's configuration (inputs, filters, outputs)."""
     s = lc.settings
     cfg = render_config(s)
-    _show(config_text(s))
+    show_code(config_text(s))
     pipe = cfg["pipeline"]
     rows = [{"section": sec[:-1], "plugin": p["name"],
              "what": {"tail": f"{p.get('path')} ({p.get('multiline.parser')}), storage {p.get('storage.type')}",
@@ -393,7 +383,7 @@ def manifests(lc: Logging) -> Result:
     ms = render_manifests(lc.settings)
     import yaml
 
-    _show(yaml.safe_dump_all(ms, sort_keys=False, default_flow_style=False))
+    show_code(yaml.safe_dump_all(ms, sort_keys=False, default_flow_style=False))
     s = lc.settings
     creds = (f"password by secretKeyRef {'/'.join(_credentials_ref(s))}" if s.backend_user
              else "no credentials")

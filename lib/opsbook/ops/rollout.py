@@ -49,6 +49,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from opsbook.display import show_code, show_png
 from opsbook.errors import ClientError, NotFound, OpsbookError
 from opsbook.results import Check, Result
 
@@ -613,17 +614,6 @@ def _yaml(obj: Any) -> str:
     return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False)
 
 
-def _show_yaml(text: str) -> None:
-    try:
-        from IPython import get_ipython
-        from IPython.display import Markdown, display
-
-        if get_ipython() is not None:
-            display(Markdown(f"```yaml\n{text}```"))
-            return
-    except ImportError:
-        pass
-    print(text)
 
 
 def canary_manifest(ctx: ModelRollout) -> Result:
@@ -650,7 +640,7 @@ def canary_manifest(ctx: ModelRollout) -> Result:
         ctx.stable_name = stable["metadata"]["name"]
     uri = ctx.target_uri or f"models:/{ctx.s.registry_name}/{version}"
     ctx.canary = render_canary(stable, version=version, uri=uri, model=ctx.s.model)
-    _show_yaml(_yaml(ctx.canary))
+    show_code(_yaml(ctx.canary))
     rows = [{"field": "name", "value": ctx.canary["metadata"]["name"]},
             {"field": "rendered from", "value": source},
             {"field": "replicas", "value": 1},
@@ -775,14 +765,7 @@ def plot(ctx: ModelRollout) -> Result:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
     png = buf.getvalue()
-    try:
-        from IPython import get_ipython
-        from IPython.display import Image, display
-
-        if get_ipython() is not None:
-            display(Image(data=png, format="png"))
-    except ImportError:
-        pass
+    show_png(png)
     return Result(summary=f"{len(ctx.analysis.judge.specs)} panels, stable vs canary, decision boundaries drawn",
                   details={"png_sha256": hashlib.sha256(png).hexdigest(), "png_bytes": len(png)}, value=fig)
 

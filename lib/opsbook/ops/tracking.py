@@ -40,6 +40,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from opsbook.display import show_code, show_link
 from opsbook.errors import ClientError, Invalid, NotFound, OpsbookError
 from opsbook.results import Check, Result
 
@@ -329,22 +330,11 @@ def manifests(t: Tracking) -> Result:
     rows = [{"kind": m["kind"], "name": m["metadata"]["name"], "namespace": m["metadata"]["namespace"]}
             for m in ms]
     text = _yaml(ms)
-    _show_yaml(text)
+    show_code(text)
     return Result(summary=f"{len(ms)} manifests; credentials only by secretKeyRef ({'; '.join(notes)})",
                   rows=rows, details={"manifests": ms}, value=ms)
 
 
-def _show_yaml(text: str) -> None:
-    try:
-        from IPython import get_ipython
-        from IPython.display import Markdown, display
-
-        if get_ipython() is not None:
-            display(Markdown(f"```yaml\n{text}```"))
-            return
-    except ImportError:
-        pass
-    print(text)
 
 
 # ------------------------------------------------------------------------------------------ preflight
@@ -812,7 +802,7 @@ def run_link(t: Tracking, probe: Any) -> Result:
     skip = _needs_probe(probe)
     if skip:
         return skip
-    _show_link(probe.url)
+    show_link(probe.url, "Open the run")
     rows = [{"what": "experiment", "value": f"{probe.experiment_name} ({probe.experiment_id})"},
             {"what": "run", "value": probe.run_id}, {"what": "UI", "value": probe.url}]
     if probe.version is not None:
@@ -820,17 +810,6 @@ def run_link(t: Tracking, probe: Any) -> Result:
     return Result(summary=probe.url, rows=rows, details={"url": probe.url})
 
 
-def _show_link(url: str) -> None:
-    try:
-        from IPython import get_ipython
-        from IPython.display import HTML, display
-
-        if get_ipython() is not None:
-            import html
-
-            display(HTML(f'<p>Open the run: <a href="{html.escape(url)}" target="_blank">{html.escape(url)}</a></p>'))
-    except ImportError:
-        pass
 
 
 def finish_probe(t: Tracking, probe: Any) -> Result:
