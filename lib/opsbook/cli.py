@@ -110,6 +110,8 @@ def _parser() -> argparse.ArgumentParser:
                     "`opsbook run` does. Ctrl-C stops the server and its kernels.")
     sp.add_argument("--port", type=int, default=8888, metavar="N", help="port on 127.0.0.1 (default 8888; 0 = any free)")
     sp.add_argument("--no-browser", action="store_true", help="do not open a web browser")
+    sp.add_argument("--approve", metavar="PLAN_RUN_ID", help="the plan run that an apply-mode walkthrough of a "
+                    "high-risk runbook executes (checked by the notebook's setup cell)")
     common(sp)
 
     sp = sub.add_parser("targets", help="list target environments",
@@ -412,7 +414,8 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     from opsbook import lab
 
     return lab.serve(port=args.port or None, notebooks=args.notebooks, outputs=args.outputs,
-                     open_browser=not args.no_browser)
+                     open_browser=not args.no_browser, approve=args.approve)
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

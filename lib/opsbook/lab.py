@@ -112,9 +112,12 @@ def start(*, port: int | None = None, notebooks: str | None = None, outputs: str
 
 
 def serve(*, port: int | None = None, notebooks: str | None = None, outputs: str | None = None,
-          open_browser: bool = False, say: Callable[[str], None] = print) -> int:
+          open_browser: bool = False, approve: str | None = None, say: Callable[[str], None] = print) -> int:
     """``opsbook lab``: start, print the URL, wait; Ctrl-C (or SIGTERM) stops the server cleanly."""
-    lab = start(port=port, notebooks=notebooks, outputs=outputs, open_browser=open_browser)
+    from opsbook.notebook import ENV_APPROVED_PLAN
+
+    lab = start(port=port, notebooks=notebooks, outputs=outputs, open_browser=open_browser,
+                env={ENV_APPROVED_PLAN: approve} if approve else None)
     say(f"JupyterLab is running on {lab.base_url} with the runbooks in {lab.root}")
     say(f"open: {lab.url}")
     say(f"records of interactive runs go to {catalog.outputs_dir(outputs).resolve()}; press Ctrl-C to stop")

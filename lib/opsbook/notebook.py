@@ -137,6 +137,7 @@ class Run:
         self.operator = operator
         self.headless = headless
         self.records: list[StepRecord] = []
+        self.approval: dict[str, Any] | None = None  # the checked approval of an interactive apply
         self._events = os.environ.get(ENV_EVENTS) if headless else None
         self.started = utcnow()
         self._t0 = time.monotonic()
@@ -152,8 +153,11 @@ class Run:
 
     @property
     def approved_plan(self) -> str | None:
-        """The plan run this apply executes (``opsbook run ... --approve PLAN_RUN_ID``), if any."""
-        return (os.environ.get(ENV_APPROVED_PLAN) or None) if self.headless else None
+        """The plan run this apply executes (``opsbook run ... --approve PLAN_RUN_ID``, or in
+        JupyterLab ``OPSBOOK_APPROVED_PLAN`` checked by ``opsbook.start``), if any."""
+        if self.headless:
+            return os.environ.get(ENV_APPROVED_PLAN) or None
+        return (self.approval or {}).get("plan_run_id")
 
     def plan_record(self) -> dict[str, Any] | None:
         """The manifest of the approved plan run: its parameters, status and step outcomes (with
@@ -341,7 +345,7 @@ class Run:
             manifest = recording.manifest(
                 rb=self.runbook, params=self.params, target=self.target, run_id=self.id, operator=self.operator,
                 started=self.started, seconds=time.monotonic() - self._t0, status=status, failed_cell=None,
-                error=error, approval=None, steps=[_jsonable(asdict(r)) for r in self.records], evidence=evidence,
+                error=error, approval=self.approval, steps=[_jsonable(asdict(r)) for r in self.records], evidence=evidence,
                 evidence_dropped=dropped, red=red, extra=extra)
             ref = self.archive().record(runbook_id=self.runbook.id, run_id=self.id, source_dir=folder,
                                         manifest=manifest)
@@ -423,6 +427,29 @@ def _callable_name(fn: Callable[..., Any]) -> str:
     return f"{mod}.{getattr(fn, '__qualname__', repr(fn))}".lstrip(".")
 
 
+def _interactive_approval(rb: catalog.Runbook, params: dict[str, Any], target: Target,
+                          operator: str) -> dict[str, Any]:
+    """The same plan/approve/apply gate as ``opsbook run --approve``, for a walkthrough in JupyterLab:
+    the approved plan is named by ``OPSBOOK_APPROVED_PLAN`` (``%env OPSBOOK_APPROVED_PLAN=RUN_ID`` in a
+    cell before this one, or ``opsbook lab --approve RUN_ID``). The plan must exist, verify, be of this
+    runbook, have succeeded and have the same parameters bar ``mode``; the notebook's own sha256 is not
+    compared, since a walkthrough edits its parameters cell."""
+    from opsbook.archive import Archive
+    from opsbook.errors import ApprovalError
+    from opsbook.runner import check_approval
+
+    plan = os.environ.get(ENV_APPROVED_PLAN)
+    if not plan:
+        why = "it is a high-risk runbook" if rb.high_risk else f"target {target.name} requires approval"
+        raise ApprovalError(
+            f"apply mode needs an approved plan, because {why}. Run it in plan mode first, review the "
+            "record, then name that plan run: `%env OPSBOOK_APPROVED_PLAN=PLAN_RUN_ID` in a cell above "
+            "this one (or start `opsbook lab --approve PLAN_RUN_ID`), or run headless with "
+            f"`opsbook run {rb.id} --mode apply --approve PLAN_RUN_ID`.")
+    return check_approval(Archive(catalog.outputs_dir()), rb, params, plan, approver=operator,
+                          check_source=False)
+
+
 def start(runbook_id: str, namespace: dict[str, Any]) -> Run:
     """Create the run context from the notebook's parameters (validated again here, so that a
     notebook run directly in JupyterLab gets the same checks as ``opsbook run``) and show the banner."""
@@ -441,8 +468,12 @@ def start(runbook_id: str, namespace: dict[str, Any]) -> Run:
     target = get_target(params.get("target", "local"))
     run_id = os.environ.get(ENV_RUN_ID) if headless else None
     operator = os.environ.get(ENV_OPERATOR) or getpass.getuser()
+    approval = None
+    if not headless and params.get("mode") == "apply" and (rb.high_risk or target.requires_approval):
+        approval = _interactive_approval(rb, params, target, operator)
     run = Run(runbook=rb, params=params, target=target, run_id=run_id or new_run_id(), operator=operator,
               headless=headless)
+    run.approval = approval
     ip = None if headless else interactive.shell()
     if ip is not None:
         interactive.install(ip)

@@ -107,7 +107,7 @@ def _comparable(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_approval(archive: Archive, rb: catalog.Runbook, params: dict[str, Any], plan_run_id: str,
-                   *, approver: str) -> dict[str, Any]:
+                   *, approver: str, check_source: bool = True) -> dict[str, Any]:
     """The plan record exists, verifies, is of this runbook and notebook, succeeded, and has the same
     parameters bar ``mode``."""
     try:
@@ -129,7 +129,7 @@ def check_approval(archive: Archive, rb: catalog.Runbook, params: dict[str, Any]
     if manifest.get("status") != "succeeded":
         raise ApprovalError(f"--approve {plan_run_id}: that plan run {manifest.get('status')}; approve a "
                             "plan that succeeded")
-    if manifest.get("source_sha256") != rb.sha256:
+    if check_source and manifest.get("source_sha256") != rb.sha256:
         raise ApprovalError(f"--approve {plan_run_id}: the runbook notebook changed since that plan was made "
                             "(source sha256 differs); make a new plan")
     planned = _comparable(manifest.get("parameters", {}))
@@ -137,7 +137,8 @@ def check_approval(archive: Archive, rb: catalog.Runbook, params: dict[str, Any]
     if planned != now:
         diff = sorted(k for k in set(planned) | set(now) if planned.get(k) != now.get(k))
         raise ApprovalError(f"--approve {plan_run_id}: parameters differ from the plan's: {', '.join(diff)}")
-    return {"plan_run_id": plan_run_id, "approver": approver, "approved_at": utcnow()}
+    return {"plan_run_id": plan_run_id, "approver": approver, "approved_at": utcnow(),
+            "source_checked": check_source}
 
 
 def _operator() -> str:

@@ -229,8 +229,10 @@ def test_twenty_concurrent_runs_leave_twenty_records_and_a_valid_chain(outputs):
     procs = [subprocess.Popen([*OPSBOOK, "run", "trivial", "--quiet", "--notebooks", str(FIXTURE_NOTEBOOKS),
                                "--outputs", str(outputs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
              for _ in range(20)]
-    codes = [p.wait(timeout=600) for p in procs]
-    assert codes == [0] * 20
+    outs = [p.communicate(timeout=600) for p in procs]
+    codes = [p.returncode for p in procs]
+    failures = [err.decode()[-1500:] for (_, err), code in zip(outs, codes, strict=True) if code != 0]
+    assert codes == [0] * 20, failures
     assert len(records(outputs, "trivial")) == 20
     report = Archive(outputs).verify()
     assert report.ok and report.records == 20, report.problems

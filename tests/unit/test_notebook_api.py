@@ -82,3 +82,40 @@ def test_events_file_gets_redacted_outcomes(ns, tmp_path, monkeypatch):
     assert "very-secret-value-42" not in text and "[REDACTED]" in text
     kinds = [json.loads(line)["event"] for line in text.splitlines()]
     assert kinds == ["start", "step"]
+
+
+def test_interactive_apply_of_a_high_risk_runbook_needs_an_approved_plan(ns, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from opsbook.errors import ApprovalError
+
+    outputs = tmp_path / "outputs"
+    monkeypatch.setenv("OPSBOOK_OUTPUTS", str(outputs))
+    monkeypatch.setenv("OPSBOOK_FIXTURE_SECRET", "fixture-secret-value")
+    monkeypatch.delenv(notebook.ENV_APPROVED_PLAN, raising=False)
+    ns["mode"] = "apply"
+    with pytest.raises(ApprovalError, match="OPSBOOK_APPROVED_PLAN"):
+        opsbook.start("highrisk", ns)
+    # a plan made headless, then named in the walkthrough
+    r = subprocess.run([sys.executable, "-m", "opsbook", "run", "highrisk", "--quiet", "--notebooks",
+                        str(FIXTURE_NOTEBOOKS), "--outputs", str(outputs)], capture_output=True, text=True,
+                       env={**__import__("os").environ})
+    assert r.returncode == 0, r.stderr
+    plan_id = json.loads((outputs / "ledger.jsonl").read_text().splitlines()[-1])["run_id"]
+    monkeypatch.setenv(notebook.ENV_APPROVED_PLAN, plan_id)
+    run = opsbook.start("highrisk", ns)
+    assert run.approved_plan == plan_id and run.approval["source_checked"] is False
+    ns["replicas"] = 5  # not what was planned
+    with pytest.raises(ApprovalError, match="parameters differ"):
+        opsbook.start("highrisk", ns)
+    ns["replicas"] = 2
+    monkeypatch.setenv(notebook.ENV_APPROVED_PLAN, "20990101T000000Z-abcdef")
+    with pytest.raises(ApprovalError, match="no such plan record"):
+        opsbook.start("highrisk", ns)
+
+
+def test_interactive_plan_of_a_high_risk_runbook_needs_nothing(ns, monkeypatch):
+    monkeypatch.delenv(notebook.ENV_APPROVED_PLAN, raising=False)
+    run = opsbook.start("highrisk", ns)
+    assert run.mode == "plan" and run.approved_plan is None
