@@ -302,6 +302,7 @@ def _parse_since(text: str | None) -> Any:
 
 def _cmd_history(args: argparse.Namespace) -> int:
     import json
+    from dataclasses import asdict
 
     from opsbook import catalog
     from opsbook.archive import Archive
@@ -311,7 +312,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
                               limit=args.limit or None)
     if args.json:
         for e in entries:
-            print(json.dumps(_entry_dict(e), sort_keys=True))
+            print(json.dumps(asdict(e), sort_keys=True))
         return EXIT_OK
     from rich.table import Table
 
@@ -320,20 +321,12 @@ def _cmd_history(args: argparse.Namespace) -> int:
         table.add_column(col, no_wrap=col in ("run id", "started", "status"))
     colours = {"succeeded": "green", "failed": "red", "aborted": "yellow"}
     for e in entries:
-        d = _entry_dict(e)
+        d = asdict(e)
         c = colours.get(d.get("status") or "", "white")
         table.add_row(d["run_id"], d["runbook_id"], f"[{c}]{d.get('status')}[/{c}]", str(d.get("mode") or ""),
                       str(d.get("target") or ""), str(d.get("operator") or ""), str(d.get("started") or ""))
     _console().print(table)
     return EXIT_OK
-
-
-def _entry_dict(e: Any) -> dict[str, Any]:
-    if hasattr(e, "model_dump"):
-        return dict(e.model_dump())
-    from dataclasses import asdict, is_dataclass
-
-    return asdict(e) if is_dataclass(e) and not isinstance(e, type) else dict(e)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:

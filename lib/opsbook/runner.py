@@ -44,9 +44,6 @@ from opsbook.parameters import validate
 from opsbook.targets import Target
 from opsbook.targets import get as get_target
 
-NOTEBOOK_NAME = recording.NOTEBOOK_NAME
-HTML_NAME = recording.HTML_NAME
-
 ProgressCallback = Callable[[str, int, int, str], None]  # (event, cell index, cell count, label)
 
 
@@ -145,10 +142,6 @@ def _operator() -> str:
     import getpass
 
     return os.environ.get(ENV_OPERATOR) or getpass.getuser()
-
-
-_git_commit = recording.git_commit  # shared with interactive records (opsbook.recording)
-_tool_versions = recording.tool_versions
 
 
 @contextlib.contextmanager
@@ -251,10 +244,6 @@ class _HtmlWarmup(threading.Thread):
             self.error = exc
 
 
-def _redactor_for(params: dict[str, Any], rb: catalog.Runbook, secrets_file: Path) -> secrets.Redactor:
-    return recording.redactor_for(params, rb, secrets.read_registered(secrets_file))
-
-
 def _locate_failed_cell(nb: Any) -> dict[str, Any]:
     """Where the failing cell is in the runbook as written (papermill adds an injected-parameters
     cell and error markers to the executed notebook, which shift its indices)."""
@@ -276,9 +265,6 @@ def _locate_failed_cell(nb: Any) -> dict[str, Any]:
     return running or {"source": ""}
 
 
-_redact_evidence = recording.redact_evidence
-
-
 def _read_events(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
@@ -298,7 +284,7 @@ def execute(prep: Prepared, *, archive: Archive, progress: ProgressCallback | No
     operator = operator or _operator()
     started, t0 = utcnow(), time.monotonic()
     staging = Path(tempfile.mkdtemp(prefix=f"opsbook-{run_id}-"))  # mode 0700
-    out_nb = staging / "record" / NOTEBOOK_NAME
+    out_nb = staging / "record" / recording.NOTEBOOK_NAME
     out_nb.parent.mkdir()
     events, secrets_file = staging / "events.jsonl", staging / "secrets.jsonl"
     env_keys = {ENV_RUN_ID: run_id, ENV_SOURCE: str(rb.path.resolve()), ENV_EVENTS: str(events),
@@ -358,7 +344,7 @@ def execute(prep: Prepared, *, archive: Archive, progress: ProgressCallback | No
             raise
         except Exception as exc:
             outcome = _minimal_record(prep, archive=archive, run_id=run_id, operator=operator, started=started,
-                                      status=status, error=error, finalize_error=exc)
+                                      status=status, error=error, finalize_error=exc, secrets_file=secrets_file)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         if held and outcome.status == "succeeded":
@@ -367,10 +353,16 @@ def execute(prep: Prepared, *, archive: Archive, progress: ProgressCallback | No
 
 
 def _minimal_record(prep: Prepared, *, archive: Archive, run_id: str, operator: str, started: str, status: str,
-                    error: str | None, finalize_error: BaseException) -> RunOutcome:
+                    error: str | None, finalize_error: BaseException, secrets_file: Path) -> RunOutcome:
     """The full record could not be built: keep a manifest-only record rather than nothing. The
-    executed notebook is left out, since it may not have been redacted."""
-    manifest = {
+    executed notebook is left out, since it may not have been redacted; the error texts are
+    redacted, or left out if even that is not possible."""
+    try:
+        red = recording.redactor_for(prep.params, prep.runbook, secrets.read_registered(secrets_file))
+    except Exception:
+        red = None
+        error = "(the error text is left out: the redactor could not be built)"
+    manifest: dict[str, Any] = {
         "run_id": run_id, "runbook_id": prep.runbook.id, "runbook_version": prep.runbook.version,
         "source_sha256": prep.runbook.sha256, "parameters": prep.params, "mode": prep.params.get("mode", "plan"),
         "target": prep.target.name, "operator": operator, "host": socket.gethostname(), "started": started,
@@ -378,6 +370,8 @@ def _minimal_record(prep: Prepared, *, archive: Archive, run_id: str, operator: 
         "error": (error or "") + f" [record incomplete: {type(finalize_error).__name__}: {finalize_error}; "
                                  "the executed notebook was not archived]",
     }
+    if red is not None:
+        manifest = red.redact_obj(manifest)
     with tempfile.TemporaryDirectory(prefix="opsbook-min-") as empty:
         ref = archive.record(runbook_id=prep.runbook.id, run_id=run_id, source_dir=Path(empty), manifest=manifest)
     return RunOutcome(run_id=run_id, runbook_id=prep.runbook.id, status=manifest["status"],
@@ -390,7 +384,7 @@ def _finalize(prep: Prepared, *, archive: Archive, staging: Path, out_nb: Path, 
     import nbformat
 
     rb, params = prep.runbook, prep.params
-    red = _redactor_for(params, rb, secrets_file)
+    red = recording.redactor_for(params, rb, secrets.read_registered(secrets_file))
     if out_nb.exists():
         nb = nbformat.read(str(out_nb), as_version=4)
     else:  # interrupted before papermill's first save: keep the source as the record's notebook
@@ -410,7 +404,7 @@ def _finalize(prep: Prepared, *, archive: Archive, staging: Path, out_nb: Path, 
     if warm.ident is not None:  # started
         warm.join(timeout=30)
     recording.write_html(nb, out_nb.parent, red, exporter=warm.exporter)
-    dropped = _redact_evidence(out_nb.parent / "evidence", red)
+    dropped = recording.redact_evidence(out_nb.parent / "evidence", red)
     evs = _read_events(events)
     steps = [{k: v for k, v in e.items() if k != "event"} for e in evs if e.get("event") == "step"]
     summary = next((e["outcome"] for e in reversed(evs) if e.get("event") == "summary"), None)

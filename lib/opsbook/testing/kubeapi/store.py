@@ -116,6 +116,14 @@ def image_never_pulls(image: str) -> bool:
 
 # ---------------------------------------------------------------- the cluster
 
+
+# core/v1 Event field -> events.k8s.io/v1 Event field (unview uses the inverse)
+_EVENT_FIELDS = {"eventTime": "eventTime", "series": "series", "reportingComponent": "reportingController",
+                 "reportingInstance": "reportingInstance", "action": "action", "reason": "reason",
+                 "involvedObject": "regarding", "related": "related", "message": "note", "type": "type",
+                 "source": "deprecatedSource", "firstTimestamp": "deprecatedFirstTimestamp",
+                 "lastTimestamp": "deprecatedLastTimestamp", "count": "deprecatedCount"}
+
 class Cluster:
     def __init__(self, nodes: int = 3, ready_delay: float = 0.3):
         self.lock = threading.RLock()
@@ -216,12 +224,7 @@ class Cluster:
         if r is not EVENTS_NEW:
             return obj
         o = {"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": obj["metadata"]}
-        mapping = {"eventTime": "eventTime", "series": "series", "reportingComponent": "reportingController",
-                   "reportingInstance": "reportingInstance", "action": "action", "reason": "reason",
-                   "involvedObject": "regarding", "related": "related", "message": "note", "type": "type",
-                   "source": "deprecatedSource", "firstTimestamp": "deprecatedFirstTimestamp",
-                   "lastTimestamp": "deprecatedLastTimestamp", "count": "deprecatedCount"}
-        for a, b in mapping.items():
+        for a, b in _EVENT_FIELDS.items():
             if obj.get(a) not in (None, "", {}):
                 o[b] = obj[a]
         if "eventTime" not in o:
@@ -234,12 +237,7 @@ class Cluster:
         if r is not EVENTS_NEW:
             return body
         o = {"apiVersion": "v1", "kind": "Event", "metadata": body.get("metadata", {})}
-        mapping = {"eventTime": "eventTime", "series": "series", "reportingController": "reportingComponent",
-                   "reportingInstance": "reportingInstance", "action": "action", "reason": "reason",
-                   "regarding": "involvedObject", "related": "related", "note": "message", "type": "type",
-                   "deprecatedSource": "source", "deprecatedFirstTimestamp": "firstTimestamp",
-                   "deprecatedLastTimestamp": "lastTimestamp", "deprecatedCount": "count"}
-        for a, b in mapping.items():
+        for b, a in _EVENT_FIELDS.items():
             if body.get(a) is not None:
                 o[b] = body[a]
         o.setdefault("involvedObject", {})
