@@ -50,6 +50,7 @@ __all__ = [
     "PROBLEM_KINDS",
     "RECORD_FORMAT",
     "Archive",
+    "open_archive",
     "LedgerEntry",
     "RecordRef",
     "VerifyProblem",
@@ -900,3 +901,10 @@ def iter_record_files(root: Path | str) -> Iterable[str]:
                 yield os.path.join(rec.path, MANIFEST_NAME)
                 yield from (de.path for de in _walk_record(rec.path).values())
 
+
+
+def open_archive(location: str | os.PathLike[str] | None = None) -> Archive:
+    """The archive at ``location`` (``--outputs``), else ``$OPSBOOK_OUTPUTS``, else ``outputs/``."""
+    from opsbook import catalog
+
+    return Archive(catalog.outputs_dir(location))

@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def common(sp: argparse.ArgumentParser, *, outputs: bool = True, notebooks: bool = True) -> None:
         if outputs:
-            sp.add_argument("--outputs", metavar="DIR", help="the archive folder (default: $OPSBOOK_OUTPUTS or "
+            sp.add_argument("--outputs", metavar="DIR", help="the archive (default: $OPSBOOK_OUTPUTS or "
                             "outputs/ next to notebooks/)")
         if notebooks:
             sp.add_argument("--notebooks", metavar="DIR", help="the runbook folder (default: $OPSBOOK_NOTEBOOKS "
@@ -224,7 +224,7 @@ def _cmd_targets(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from opsbook import catalog, runner
-    from opsbook.archive import Archive
+    from opsbook.archive import open_archive
     from opsbook.parameters import load_params_file
 
     given: dict[str, Any] = {}
@@ -234,7 +234,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for name, value in args.parameter:
         given[name] = value
         text_values.add(name)
-    archive = Archive(catalog.outputs_dir(args.outputs))
+    archive = open_archive(args.outputs)
     nbdir = catalog.notebooks_dir(args.notebooks)
     prep = runner.prepare(args.runbook, given, text_values=text_values, mode=args.mode, target=args.target,
                           approve=args.approve, archive=archive, notebooks=nbdir)
@@ -305,9 +305,9 @@ def _cmd_history(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from opsbook import catalog
-    from opsbook.archive import Archive
+    from opsbook.archive import open_archive
 
-    archive = Archive(catalog.outputs_dir(args.outputs))
+    archive = open_archive(args.outputs)
     entries = archive.history(runbook=args.runbook, status=args.status, since=_parse_since(args.since),
                               limit=args.limit or None)
     if args.json:
@@ -331,9 +331,9 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from opsbook import catalog
-    from opsbook.archive import Archive
+    from opsbook.archive import open_archive
 
-    archive = Archive(catalog.outputs_dir(args.outputs))
+    archive = open_archive(args.outputs)
     report = archive.verify(expect_head=args.expect_head)
     con = _console()
     for info in getattr(report, "info", []) or []:
@@ -350,9 +350,9 @@ def _cmd_incident(args: argparse.Namespace) -> int:
     import json
 
     from opsbook import catalog, incident_bundle
-    from opsbook.archive import Archive
+    from opsbook.archive import open_archive
 
-    archive = Archive(catalog.outputs_dir(args.outputs))
+    archive = open_archive(args.outputs)
     runs = incident_bundle.incident_runs(archive, args.incident_id)
     if args.json:
         for r in runs:
@@ -394,9 +394,9 @@ def _cmd_evidence(args: argparse.Namespace) -> int:
     if not args.incident_id or not args.out:
         raise UsageError("evidence INCIDENT_ID --out FILE.tar.gz, or evidence --verify FILE.tar.gz")
     from opsbook import catalog
-    from opsbook.archive import Archive
+    from opsbook.archive import open_archive
 
-    info = incident_bundle.export(Archive(catalog.outputs_dir(args.outputs)), args.incident_id, args.out)
+    info = incident_bundle.export(open_archive(args.outputs), args.incident_id, args.out)
     con.print(f"bundle of incident {info.incident_id}: {len(info.runs)} run(s), {info.files} file(s) -> {info.path}")
     con.print(f"ledger head of the bundle: {info.head}")
     return EXIT_OK
