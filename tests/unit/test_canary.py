@@ -82,6 +82,61 @@ def test_boundary_inverts_the_mixture_e_value():
     assert float(log_mixture_e(0.0, 0.0, 100.0)) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_boundary_inverts_the_mixture_with_a_point_mass_and_the_point_mass_sharpens_it_at_its_effect():
+    info = np.array([0.5, 50.0, 5_000.0, 1e6])
+    lt = math.log(1.05)
+    b = mixture_boundary(info, 100.0, 0.01, point=lt, point_weight=0.5)
+    assert np.allclose(log_mixture_e(b, info, 100.0, lt, 0.5), math.log(100.0), atol=1e-8)
+    assert float(log_mixture_e(0.0, 0.0, 100.0, lt, 0.5)) == pytest.approx(0.0, abs=1e-6)
+    # where a drift of exactly `lt` would reach the boundary (info ~ 1/lt**2 .. 10/lt**2) the point
+    # mass lowers it; far from it (very large info) it costs at most its weight's log(2)
+    plain = mixture_boundary(info, 100.0, 0.01)
+    mid = np.array([4_000.0])
+    assert float(mixture_boundary(mid, 100.0, 0.01, lt, 0.5)[0]) < float(mixture_boundary(mid, 100.0, 0.01)[0])
+    assert (b <= mixture_boundary(info, 100.0, 0.005) + 1e-9).all()
+    assert (b >= np.minimum(plain, (math.log(100.0) + lt * lt * info / 2) / lt) - 1e-9).all()
+    with pytest.raises(ValueError, match="point mass"):
+        log_mixture_e(1.0, 1.0, 100.0, point=0.0, point_weight=0.5)
+
+
+def _gaussian_paths(seed: int, runs: int, looks: int, step: float, drift: float) -> tuple[np.ndarray, np.ndarray]:
+    """Score S and information I of a Gaussian random walk in intrinsic time (what the judge's
+    S = theta_hat * I is, asymptotically): increments N(drift * step, step)."""
+    rng = np.random.default_rng(seed)
+    s = np.cumsum(rng.normal(drift * step, math.sqrt(step), (runs, looks)), axis=1)
+    return s, np.broadcast_to(np.arange(1, looks + 1) * step, s.shape)
+
+
+@pytest.mark.parametrize("point_weight", [0.0, 0.5, 0.9])
+def test_mixture_e_process_keeps_its_false_alarm_bound_over_many_looks(point_weight):
+    # no drift, 400 looks from information 5 to 2,000 (a drift of log(1.05) is reached about halfway):
+    # the chance that the e-value ever reaches 1/alpha must stay below alpha (Ville), for any weight
+    lt, alpha = math.log(1.05), 0.05
+    s, info = _gaussian_paths(11, 4000, 400, 5.0, 0.0)
+    crossed = (log_mixture_e(s, info, 1 / (2 * lt) ** 2, lt, point_weight) >= math.log(1 / alpha)).any(axis=1)
+    assert crossed.mean() <= alpha, crossed.mean()
+    assert crossed.mean() >= alpha / 5                   # and is not vacuous: the test does spend alpha
+    # a drift of -lt (canary better) is rolled back even less often
+    s, info = _gaussian_paths(12, 4000, 400, 5.0, -lt)
+    assert (log_mixture_e(s, info, 1 / (2 * lt) ** 2, lt, point_weight) >= math.log(1 / alpha)).any(axis=1).mean() < 0.01
+
+
+def test_point_mass_at_the_tolerance_stops_a_tolerance_sized_regression_earlier():
+    lt, a = math.log(1.05), 0.0125
+    rho = 1 / (2 * lt) ** 2
+    s, info = _gaussian_paths(13, 2000, 300, 50.0, lt)
+
+    def stop(weight: float) -> np.ndarray:
+        hit = log_mixture_e(s, info, rho, lt, weight) >= math.log(1 / a)
+        return np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, 10**6)
+
+    plain, mixed = stop(0.0), stop(0.5)
+    assert np.median(mixed) < 0.95 * np.median(plain), (np.median(mixed), np.median(plain))
+    # and a regression four times as large is not slowed by more than one look
+    s, info = _gaussian_paths(14, 2000, 300, 50.0, 4 * lt)
+    assert np.median(stop(0.5)) <= np.median(stop(0.0)) + 1
+
+
 def test_tail_e_process_grows_on_wins_and_shrinks_on_losses():
     assert float(log_tail_e(0, 0)) == pytest.approx(0.0)
     assert float(log_tail_e(12, 0)) > math.log(400)
@@ -250,6 +305,8 @@ def test_config_and_spec_validation():
         CanaryJudge((LATENCY,)).update({"latnecy": None}, {})
     with pytest.raises(ValueError, match="exceed"):
         Counts(5, 3)
+    with pytest.raises(ValueError, match="point_mass"):
+        JudgeConfig(point_mass=1.0)
 
 
 # -- the aggregate-frame adapter ---------------------------------------------------------------------

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from opsbook.canary._stats import information_needed, log_mixture_e, log_tail_e
+from opsbook.canary._stats import information_needed, log_mixture_e, log_tail_e, mixture_boundary
 from opsbook.canary.spec import JudgeConfig, MetricSpec
 
 CONTINUE, PROMOTE, ROLLBACK, INCONCLUSIVE = 0, 1, 2, 3
@@ -28,11 +28,20 @@ class MetricPlan:
 
     spec: MetricSpec
     log_tol: float          # log(1 + tolerance): the promote test's null is theta >= log_tol
-    rho: float              # precision of the half-normal mixture over theta
+    rho: float              # precision of the half-normal part of the mixture over theta
+    point_weight: float     # mass of the mixture's point at one tolerance (log_tol)
     alpha_rollback: float   # of the mean/rate test
     alpha_tail: float       # of the tail guard (0 if none)
     alpha_promote: float
     info_needed: float      # information for a tolerance-sized regression to be caught with `power`
+
+    def log_e(self, score: np.ndarray, info: np.ndarray) -> np.ndarray:
+        """log e-value of the metric's mixture e-process (both tests use the same mixture)."""
+        return log_mixture_e(score, info, self.rho, self.log_tol, self.point_weight)
+
+    def boundary(self, info: np.ndarray | float, alpha: float) -> np.ndarray:
+        """The score at which :meth:`log_e` reaches 1/alpha (divide by ``info`` for estimate units)."""
+        return mixture_boundary(info, self.rho, alpha, self.log_tol, self.point_weight)
 
 
 def make_plans(specs: Sequence[MetricSpec], config: JudgeConfig) -> list[MetricPlan]:
@@ -51,9 +60,9 @@ def make_plans(specs: Sequence[MetricSpec], config: JudgeConfig) -> list[MetricP
         log_tol = math.log1p(s.tolerance)
         rho = 1.0 / (config.mixture_scale * log_tol) ** 2
         plans.append(MetricPlan(
-            spec=s, log_tol=log_tol, rho=rho, alpha_rollback=a_roll, alpha_tail=a_tail,
-            alpha_promote=config.alpha_promote * share,
-            info_needed=information_needed(log_tol, rho, a_roll, config.power),
+            spec=s, log_tol=log_tol, rho=rho, point_weight=config.point_mass, alpha_rollback=a_roll,
+            alpha_tail=a_tail, alpha_promote=config.alpha_promote * share,
+            info_needed=information_needed(log_tol, rho, a_roll, config.power, log_tol, config.point_mass),
         ))
     return plans
 
@@ -142,8 +151,8 @@ def evaluate_metric(plan: MetricPlan, config: JudgeConfig, stable: Mapping[str, 
     T = theta.shape[-1]
     active = (r["Ns"] >= config.min_samples) & (r["Nc"] >= config.min_samples) & (info > 0)
     th = np.nan_to_num(theta)
-    log_e_roll = np.where(active, log_mixture_e(th * info, info, plan.rho), 0.0)
-    log_e_prom = np.where(active, log_mixture_e((plan.log_tol - th) * info, info, plan.rho), 0.0)
+    log_e_roll = np.where(active, plan.log_e(th * info, info), 0.0)
+    log_e_prom = np.where(active, plan.log_e((plan.log_tol - th) * info, info), 0.0)
     mean_regressed = log_e_roll >= math.log(1.0 / plan.alpha_rollback)
 
     wins = losses = log_e_tail = None
@@ -163,15 +172,20 @@ def evaluate_metric(plan: MetricPlan, config: JudgeConfig, stable: Mapping[str, 
         tail_regressed = log_e_tail >= math.log(1.0 / plan.alpha_tail)
 
     regressed = np.maximum.accumulate(mean_regressed | tail_regressed, axis=-1)
-    ok = np.maximum.accumulate(log_e_prom >= math.log(1.0 / plan.alpha_promote), axis=-1)
+    # The promote test is on the mean only; while the tail guard's evidence leans towards a tail
+    # regression (e-value > 1) the metric is held from passing. That can only delay or prevent a
+    # promote, so neither error bound changes; without it a tail-only regression with an unchanged
+    # mean could be promoted before the tail guard has enough intervals to be certain.
+    tail_leans = log_e_tail > 0.0 if log_e_tail is not None else np.zeros_like(mean_regressed)
+    ok = np.maximum.accumulate(log_e_prom >= math.log(1.0 / plan.alpha_promote), axis=-1) & ~tail_leans
     t = np.arange(1, T + 1, dtype=float)
     projected = info * config.window / t
     no_data = (r["Ns"] <= 0) | (r["Nc"] <= 0)
     hopeless = ~ok & ~no_data & (projected < plan.info_needed)  # no data is a failure, not low traffic
-    ok_at_end = ~no_data & (info >= plan.info_needed) & (th < plan.log_tol)
+    ok_at_end = ~no_data & (info >= plan.info_needed) & (th < plan.log_tol) & ~tail_leans
     return {**r, "active": active, "log_e_roll": log_e_roll, "log_e_prom": log_e_prom,
             "mean_regressed": mean_regressed, "tail_regressed": tail_regressed, "regressed": regressed,
-            "ok": ok, "no_data": no_data, "hopeless": hopeless, "ok_at_end": ok_at_end,
+            "ok": ok, "tail_leans": tail_leans, "no_data": no_data, "hopeless": hopeless, "ok_at_end": ok_at_end,
             "projected": projected, "tail_wins": wins, "tail_losses": losses, "log_e_tail": log_e_tail}
 
 

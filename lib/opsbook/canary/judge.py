@@ -10,7 +10,6 @@ from typing import Any, Literal
 import numpy as np
 
 from opsbook.canary import _engine
-from opsbook.canary._stats import mixture_boundary
 from opsbook.canary.spec import DEFAULT_METRICS, Counts, JudgeConfig, MetricSpec, Observation, Summary
 
 Decision = Literal["promote", "rollback", "continue", "inconclusive"]
@@ -168,8 +167,8 @@ class CanaryJudge:
         nat = _natural(spec, theta)
         ci_low = ci_high = rollback_at = promote_at = None
         if info > 0:
-            b_r = float(mixture_boundary(info, plan.rho, plan.alpha_rollback)) / info
-            b_p = float(mixture_boundary(info, plan.rho, plan.alpha_promote)) / info
+            b_r = float(plan.boundary(info, plan.alpha_rollback)) / info
+            b_p = float(plan.boundary(info, plan.alpha_promote)) / info
             lo_w, hi_w = theta - b_r, theta + b_p         # bounds on theta (worse-positive)
             a, b = _natural(spec, lo_w), _natural(spec, hi_w)
             ci_low, ci_high = min(a, b), max(a, b)
@@ -213,6 +212,10 @@ class CanaryJudge:
                 reason = f"warming up: {_num(min(n_s, n_c))} of {cfg.min_samples} samples per arm before testing"
             else:
                 reason = f"{_pct(nat)} (bounds {_pct(ci_low)} .. {_pct(ci_high)}): not decided yet"
+            if tail and bool(last["tail_leans"]):
+                reason += (f"; held from passing while the tail guard leans towards a tail regression "
+                           f"(p{round(spec.tail_quantile * 100)} worse in {tail.worse_intervals} of "
+                           f"{tail.compared_intervals} intervals, e-value {_num(tail.e_value)} > 1)")
             if needed is not None:
                 reason += (f"; too little traffic: projected information {_num(projected)} < {_num(plan.info_needed)} "
                            f"needed to judge a {spec.tolerance:.0%} change, needs about {_num(needed)} "
@@ -235,6 +238,11 @@ class CanaryJudge:
             return r
         plan = next(p for p in self.plans if p.spec.name == r.name)
         theta = math.log1p(r.relative_change) * plan.spec.sign if r.relative_change is not None else math.nan
+        tail_leans = r.tail is not None and r.tail.e_value > 1.0
+        if tail_leans:
+            return _replace(r, status="insufficient", reason=(
+                f"{_pct(r.relative_change)} so far, but the tail guard leans towards a tail regression "
+                f"(e-value {_num(r.tail.e_value if r.tail else math.nan)} > 1, not certain): cannot pass"))
         if r.information >= plan.info_needed and theta < plan.log_tol:
             return _replace(r, status="ok", reason=(
                 f"window ended without regression and with enough traffic ({_pct(r.relative_change)}, "
