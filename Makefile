@@ -29,6 +29,8 @@ lint: setup
 bench: setup
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_archive.py --records 10000
+	$(PY) benchmarks/bench_s3.py
+	$(PY) benchmarks/bench_canary.py --reps 1000
 
 clean:
 	rm -rf $(VENV) build *.egg-info lib/*.egg-info

@@ -39,11 +39,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, date, datetime
 from pathlib import Path, PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import filelock
 
 from opsbook.errors import ArchiveError, LedgerError, RecordExists
+
+if TYPE_CHECKING:
+    from opsbook.s3archive import S3Archive
 
 __all__ = [
     "GENESIS",
@@ -58,6 +61,7 @@ __all__ = [
     "build_manifest",
     "canonical_json",
     "chain_entry",
+    "filter_history",
     "iter_record_files",
 ]
 
@@ -369,6 +373,28 @@ def _parse_time(value: Any) -> datetime | None:
     return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
+def filter_history(entries: Iterable[LedgerEntry], *, runbook: str | None = None, status: str | None = None,
+                   since: datetime | None = None, limit: int | None = None) -> list[LedgerEntry]:
+    """``history``'s filters over ledger entries in ledger order (shared by the disk and S3 archives)."""
+    if limit is not None and limit <= 0:
+        return []
+    since_utc = None
+    if since is not None:
+        since_utc = since if since.tzinfo is not None else since.replace(tzinfo=UTC)
+    out: list[LedgerEntry] = []
+    for e in entries:
+        if runbook is not None and e.runbook_id != runbook:
+            continue
+        if status is not None and e.status != status:
+            continue
+        if since_utc is not None:
+            t = _parse_time(e.started) or _parse_time(e.ended)
+            if t is None or t < since_utc:
+                continue
+        out.append(e)
+    return out[-limit:] if limit is not None else out
+
+
 # --------------------------------------------------------------------------------------------------
 # the archive
 
@@ -402,6 +428,28 @@ class Archive:
     @property
     def ledger_path(self) -> Path:
         return self.root / LEDGER_NAME
+
+    @property
+    def location(self) -> str:
+        """Where the archive is, as ``--outputs``/``OPSBOOK_OUTPUTS`` take it (an absolute folder)."""
+        return str(self.root.resolve())
+
+    def check_writable(self) -> None:
+        """Checked before a run starts. On disk the constructor already made the folder; the S3
+        archive checks the bucket, the credentials and Object Lock here."""
+
+    def record_path(self, runbook_id: str, run_id: str) -> Path:
+        return self.root / runbook_id / run_id
+
+    def read_manifests(self, entries: Iterable[LedgerEntry]) -> Iterator[tuple[LedgerEntry, Path, bytes | None]]:
+        """(entry, record folder, bytes of its manifest.json or ``None`` if unreadable), in order."""
+        for e in entries:
+            path = self.record_path(e.runbook_id, e.run_id)
+            try:
+                data: bytes | None = (path / MANIFEST_NAME).read_bytes()
+            except OSError:
+                data = None
+            yield e, path, data
 
     @property
     def lock_path(self) -> Path:
@@ -646,26 +694,14 @@ class Archive:
         """
         if limit is not None and limit <= 0:
             return []
-        since_utc = None
-        if since is not None:
-            since_utc = since if since.tzinfo is not None else since.replace(tzinfo=UTC)
-        out: list[LedgerEntry] = []
-        for e in self.entries():
-            if runbook is not None and e.runbook_id != runbook:
-                continue
-            if status is not None and e.status != status:
-                continue
-            if since_utc is not None:
-                t = _parse_time(e.started) or _parse_time(e.ended)
-                if t is None or t < since_utc:
-                    continue
-            out.append(e)
-        return out[-limit:] if limit is not None else out
+        return filter_history(self.entries(), runbook=runbook, status=status, since=since, limit=limit)
 
     # ---------------------------------------------------------------------------------- verify
 
-    def verify(self, *, expect_head: str | None = None) -> VerifyReport:
-        """Recompute every hash of the ledger and of every record, and name what does not match."""
+    def verify(self, *, expect_head: str | None = None, deep: bool = True) -> VerifyReport:
+        """Recompute every hash of the ledger and of every record, and name what does not match.
+
+        ``deep`` is accepted for the S3 archive's sake: on disk every file is always re-hashed."""
         problems: list[VerifyProblem] = []
         info: list[str] = []
 
@@ -708,7 +744,9 @@ class Archive:
             after_bad = False
         return out
 
-    def _verify_chain(self, lines: list[_Line], problems: list[VerifyProblem]) -> None:
+    @staticmethod
+    def _verify_chain(lines: list[_Line], problems: list[VerifyProblem]) -> None:
+        """The chain checks, shared with ``opsbook.s3archive`` (there a "line" is a ledger object, in key order)."""
         breaks: list[tuple[_Line | None, _Line]] = []
         prev: _Line | None = None
         for cur in lines:
@@ -758,8 +796,9 @@ class Archive:
                 detail = f"seq {e.seq} (line {cur.lineno}) follows {after}; expected seq {exp_seq}"
             problems.append(VerifyProblem(kind, e.run_id, detail))
 
-    def _verify_head(self, lines: list[_Line], head: str | None, expect_head: str | None,
-                     problems: list[VerifyProblem], info: list[str]) -> None:
+    @staticmethod
+    def _verify_head(lines: list[_Line], head: str | None, expect_head: str | None,
+                     problems: list[VerifyProblem], info: list[str], where: str = LEDGER_NAME) -> None:
         if expect_head is None:
             return
         expect_head = expect_head.strip().lower()
@@ -773,7 +812,7 @@ class Archive:
                             f"by {grown} entr{'y' if grown == 1 else 'ies'} since (not a problem)")
                 return
         problems.append(VerifyProblem(
-            "truncated", LEDGER_NAME,
+            "truncated", where,
             f"the expected head {expect_head} is not in the ledger (current head: {head or 'none'}): "
             "the ledger lost its tail or was rewritten"))
 
@@ -903,8 +942,23 @@ def iter_record_files(root: Path | str) -> Iterable[str]:
 
 
 
-def open_archive(location: str | os.PathLike[str] | None = None) -> Archive:
-    """The archive at ``location`` (``--outputs``), else ``$OPSBOOK_OUTPUTS``, else ``outputs/``."""
-    from opsbook import catalog
+def open_archive(location: str | os.PathLike[str] | None = None, *,
+                 retention: str | None = None) -> Archive | S3Archive:
+    """The archive at ``location`` (``--outputs``), else ``$OPSBOOK_OUTPUTS``, else ``outputs/``.
 
+    ``s3://BUCKET/PREFIX`` opens an :class:`opsbook.s3archive.S3Archive` (endpoint from
+    ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``, credentials from boto3's default chain);
+    ``retention`` (``MODE:DAYS``, ``--retention``) is for S3 only (Object Lock).
+    """
+    from opsbook import catalog
+    from opsbook.errors import UsageError
+
+    raw = location if location else os.environ.get(catalog.ENV_OUTPUTS)
+    if isinstance(raw, str) and raw.strip().lower().startswith("s3://"):
+        from opsbook.s3archive import S3Archive
+
+        return S3Archive(raw.strip(), retention=retention)
+    if retention:
+        raise UsageError(f"--retention {retention}: Object Lock retention applies to an S3 archive "
+                         "(--outputs s3://BUCKET/PREFIX) only")
     return Archive(catalog.outputs_dir(location))

@@ -55,6 +55,82 @@ def cell_source(cell: dict[str, Any]) -> str:
     return "".join(src) if isinstance(src, list) else src
 
 
+# The Kubernetes verbs a runbook's RBAC may name (``opsbook.rbac``); "*" is refused: least privilege
+# means saying which verbs.
+RBAC_VERBS = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection", "bind",
+              "escalate", "impersonate")
+
+
+@dataclass(frozen=True)
+class RbacRule:
+    """One RBAC PolicyRule a runbook needs (``apiGroups``, ``resources``, ``verbs``, optional
+    ``resourceNames``), as declared in the notebook metadata ``opsbook.rbac``."""
+
+    api_groups: tuple[str, ...]
+    resources: tuple[str, ...]
+    verbs: tuple[str, ...]
+    resource_names: tuple[str, ...] = ()
+
+    def as_k8s(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"apiGroups": list(self.api_groups), "resources": list(self.resources),
+                               "verbs": list(self.verbs)}
+        if self.resource_names:
+            out["resourceNames"] = list(self.resource_names)
+        return out
+
+
+@dataclass(frozen=True)
+class RbacSpec:
+    """What a runbook may do on a cluster when it runs there (``opsbook run --on-cluster``):
+    ``rules`` are granted in the namespace the runbook acts on (a Role), ``cluster_rules`` cluster-wide
+    (a ClusterRole: namespaces, nodes, cluster roles and bindings, reads across namespaces)."""
+
+    rules: tuple[RbacRule, ...] = ()
+    cluster_rules: tuple[RbacRule, ...] = ()
+
+
+def parse_rbac(data: Any, *, where: str) -> RbacSpec:
+    """Validate metadata ``opsbook.rbac``: ``{"rules": [RULE...], "cluster_rules": [RULE...]}``, each RULE
+    ``{"apiGroups": [...], "resources": [...], "verbs": [...], "resourceNames": [...]?}``. Wildcards
+    are refused, so that the declaration stays a reviewable least-privilege list."""
+    if not isinstance(data, dict):
+        raise RunbookError(f"{where}: opsbook.rbac must be a mapping with 'rules' and 'cluster_rules' lists")
+    unknown = sorted(set(data) - {"rules", "cluster_rules"})
+    if unknown:
+        raise RunbookError(f"{where}: opsbook.rbac has unknown key(s) {', '.join(unknown)} "
+                           "(expected rules, cluster_rules)")
+    out: dict[str, tuple[RbacRule, ...]] = {}
+    for key in ("rules", "cluster_rules"):
+        items = data.get(key, [])
+        if not isinstance(items, list):
+            raise RunbookError(f"{where}: opsbook.rbac.{key} must be a list of rules")
+        rules = []
+        for i, r in enumerate(items):
+            at = f"{where}: opsbook.rbac.{key}[{i}]"
+            if not isinstance(r, dict):
+                raise RunbookError(f"{at}: a rule is a mapping of apiGroups, resources, verbs")
+            extra = sorted(set(r) - {"apiGroups", "resources", "verbs", "resourceNames"})
+            if extra:
+                raise RunbookError(f"{at}: unknown field(s) {', '.join(extra)}")
+            fields: dict[str, tuple[str, ...]] = {}
+            for name in ("apiGroups", "resources", "verbs", "resourceNames"):
+                v = r.get(name, [])
+                if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                    raise RunbookError(f"{at}: {name} must be a list of strings")
+                if "*" in v:
+                    raise RunbookError(f"{at}: {name} contains '*'; name what the runbook needs")
+                fields[name] = tuple(v)
+            if not fields["apiGroups"] or not fields["resources"] or not fields["verbs"]:
+                raise RunbookError(f"{at}: apiGroups, resources and verbs must each name at least one entry "
+                                   "(the core group is \"\")")
+            bad = sorted(set(fields["verbs"]) - set(RBAC_VERBS))
+            if bad:
+                raise RunbookError(f"{at}: unknown verb(s) {', '.join(bad)} (known: {', '.join(RBAC_VERBS)})")
+            rules.append(RbacRule(fields["apiGroups"], fields["resources"], fields["verbs"], fields["resourceNames"]))
+        out[key] = tuple(rules)
+    return RbacSpec(rules=out["rules"], cluster_rules=out["cluster_rules"])
+
+
 @dataclass(frozen=True)
 class Runbook:
     id: str
@@ -66,6 +142,7 @@ class Runbook:
     spec: ParameterSpec
     parameters_cell: int
     sha256: str
+    rbac: RbacSpec | None = None  # None: the runbook declares no RBAC and cannot run --on-cluster
 
     @property
     def high_risk(self) -> bool:
@@ -92,9 +169,10 @@ def load(path: Path) -> Runbook:
     if len(tagged) != 1:
         raise RunbookError(f"{path}: {len(tagged)} cells are tagged 'parameters'; exactly one is required")
     spec = parse_parameters_cell(cell_source(cells[tagged[0]]), where=f"{path.name}: parameters cell")
+    rbac = parse_rbac(meta["rbac"], where=str(path)) if "rbac" in meta else None
     return Runbook(id=path.stem, path=path, title=str(meta["title"]), version=str(meta["version"]),
                    objective=str(meta["objective"]), risk=str(meta["risk"]), spec=spec,
-                   parameters_cell=tagged[0], sha256=hashlib.sha256(raw).hexdigest())
+                   parameters_cell=tagged[0], sha256=hashlib.sha256(raw).hexdigest(), rbac=rbac)
 
 
 def discover(directory: Path | None = None) -> list[Path]:

@@ -39,8 +39,10 @@ def _parser() -> argparse.ArgumentParser:
 
     def common(sp: argparse.ArgumentParser, *, outputs: bool = True, notebooks: bool = True) -> None:
         if outputs:
-            sp.add_argument("--outputs", metavar="DIR", help="the archive (default: $OPSBOOK_OUTPUTS or "
-                            "outputs/ next to notebooks/)")
+            sp.add_argument("--outputs", metavar="DIR|s3://BUCKET/PREFIX",
+                            help="the archive: a folder, or an S3 bucket and prefix (endpoint from "
+                            "$AWS_ENDPOINT_URL_S3, credentials from the AWS_* variables or boto3's usual chain) "
+                            "(default: $OPSBOOK_OUTPUTS or outputs/ next to notebooks/)")
         if notebooks:
             sp.add_argument("--notebooks", metavar="DIR", help="the runbook folder (default: $OPSBOOK_NOTEBOOKS "
                             "or the nearest notebooks/)")
@@ -70,6 +72,48 @@ def _parser() -> argparse.ArgumentParser:
                     "runbooks and targets that require approval)")
     sp.add_argument("--cell-timeout", type=int, metavar="SECONDS", help="fail a cell that runs longer")
     sp.add_argument("--quiet", action="store_true", help="no per-cell progress")
+    sp.add_argument("--run-id", type=_run_id_arg, metavar="RUN_ID",
+                    help="the run id (default: a new one; --on-cluster passes its own to the Job)")
+    oc = sp.add_argument_group(
+        "on-cluster runs", "--on-cluster runs the same `opsbook run ID ...` as a Kubernetes Job in the target's\n"
+        "cluster, with a ServiceAccount that has only the runbook's RBAC (notebook metadata opsbook.rbac), the\n"
+        "parameters in a ConfigMap (secrets as references only) and the record written to an S3 archive; it\n"
+        "follows the pod's log and exits with the Job's status. Ctrl-C asks whether to leave the Job running\n"
+        "(without a terminal: it is left running and the kubectl commands to follow or delete it are printed).")
+    oc.add_argument("--on-cluster", action="store_true", help="run the runbook as a Kubernetes Job (needs --outputs "
+                    "s3://BUCKET/PREFIX or OPSBOOK_OUTPUTS=s3://..., and a target with a cluster)")
+    oc.add_argument("--dry-run", action="store_true", help="with --on-cluster: print the rendered Job, "
+                    "ServiceAccount, Role/ClusterRole, bindings and ConfigMap, have the API server dry-run them "
+                    "(dryRun=All) and create nothing. This is how the on-cluster plan is shown")
+    oc.add_argument("--image", metavar="IMG", help="the opsbook image (default: $OPSBOOK_IMAGE, else "
+                    "ghcr.io/opsbook/opsbook:VERSION)")
+    oc.add_argument("--namespace", metavar="NS", help="namespace of the Job and its ServiceAccount (default: the "
+                    "target's namespace); the runbook's own `namespace` parameter is unchanged")
+    oc.add_argument("--job-timeout", type=int, default=3600, metavar="SECONDS",
+                    help="the Job's activeDeadlineSeconds; the CLI gives up 10 s later and deletes it (default 3600)")
+    oc.add_argument("--s3-secret", metavar="NAME", help="Secret with keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY "
+                    "(and optional AWS_ENDPOINT_URL_S3) for the archive, mapped with secretKeyRef (default: the "
+                    "pod's own credentials, e.g. workload identity)")
+    oc.add_argument("--env-secret", action="append", default=[], metavar="NAME",
+                    help="a Secret whose keys become the container's environment (envFrom), for env:NAME "
+                    "parameters (repeatable)")
+    oc.add_argument("--pod-annotation", action="append", default=[], metavar="KEY=VALUE",
+                    help="annotate the Job's pod (repeatable), e.g. sidecar.istio.io/inject=false")
+    sp.add_argument("--retention", metavar="MODE:DAYS", default=None,
+                    help="S3 archive only: Object Lock retention for the record's objects, GOVERNANCE or "
+                    "COMPLIANCE, e.g. GOVERNANCE:365 (default: $OPSBOOK_S3_RETENTION); refused before the run "
+                    "if the bucket has no Object Lock")
+    sp.add_argument("--ci", nargs="?", const="auto", choices=["auto", "github", "gitlab", "plain"],
+                    metavar="FORMAT", help="CI log format: github (groups, ::error annotations, job summary), gitlab "
+                    "(collapsible sections) or plain; bare --ci detects it from GITHUB_ACTIONS / GITLAB_CI "
+                    "(default: $OPSBOOK_CI)")
+    sp.add_argument("--junit", metavar="FILE", help="also write the steps and checks as a JUnit XML report")
+    sp.add_argument("--output-json", metavar="FILE", help="also write run_id, status, exit_code and record as "
+                    "JSON, for pipelines (e.g. the plan run id an apply job passes to --approve)")
+    sp.add_argument("--notify", action="append", metavar="[FORMAT:]DEST",
+                    help="post a webhook when the run ends (repeatable; default: $OPSBOOK_NOTIFY, space-separated). "
+                    "FORMAT slack or generic (default); DEST env:NAME, file:PATH or an https:// URL (a Slack URL "
+                    "only as env:/file:). Retried, bounded to 20 s; a failure is a warning, never the exit code")
     common(sp)
 
     sp = sub.add_parser("history", help="list archived runs", description="List archived runs from the ledger.")
@@ -86,6 +130,9 @@ def _parser() -> argparse.ArgumentParser:
                     "modified, removed, reordered or added outside the ledger. Prints the chain head: keep it "
                     "somewhere the runner cannot rewrite, and pass it back with --expect-head.")
     sp.add_argument("--expect-head", metavar="HASH", help="a chain head kept earlier; detects a truncated ledger")
+    sp.add_argument("--deep", action="store_true", help="S3 archive: download and sha256 every record file (by "
+                    "default files are checked by the ETag and size the store returned on upload; on disk "
+                    "every file is always re-hashed)")
     common(sp, notebooks=False)
 
     sp = sub.add_parser("incident", help="list the runs of one incident in time order",
@@ -119,9 +166,24 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+_CI_FORMATS = ("auto", "github", "gitlab", "plain")
+
+
+def _bare_ci(argv: list[str]) -> list[str]:
+    """``--ci`` takes an optional FORMAT; a bare ``--ci`` followed by the runbook ID (``run --ci ID``)
+    must not swallow the ID, so a ``--ci`` not followed by a format means ``--ci=auto``."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--":
+            break
+        if arg == "--ci" and (i + 1 == len(out) or out[i + 1] not in _CI_FORMATS):
+            out[i] = "--ci=auto"
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_bare_ci(sys.argv[1:] if argv is None else list(argv)))
     if args.version:
         from importlib.metadata import version
 
@@ -223,6 +285,8 @@ def _cmd_targets(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.on_cluster or args.dry_run:
+        return _cmd_run_on_cluster(args)
     from opsbook import catalog, runner
     from opsbook.archive import open_archive
     from opsbook.parameters import load_params_file
@@ -234,38 +298,199 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for name, value in args.parameter:
         given[name] = value
         text_values.add(name)
-    archive = open_archive(args.outputs)
+    archive = open_archive(args.outputs, retention=args.retention)
     nbdir = catalog.notebooks_dir(args.notebooks)
     prep = runner.prepare(args.runbook, given, text_values=text_values, mode=args.mode, target=args.target,
                           approve=args.approve, archive=archive, notebooks=nbdir)
+    from opsbook import cireport, notify
+
+    ci_format = cireport.choose(args.ci)  # None: terminal output
+    notify_to = notify.targets(args.notify)  # a bad --notify is refused before anything runs
+    ci = cireport.make(ci_format, quiet=args.quiet) if ci_format else None
     err = _console(stderr=True)
     mode = prep.params.get("mode", "plan")
-    err.print(f"[bold]{prep.runbook.id}[/bold] v{prep.runbook.version}: mode [bold]{mode}[/bold], "
-              f"target {prep.target.describe()}" + (f", approved plan {args.approve}" if args.approve else ""))
-    progress_cb, stop = _progress(err, quiet=args.quiet)
+    if ci is not None:
+        ci.banner(runbook=prep.runbook.id, version=prep.runbook.version, mode=mode, target=prep.target.describe(),
+                  approve=args.approve)
+        progress_cb, stop = ci.progress, ci.end_progress
+    else:
+        err.print(f"[bold]{prep.runbook.id}[/bold] v{prep.runbook.version}: mode [bold]{mode}[/bold], "
+                  f"target {prep.target.describe()}" + (f", approved plan {args.approve}" if args.approve else ""))
+        progress_cb, stop = _progress(err, quiet=args.quiet)
     try:
-        outcome = runner.execute(prep, archive=archive, progress=progress_cb, cell_timeout=args.cell_timeout)
+        outcome = runner.execute(prep, archive=archive, progress=progress_cb, cell_timeout=args.cell_timeout,
+                                 run_id=args.run_id)
     finally:
         stop()
-    colour = {"succeeded": "green", "failed": "red", "aborted": "yellow"}[outcome.status]
-    out = _console()
-    out.print(f"[{colour}]{outcome.status}[/{colour}] run {outcome.run_id}")
-    if outcome.failed_cell:
-        fc = outcome.failed_cell
-        out.print(f"  failing cell: #{fc.get('index')} of the runbook (code cell {fc.get('code_cell')})")
-        if fc.get("source"):
-            out.print("  " + fc["source"].splitlines()[0][:100])
-    if outcome.error:
-        out.print(f"  error: {outcome.error}")
-    out.print(f"  record: {outcome.record_dir}")
+    result = cireport.run_result(outcome)
+    if ci is not None:
+        ci.report(result, outcome.manifest)
+    else:
+        colour = {"succeeded": "green", "failed": "red", "aborted": "yellow"}[outcome.status]
+        out = _console()
+        out.print(f"[{colour}]{outcome.status}[/{colour}] run {outcome.run_id}")
+        if outcome.failed_cell:
+            fc = outcome.failed_cell
+            out.print(f"  failing cell: #{fc.get('index')} of the runbook (code cell {fc.get('code_cell')})")
+            if fc.get("source"):
+                out.print("  " + fc["source"].splitlines()[0][:100])
+        if outcome.error:
+            out.print(f"  error: {outcome.error}")
+        out.print(f"  record: {outcome.record_dir}")
+
+    def warn(text: str) -> None:  # one line on stderr, in the CI format when there is one
+        print(ci.format_warning(text) if ci is not None else f"opsbook: warning: {text}", file=sys.stderr, flush=True)
+
+    for problem in cireport.write_files(result, outcome.manifest, junit=args.junit, output_json=args.output_json):
+        warn(problem)
+    if notify_to:  # after the record is sealed; never changes the exit code
+        from opsbook.clients.webhook import Webhook
+
+        try:
+            for sent in notify.deliver(notify_to, outcome.manifest, record=result["record"],
+                                       link=cireport.job_url(), client=Webhook()):
+                if sent.delivery.delivered:
+                    print(f"opsbook: {sent.line()}", file=sys.stderr, flush=True)
+                else:
+                    warn(sent.line())
+        except KeyboardInterrupt:
+            warn("notifications skipped: interrupted")
+        except Exception as exc:
+            warn(f"notifications failed: {type(exc).__name__}")
     return outcome.exit_code
+
+
+def _cmd_run_on_cluster(args: argparse.Namespace) -> int:
+    """``run ID --on-cluster``: everything is validated here first (parameters, approval, RBAC, S3
+    archive), then the same command runs as a Kubernetes Job; the logic is in ``opsbook.oncluster``."""
+    from opsbook import catalog, oncluster, runner
+    from opsbook.clients.kube import Kube
+    from opsbook.errors import UsageError
+    from opsbook.ids import new_run_id
+    from opsbook.parameters import load_params_file
+
+    for flag in ("junit", "output_json", "notify"):
+        if getattr(args, flag, None):
+            raise UsageError(f"--{flag.replace('_', '-')} is not supported with --on-cluster (the run happens in "
+                             "the Job's pod)")
+    if args.dry_run and not args.on_cluster:
+        raise UsageError("--dry-run goes with --on-cluster (a local plan is --mode plan)")
+    outputs = oncluster.require_s3_outputs(args.outputs)
+    annotations = oncluster.parse_annotations(args.pod_annotation)
+    given: dict[str, Any] = {}
+    for f in args.parameters_file:
+        given.update(load_params_file(f))
+    text_values: set[str] = set()
+    for name, value in args.parameter:
+        given[name] = value
+        text_values.add(name)
+    archive = None
+    if args.approve:  # the approved plan is checked here, in the same S3 archive, before anything is created
+        from opsbook.archive import open_archive
+
+        archive = open_archive(outputs)
+    prep = runner.prepare(args.runbook, given, text_values=text_values, mode=args.mode, target=args.target,
+                          approve=args.approve, archive=archive, notebooks=catalog.notebooks_dir(args.notebooks))
+    tgt = prep.target
+    if not tgt.has_cluster:
+        raise UsageError(f"--on-cluster needs a target with a cluster; {tgt.name} has none (see `opsbook targets`, "
+                         "choose one with --target)")
+    req = oncluster.JobRequest(
+        runbook=prep.runbook, params=prep.params, target=tgt, run_id=args.run_id or new_run_id(),
+        namespace=args.namespace or tgt.namespace, image=args.image or oncluster.default_image(), outputs=outputs,
+        s3_secret=args.s3_secret, env_secrets=tuple(args.env_secret), approve=args.approve,
+        cell_timeout=args.cell_timeout, job_timeout=args.job_timeout, pod_annotations=annotations)
+    objs = oncluster.render(req)
+    err, out = _console(stderr=True), _console()
+    kube = Kube(kubeconfig=tgt.kubeconfig, context=tgt.kube_context)
+    try:
+        oncluster.preflight(kube, req, objs)
+        if args.dry_run:
+            import yaml
+            from rich.table import Table
+
+            print(f"# opsbook run {req.runbook.id} --on-cluster --dry-run: {len(objs)} object(s) for run "
+                  f"{req.run_id}, mode {req.mode}, target {tgt.name}")
+            print(yaml.safe_dump_all(objs, sort_keys=False), end="", flush=True)
+            table = Table(title=f"RBAC of ServiceAccount {req.namespace}/{req.name}")
+            rows = oncluster.summary_rows(objs)
+            for col in ("kind", "namespace", "apiGroups", "resources", "verbs", "resourceNames"):
+                table.add_column(col, overflow="fold")
+            for r in rows:
+                table.add_row(*(r[c] for c in ("kind", "namespace", "apiGroups", "resources", "verbs",
+                                                "resourceNames")))
+            err.print(table if rows else "RBAC: none (the runbook makes no Kubernetes API call)")
+            accepted = oncluster.server_dry_run(kube, objs)
+            err.print(f"server-side dry run (dryRun=All): {len(accepted)} object(s) accepted; nothing was created")
+            return EXIT_OK
+        oncluster.server_dry_run(kube, objs)  # refuse a bad object before any is created
+        oncluster.launch(kube, objs)
+        err.print(f"[bold]{req.runbook.id}[/bold] v{req.runbook.version}: mode [bold]{req.mode}[/bold], target "
+                  f"{tgt.describe()}: Job {req.namespace}/{req.name} (image {req.image}), run {req.run_id}")
+
+        def status(st: Any) -> None:
+            if not st.done:
+                err.print(f"job: {st.detail or st.state}", markup=False)
+
+        try:
+            st = oncluster.follow(kube, req, on_line=lambda line: print(line, flush=True), on_status=status)
+        except KeyboardInterrupt:
+            return _on_cluster_interrupted(kube, req, objs, err)
+        problems = oncluster.stop(kube, req, objs) if st.reason == "Timeout" else oncluster.revoke(kube, objs)
+        for p in problems:
+            print(f"opsbook: warning: could not delete {p}", file=sys.stderr, flush=True)
+        if st.state == "succeeded":
+            out.print(f"[green]succeeded[/green] run {req.run_id} (Job {req.namespace}/{req.name})")
+        else:
+            out.print(f"[red]failed[/red] run {req.run_id} (Job {req.namespace}/{req.name}): {st.describe()}",
+                      markup=True, highlight=False)
+            if st.reason == "Timeout":
+                out.print("  the Job was deleted (its pod is stopped; the run archives itself as aborted)")
+        out.print(f"  record: run {req.run_id} in {outputs} (`opsbook history --outputs {outputs}`)")
+        return EXIT_OK if st.state == "succeeded" else EXIT_FAILED
+    finally:
+        kube.close()
+
+
+def _on_cluster_interrupted(kube: Any, req: Any, objs: list[dict[str, Any]], err: Any) -> int:
+    """Ctrl-C while following: on a terminal ask whether to leave the Job running (default yes);
+    otherwise leave it and print the kubectl commands to follow or delete it."""
+    from opsbook import oncluster
+
+    leave = True
+    if sys.stdin.isatty() and err.is_terminal:
+        from rich.prompt import Confirm
+
+        try:
+            leave = Confirm.ask(f"Leave Job {req.namespace}/{req.name} running?", default=True, console=err)
+        except (KeyboardInterrupt, EOFError):
+            leave = True
+    if leave:
+        err.print(f"left running: Job {req.namespace}/{req.name} (run {req.run_id}); it and its RBAC stay until "
+                  "it finishes and you delete them:", markup=False)
+        for line in oncluster.kubectl_hints(req, objs):
+            err.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+    else:
+        for p in oncluster.stop(kube, req, objs):
+            print(f"opsbook: warning: could not delete {p}", file=sys.stderr, flush=True)
+        err.print(f"deleted Job {req.namespace}/{req.name} and its RBAC (the pod is stopped: the run archives "
+                  "itself as aborted)", markup=False)
+    return EXIT_INTERRUPTED
+
+
+def _run_id_arg(text: str) -> str:
+    from opsbook.ids import RUN_ID
+
+    if not RUN_ID.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a run id (YYYYMMDDTHHMMSSZ-xxxxxx)")
+    return text
 
 
 def _progress(con: Any, *, quiet: bool) -> tuple[Any, Any]:
     """Per-cell progress: a live bar on a terminal, one line per cell otherwise (CI logs)."""
     if quiet:
         return None, lambda: None
-    if not con.is_terminal:
+    if not con.is_terminal or os.environ.get("CI", "").lower() in ("true", "1"):  # no bar in a CI log
         def log_line(event: str, index: int, total: int, label: str) -> None:
             if event == "start" and not label.startswith("(markdown)"):
                 con.print(f"[{index + 1}/{total}] {label}", markup=False)
@@ -304,7 +529,6 @@ def _cmd_history(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
-    from opsbook import catalog
     from opsbook.archive import open_archive
 
     archive = open_archive(args.outputs)
@@ -330,11 +554,10 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from opsbook import catalog
     from opsbook.archive import open_archive
 
     archive = open_archive(args.outputs)
-    report = archive.verify(expect_head=args.expect_head)
+    report = archive.verify(expect_head=args.expect_head, deep=args.deep)
     con = _console()
     for info in getattr(report, "info", []) or []:
         con.print(f"note: {info}")
@@ -349,7 +572,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_incident(args: argparse.Namespace) -> int:
     import json
 
-    from opsbook import catalog, incident_bundle
+    from opsbook import incident_bundle
     from opsbook.archive import open_archive
 
     archive = open_archive(args.outputs)
@@ -393,7 +616,6 @@ def _cmd_evidence(args: argparse.Namespace) -> int:
         return EXIT_OK if report.ok else EXIT_FAILED
     if not args.incident_id or not args.out:
         raise UsageError("evidence INCIDENT_ID --out FILE.tar.gz, or evidence --verify FILE.tar.gz")
-    from opsbook import catalog
     from opsbook.archive import open_archive
 
     info = incident_bundle.export(open_archive(args.outputs), args.incident_id, args.out)

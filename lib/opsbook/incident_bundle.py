@@ -36,10 +36,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opsbook.archive import GENESIS, MANIFEST_NAME, Archive, LedgerEntry, canonical_json
 from opsbook.errors import ArchiveError, UsageError
+
+if TYPE_CHECKING:
+    from opsbook.s3archive import S3Archive, S3Path
 
 __all__ = ["IncidentRun", "BundleInfo", "BundleReport", "incident_runs", "export", "verify_bundle", "postmortem",
            "BUNDLE_FORMAT"]
@@ -59,7 +62,7 @@ def _sha(data: bytes) -> str:
 class IncidentRun:
     run_id: str
     runbook_id: str
-    path: Path
+    path: Path | S3Path  # the record folder (an S3Path in an S3 archive: same read_bytes, /, is_file)
     entry: LedgerEntry
     manifest: dict[str, Any]
 
@@ -72,19 +75,20 @@ class IncidentRun:
         return str(self.manifest.get("started") or self.entry.started or "")
 
 
-def incident_runs(archive: Archive, incident_id: str) -> list[IncidentRun]:
+def incident_runs(archive: Archive | S3Archive, incident_id: str) -> list[IncidentRun]:
     """Every archived run whose parameter ``incident_id`` is ``incident_id``, in time order (start
     time, then ledger order). Only records listed in the ledger count (a bundle needs their entries)."""
     out = []
     seen: set[str] = set()
+    unique = []
     for e in archive.entries():
-        if e.record in seen:
-            continue
-        seen.add(e.record)
-        path = archive.root / e.runbook_id / e.run_id
+        if e.record not in seen:
+            seen.add(e.record)
+            unique.append(e)
+    for e, path, data in archive.read_manifests(unique):
         try:
-            manifest = json.loads((path / MANIFEST_NAME).read_bytes())
-        except (OSError, ValueError):
+            manifest = json.loads(data) if data is not None else None
+        except ValueError:
             continue
         if not isinstance(manifest, dict):
             continue
@@ -218,7 +222,9 @@ class BundleInfo:
     head: str
 
 
-def _record_files(path: Path) -> dict[str, bytes]:
+def _record_files(path: Path | S3Path) -> dict[str, bytes]:
+    if not isinstance(path, Path):  # a record in an S3 archive
+        return path.read_tree()
     out: dict[str, bytes] = {}
     for dirpath, _dirs, names in os.walk(path):
         for n in names:
@@ -229,7 +235,7 @@ def _record_files(path: Path) -> dict[str, bytes]:
     return out
 
 
-def export(archive: Archive, incident_id: str, out: str | os.PathLike[str]) -> BundleInfo:
+def export(archive: Archive | S3Archive, incident_id: str, out: str | os.PathLike[str]) -> BundleInfo:
     """Write the evidence bundle of ``incident_id`` to ``out`` (``.tar.gz``); ``UsageError`` if the
     archive has no run of that incident."""
     runs = incident_runs(archive, incident_id)

@@ -90,7 +90,7 @@ def start(*, port: int | None = None, notebooks: str | None = None, outputs: str
     port = port or free_port()
     token = secrets.token_hex(24)
     full_env = {**os.environ, **(env or {}), catalog.ENV_NOTEBOOKS: str(root),
-                catalog.ENV_OUTPUTS: str(catalog.outputs_dir(outputs).resolve())}
+                catalog.ENV_OUTPUTS: _archive_location(outputs)}
     proc = subprocess.Popen(command(port=port, token=token, root=root, open_browser=open_browser),
                             env=full_env, cwd=str(root), stdin=subprocess.DEVNULL, stdout=stdout,
                             stderr=stderr, start_new_session=True)
@@ -120,7 +120,7 @@ def serve(*, port: int | None = None, notebooks: str | None = None, outputs: str
                 env={ENV_APPROVED_PLAN: approve} if approve else None)
     say(f"JupyterLab is running on {lab.base_url} with the runbooks in {lab.root}")
     say(f"open: {lab.url}")
-    say(f"records of interactive runs go to {catalog.outputs_dir(outputs).resolve()}; press Ctrl-C to stop")
+    say(f"records of interactive runs go to {_archive_location(outputs)}; press Ctrl-C to stop")
 
     def _term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -138,3 +138,10 @@ def serve(*, port: int | None = None, notebooks: str | None = None, outputs: str
         return 0
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def _archive_location(outputs: str | None) -> str:
+    """The archive as the kernels must see it: an absolute folder, or the ``s3://`` URL unchanged."""
+    from opsbook.archive import open_archive
+
+    return str(open_archive(outputs).location)

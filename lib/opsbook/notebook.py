@@ -142,14 +142,14 @@ class Run:
         self.started = utcnow()
         self._t0 = time.monotonic()
         self._first_cell = 0  # interactive: the execution count of the setup cell
-        self.recorded: Path | None = None  # interactive: the record this run was archived as
+        self.recorded: Any = None  # interactive: the record this run was archived as (Path, or S3Path)
         self._evidence: list[dict[str, Any]] = []  # interactive: the evidence files and their descriptions
 
     # -- public API -----------------------------------------------------------------------------
     @property
-    def outputs(self) -> Path:
-        """The archive folder this run's record goes to."""
-        return catalog.outputs_dir()
+    def outputs(self) -> str:
+        """Where this run's record goes: the archive folder, or its ``s3://`` URL."""
+        return str(self.archive().location)
 
     @property
     def approved_plan(self) -> str | None:
@@ -166,9 +166,9 @@ class Run:
         return self.archive().load_manifest(plan) if plan else None
 
     def archive(self) -> Any:
-        from opsbook.archive import Archive
+        from opsbook.archive import open_archive
 
-        return Archive(self.outputs)
+        return open_archive()  # $OPSBOOK_OUTPUTS: a folder or s3://BUCKET/PREFIX
 
     @property
     def applying(self) -> bool:
@@ -351,7 +351,7 @@ class Run:
                                         manifest=manifest)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        self.recorded = Path(ref.path)
+        self.recorded = ref.path
         text = f"recorded as {self.recorded} (status {status}; `opsbook history` lists it, `opsbook verify` checks it)"
         _display(f"<p class='opsbook-recorded'>📁 {html.escape(text)}</p>", text)
 
@@ -434,7 +434,7 @@ def _interactive_approval(rb: catalog.Runbook, params: dict[str, Any], target: T
     cell before this one, or ``opsbook lab --approve RUN_ID``). The plan must exist, verify, be of this
     runbook, have succeeded and have the same parameters bar ``mode``; the notebook's own sha256 is not
     compared, since a walkthrough edits its parameters cell."""
-    from opsbook.archive import Archive
+    from opsbook.archive import open_archive
     from opsbook.errors import ApprovalError
     from opsbook.runner import check_approval
 
@@ -446,7 +446,7 @@ def _interactive_approval(rb: catalog.Runbook, params: dict[str, Any], target: T
             "record, then name that plan run: `%env OPSBOOK_APPROVED_PLAN=PLAN_RUN_ID` in a cell above "
             "this one (or start `opsbook lab --approve PLAN_RUN_ID`), or run headless with "
             f"`opsbook run {rb.id} --mode apply --approve PLAN_RUN_ID`.")
-    return check_approval(Archive(catalog.outputs_dir()), rb, params, plan, approver=operator,
+    return check_approval(open_archive(), rb, params, plan, approver=operator,
                           check_source=False)
 
 

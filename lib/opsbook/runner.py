@@ -26,10 +26,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opsbook import catalog, recording, secrets
-from opsbook.archive import Archive
+from opsbook.archive import Archive, open_archive
 from opsbook.errors import ApprovalError, ArchiveError, RecordExists
 from opsbook.ids import new_run_id, utcnow
 from opsbook.notebook import (
@@ -41,8 +41,12 @@ from opsbook.notebook import (
     ENV_SOURCE,
 )
 from opsbook.parameters import validate
+from opsbook.s3archive import RecordNotUploaded
 from opsbook.targets import Target
 from opsbook.targets import get as get_target
+
+if TYPE_CHECKING:
+    from opsbook.s3archive import S3Archive, S3Path
 
 ProgressCallback = Callable[[str, int, int, str], None]  # (event, cell index, cell count, label)
 
@@ -52,7 +56,7 @@ class RunOutcome:
     run_id: str
     runbook_id: str
     status: str  # succeeded | failed | aborted
-    record_dir: Path | None
+    record_dir: Path | S3Path | None  # an S3Path prints as the record's s3:// URL
     failed_cell: dict[str, Any] | None = None
     error: str | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
@@ -72,7 +76,8 @@ class Prepared:
 
 def prepare(runbook_id: str, given: dict[str, Any], *, text_values: set[str] | None = None,
             mode: str | None = None, target: str | None = None, approve: str | None = None,
-            archive: Archive | None = None, notebooks: Path | None = None, operator: str | None = None) -> Prepared:
+            archive: Archive | S3Archive | None = None, notebooks: Path | None = None,
+            operator: str | None = None) -> Prepared:
     """Everything that is checked before a kernel starts. Raises UsageError subclasses."""
     rb = catalog.get(runbook_id, notebooks)
     given = dict(given)
@@ -94,8 +99,10 @@ def prepare(runbook_id: str, given: dict[str, Any], *, text_values: set[str] | N
     if approve:
         if params.get("mode") != "apply":
             raise ApprovalError("--approve names the plan run that an apply executes; use it with --mode apply")
-        approval = check_approval(archive or Archive(catalog.outputs_dir()), rb, params, approve,
+        approval = check_approval(archive or open_archive(), rb, params, approve,
                                   approver=operator or _operator())
+    if archive is not None:
+        archive.check_writable()  # e.g. S3: bucket, credentials, Object Lock for --retention; before any kernel
     return Prepared(rb, params, tgt, approval)
 
 
@@ -103,7 +110,7 @@ def _comparable(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k != "mode"}
 
 
-def check_approval(archive: Archive, rb: catalog.Runbook, params: dict[str, Any], plan_run_id: str,
+def check_approval(archive: Archive | S3Archive, rb: catalog.Runbook, params: dict[str, Any], plan_run_id: str,
                    *, approver: str, check_source: bool = True) -> dict[str, Any]:
     """The plan record exists, verifies, is of this runbook and notebook, succeeded, and has the same
     parameters bar ``mode``."""
@@ -275,7 +282,7 @@ def _read_events(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def execute(prep: Prepared, *, archive: Archive, progress: ProgressCallback | None = None,
+def execute(prep: Prepared, *, archive: Archive | S3Archive, progress: ProgressCallback | None = None,
             operator: str | None = None, run_id: str | None = None, cell_timeout: int | None = None) -> RunOutcome:
     """Execute a prepared run and archive its record, whatever happens. Never raises for a run that
     failed or was interrupted: the outcome says so (``status``, ``exit_code``)."""
@@ -289,7 +296,7 @@ def execute(prep: Prepared, *, archive: Archive, progress: ProgressCallback | No
     events, secrets_file = staging / "events.jsonl", staging / "secrets.jsonl"
     env_keys = {ENV_RUN_ID: run_id, ENV_SOURCE: str(rb.path.resolve()), ENV_EVENTS: str(events),
                 secrets.ENV_SECRETS_FILE: str(secrets_file), ENV_OPERATOR: operator,
-                catalog.ENV_OUTPUTS: str(Path(archive.root).resolve()),
+                catalog.ENV_OUTPUTS: archive.location,
                 ENV_APPROVED_PLAN: (prep.approval or {}).get("plan_run_id", ""),
                 ENV_EVIDENCE_DIR: str(out_nb.parent / "evidence")}
     saved_env = {k: os.environ.get(k) for k in env_keys}
@@ -340,8 +347,8 @@ def execute(prep: Prepared, *, archive: Archive, progress: ProgressCallback | No
                                 secrets_file=secrets_file, run_id=run_id, operator=operator, started=started,
                                 seconds=time.monotonic() - t0, status=status, failed_cell=failed_cell,
                                 error=error, warm=warm)
-        except RecordExists:
-            raise
+        except (RecordExists, RecordNotUploaded):
+            raise  # a refused run id; or S3 failed and the record is kept locally (the error says where)
         except Exception as exc:
             outcome = _minimal_record(prep, archive=archive, run_id=run_id, operator=operator, started=started,
                                       status=status, error=error, finalize_error=exc, secrets_file=secrets_file)
@@ -352,7 +359,7 @@ def execute(prep: Prepared, *, archive: Archive, progress: ProgressCallback | No
     return outcome
 
 
-def _minimal_record(prep: Prepared, *, archive: Archive, run_id: str, operator: str, started: str, status: str,
+def _minimal_record(prep: Prepared, *, archive: Archive | S3Archive, run_id: str, operator: str, started: str, status: str,
                     error: str | None, finalize_error: BaseException, secrets_file: Path) -> RunOutcome:
     """The full record could not be built: keep a manifest-only record rather than nothing. The
     executed notebook is left out, since it may not have been redacted; the error texts are
@@ -375,10 +382,10 @@ def _minimal_record(prep: Prepared, *, archive: Archive, run_id: str, operator: 
     with tempfile.TemporaryDirectory(prefix="opsbook-min-") as empty:
         ref = archive.record(runbook_id=prep.runbook.id, run_id=run_id, source_dir=Path(empty), manifest=manifest)
     return RunOutcome(run_id=run_id, runbook_id=prep.runbook.id, status=manifest["status"],
-                      record_dir=Path(ref.path), error=manifest["error"], manifest=manifest)
+                      record_dir=ref.path, error=manifest["error"], manifest=manifest)
 
 
-def _finalize(prep: Prepared, *, archive: Archive, staging: Path, out_nb: Path, events: Path,
+def _finalize(prep: Prepared, *, archive: Archive | S3Archive, staging: Path, out_nb: Path, events: Path,
               secrets_file: Path, run_id: str, operator: str, started: str, seconds: float, status: str,
               failed_cell: dict[str, Any] | None, error: str | None, warm: _HtmlWarmup) -> RunOutcome:
     import nbformat
@@ -418,7 +425,6 @@ def _finalize(prep: Prepared, *, archive: Archive, staging: Path, out_nb: Path, 
                   if e.get("event") == "evidence" and e.get("name") not in dropped],
         evidence_dropped=dropped, red=red)
     ref = archive.record(runbook_id=rb.id, run_id=run_id, source_dir=out_nb.parent, manifest=manifest)
-    record_dir = Path(getattr(ref, "path", archive.root / rb.id / run_id))
-    return RunOutcome(run_id=run_id, runbook_id=rb.id, status=status, record_dir=record_dir,
+    return RunOutcome(run_id=run_id, runbook_id=rb.id, status=status, record_dir=ref.path,
                       failed_cell=failed_cell, error=manifest["error"], manifest=manifest)
 

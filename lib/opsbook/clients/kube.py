@@ -32,7 +32,7 @@ import base64
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -461,3 +461,108 @@ class Kube:
         if key in (secret.get("stringData") or {}):
             return str(secret["stringData"][key])
         raise NotFound(f"Secret {namespace}/{name} has no key {key!r} (keys: {', '.join(sorted(data)) or 'none'})")
+
+    # -- jobs and log streams (opsbook run --on-cluster) ----------------------------------------
+    def stream_logs(self, *, namespace: str, pod: str, container: str | None = None, since_time: str | None = None,
+                    timestamps: bool = False, idle_timeout: float = 30.0) -> Iterator[str]:
+        """Follow a container's log (``follow=true``): yield each line as the container writes it,
+        until the server ends the stream (the container finished, the pod went, or the server's own
+        limit) or no byte came for ``idle_timeout`` s; the caller decides whether to follow again
+        (``since_time`` with ``timestamps`` lets it resume without repeating lines). Errors before
+        the first byte are ours (NotFound, Invalid: e.g. 400 "waiting to start"), as for ``request``."""
+        import urllib3
+        from kubernetes.client.exceptions import ApiException
+
+        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(pod, safe='')}/log"
+        q = [(k, v) for k, v in (("follow", "true"), ("container", container), ("sinceTime", since_time),
+                                 ("timestamps", "true" if timestamps else None)) if v is not None]
+        method, url, headers, body, _ = self.api.param_serialize(
+            "GET", path, query_params=q, header_params={"Accept": "*/*"}, auth_settings=["BearerToken"])
+        what = f"GET {path} (follow)"
+        try:
+            resp = self.api.call_api(method, url, header_params=headers, body=body,
+                                     _request_timeout=(min(idle_timeout, 10.0), idle_timeout))
+        except urllib3.exceptions.HTTPError as exc:
+            raise Unreachable(f"cannot reach the Kubernetes API at {self.host}: {exc}") from exc
+        except OSError as exc:
+            raise Unreachable(f"cannot reach the Kubernetes API at {self.host}: {exc}") from exc
+        except ApiException as exc:
+            raise Unreachable(f"cannot reach the Kubernetes API at {self.host}: {exc.reason}") from exc
+        raw = resp.response  # not preloaded: read as it arrives
+        if resp.status >= 400:
+            text = resp.read()
+            text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text or "")
+            api_exc = ApiException(status=resp.status, reason=resp.reason, body=text)
+            raise _error_for(resp.status, f"{what}: {resp.status} {_status_message(text)}") from api_exc
+        buf = b""
+        try:
+            chunks = raw.read_chunked(decode_content=True) if getattr(raw, "chunked", False) else raw.stream(
+                1024, decode_content=True)
+            for chunk in chunks:
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    yield line.decode("utf-8", "replace")
+            if buf:
+                yield buf.decode("utf-8", "replace")
+        except (urllib3.exceptions.HTTPError, OSError):
+            return  # idle for too long, or the connection dropped: the caller may follow again
+        finally:
+            raw.close()  # a follow stream cut short must not go back to the pool half-read
+            raw.release_conn()
+
+    def job_pods(self, *, namespace: str, job: str) -> list[dict[str, Any]]:
+        """The pods of a Job, oldest first (label ``batch.kubernetes.io/job-name``, or the older
+        ``job-name`` that clusters before 1.27 set)."""
+        pods = self.list_objects(kind="Pod", namespace=namespace, selector=f"batch.kubernetes.io/job-name={job}")
+        if not pods:
+            pods = self.list_objects(kind="Pod", namespace=namespace, selector=f"job-name={job}")
+        return sorted(pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""))
+
+    def wait_job(self, *, namespace: str, name: str, timeout: float, poll: float = 1.0,
+                 on_status: Callable[[dict[str, Any], list[dict[str, Any]]], bool | None] | None = None
+                 ) -> dict[str, Any]:
+        """Wait until the Job has condition Complete or Failed; return it. ``on_status(job, pods)`` is
+        called on every poll (to report progress, or to give up early: return True and the wait ends
+        with the Job as it is). TimedOut after ``timeout`` s, NotFound if the Job is deleted."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get(kind="Job", name=name, namespace=namespace)
+            finished = any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+                           for c in (job.get("status") or {}).get("conditions") or [])
+            if on_status is not None:
+                pods = self.job_pods(namespace=namespace, job=name)
+                if on_status(job, pods) and not finished:
+                    return job
+            if finished:
+                return job
+            if time.monotonic() >= deadline:
+                st = job.get("status") or {}
+                raise TimedOut(f"Job {namespace}/{name} not finished after {timeout:g} s (active "
+                               f"{st.get('active', 0)}, succeeded {st.get('succeeded', 0)}, failed {st.get('failed', 0)})")
+            time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+
+    def create(self, manifest: Mapping[str, Any], *, namespace: str | None = None,
+               dry_run: bool = False) -> dict[str, Any]:
+        """Create one object (POST). Unlike :meth:`apply` it never takes over an object that is
+        already there: Conflict. ``dry_run``: validated and defaulted by the server, not stored."""
+        kind, api_version = manifest.get("kind"), manifest.get("apiVersion")
+        if not kind or not api_version:
+            raise Invalid(f"manifest without kind or apiVersion: {str(manifest)[:200]}")
+        info = self.resource(kind=kind, api_version=api_version)
+        ns = ((manifest.get("metadata") or {}).get("namespace") or namespace) if info.namespaced else None
+        body = json.loads(json.dumps(manifest))
+        if ns:
+            body.setdefault("metadata", {})["namespace"] = ns
+        return self.request("POST", info.path(namespace=ns), body=body,
+                            query={"dryRun": "All" if dry_run else None})
+
+    def patch(self, *, kind: str, name: str, patch: Mapping[str, Any], namespace: str | None = None,
+              api_version: str | None = None, patch_type: str = "merge") -> dict[str, Any]:
+        """A JSON merge patch (``patch_type="merge"``) or strategic merge patch (``"strategic"``)."""
+        types = {"merge": "application/merge-patch+json", "strategic": "application/strategic-merge-patch+json"}
+        if patch_type not in types:
+            raise ValueError(f"patch_type={patch_type!r}: expected merge or strategic")
+        info = self.resource(kind=kind, api_version=api_version)
+        return self.request("PATCH", info.path(namespace=namespace if info.namespaced else None, name=name),
+                            body=dict(patch), content_type=types[patch_type])

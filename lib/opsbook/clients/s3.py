@@ -5,10 +5,18 @@
     s3.probe("mlflow-artifacts", prefix="mlflow")   # put, get and delete a small probe object
     s3.list("mlflow-artifacts", prefix="mlflow/1/models/m-abc/")   # [{key, size, modified}]
 
+Write-once objects (the S3 run archive, ``opsbook.s3archive``, is built on these)::
+
+    etag = s3.put_if_absent(bucket, key, body)      # If-None-Match: *; Conflict if the key exists
+    s3.put_if_absent(bucket, key, body, lock_mode="GOVERNANCE", retain_until=until)   # Object Lock
+    for obj in s3.iter_objects(bucket, "runs/"): ...   # ObjectInfo(key, size, etag), 1000 per page
+    s3.object_lock_enabled(bucket)                  # True if the bucket was created with Object Lock
+
 Errors are ours, with the botocore error chained::
 
     ClientError
     ├── NotFound        NoSuchBucket, NoSuchKey, 404
+    ├── Conflict        412 PreconditionFailed (a conditional write lost: the key exists), 409
     ├── Forbidden       InvalidAccessKeyId, SignatureDoesNotMatch, AccessDenied, 401/403
     ├── Invalid         400 (InvalidBucketName...)
     ├── Unreachable     connection refused, DNS, TLS; 5xx after botocore's retries
@@ -20,18 +28,40 @@ The seam is the constructor: pass ``client=`` (any boto3-compatible S3 client) t
 
 from __future__ import annotations
 
+import builtins
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from opsbook.errors import ClientError, Forbidden, Invalid, NotFound, TimedOut, Unreachable
+from opsbook.errors import ClientError, Conflict, Forbidden, Invalid, NotFound, TimedOut, Unreachable
 
-__all__ = ["S3", "CREDENTIAL_ERRORS"]
+__all__ = ["S3", "CREDENTIAL_ERRORS", "ObjectInfo"]
 
 CREDENTIAL_ERRORS = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
                                "ExpiredToken", "InvalidClientTokenId", "AuthorizationHeaderMalformed"})
 _NOT_FOUND = frozenset({"NoSuchBucket", "NoSuchKey", "NotFound", "404"})
 _FORBIDDEN = frozenset({"AccessDenied", "Forbidden", "403", "401", "AllAccessDisabled"})
+_CONFLICT = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
+_NO_LOCK_CONFIG = "ObjectLockConfigurationNotFoundError"
+LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """One object as a listing shows it. ``etag`` is without its quotes (for a single-part PUT
+    without SSE-KMS it is the hex md5 of the content)."""
+
+    key: str
+    size: int
+    etag: str
+
+
+def _etag(value: Any) -> str:
+    return str(value or "").strip('"')
 
 
 class S3:
@@ -39,7 +69,8 @@ class S3:
 
     def __init__(self, *, endpoint_url: str | None = None, access_key: str | None = None,
                  secret_key: str | None = None, region: str = "us-east-1", client: Any = None,
-                 connect_timeout: float = 5.0, read_timeout: float = 20.0, path_style: bool = True):
+                 connect_timeout: float = 5.0, read_timeout: float = 20.0, path_style: bool = True,
+                 max_pool_connections: int = 10):
         self.endpoint_url = endpoint_url or None
         self.region = region
         self._access_key = access_key
@@ -47,6 +78,8 @@ class S3:
         self._client = client
         self._timeouts = (connect_timeout, read_timeout)
         self._path_style = path_style
+        self._pool = max_pool_connections
+        self._client_lock = threading.Lock()  # the client is shared by worker threads: build it once
 
     def __repr__(self) -> str:
         return f"S3(endpoint_url={self.endpoint_url!r}, region={self.region!r})"
@@ -58,15 +91,19 @@ class S3:
     @property
     def client(self) -> Any:
         if self._client is None:
-            import boto3
-            from botocore.config import Config
+            with self._client_lock:
+                if self._client is None:
+                    import boto3
+                    from botocore.config import Config
 
-            cfg = Config(signature_version="s3v4", s3={"addressing_style": "path" if self._path_style else "auto"},
-                         retries={"max_attempts": 2, "mode": "standard"},
-                         connect_timeout=self._timeouts[0], read_timeout=self._timeouts[1])
-            self._client = boto3.session.Session().client(
-                "s3", endpoint_url=self.endpoint_url, aws_access_key_id=self._access_key,
-                aws_secret_access_key=self._secret_key, region_name=self.region, config=cfg)
+                    cfg = Config(signature_version="s3v4",
+                                 s3={"addressing_style": "path" if self._path_style else "auto"},
+                                 retries={"max_attempts": 2, "mode": "standard"},
+                                 connect_timeout=self._timeouts[0], read_timeout=self._timeouts[1],
+                                 max_pool_connections=self._pool)
+                    self._client = boto3.session.Session().client(
+                        "s3", endpoint_url=self.endpoint_url, aws_access_key_id=self._access_key,
+                        aws_secret_access_key=self._secret_key, region_name=self.region, config=cfg)
         return self._client
 
     # -- errors ----------------------------------------------------------------------------------
@@ -88,6 +125,8 @@ class S3:
             detail = code + (f" ({message})" if message and message != code else "")
             if code in CREDENTIAL_ERRORS:
                 return Forbidden(f"{what}: {where} rejected the credentials: {detail}")
+            if code in _CONFLICT or status in (409, 412):
+                return Conflict(f"{what}: {detail or status}")
             if code in _NOT_FOUND or status == 404:
                 if bucket and code in ("NoSuchBucket", "404", "NotFound"):
                     return NotFound(f"{what}: bucket {bucket!r} does not exist on {where}")
@@ -165,6 +204,90 @@ class S3:
             if not page.get("IsTruncated") or not token or len(rows) >= limit:
                 break
         return sorted(rows, key=lambda r: r["key"])[:limit]
+
+    def put_if_absent(self, bucket: str, key: str, body: bytes, *,
+                      content_type: str = "application/octet-stream", lock_mode: str | None = None,
+                      retain_until: datetime | None = None) -> str:
+        """Create ``key`` only if no object has that key (``If-None-Match: *``); returns the ETag the
+        store gave it (no quotes). Raises ``Conflict`` if the key exists: nothing is overwritten. With
+        ``lock_mode`` (GOVERNANCE/COMPLIANCE) and ``retain_until`` the object is created under Object
+        Lock retention (the bucket must have Object Lock enabled, else ``Invalid``)."""
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "Body": body, "ContentType": content_type,
+                                  "IfNoneMatch": "*"}
+        if lock_mode is not None:
+            if lock_mode not in LOCK_MODES or retain_until is None:
+                raise ValueError(f"lock_mode must be one of {LOCK_MODES} with a retain_until date")
+            kwargs.update(ObjectLockMode=lock_mode, ObjectLockRetainUntilDate=retain_until)
+        out = self._call(f"PUT (if absent) s3://{bucket}/{key}", bucket, self.client.put_object, **kwargs)
+        return _etag(out.get("ETag"))
+
+    def head(self, bucket: str, key: str) -> dict[str, Any] | None:
+        """``{size, etag, lock_mode, retain_until, version_id}`` of an object, ``None`` if it does not exist."""
+        try:
+            out = self._call(f"HEAD s3://{bucket}/{key}", bucket, self.client.head_object, Bucket=bucket, Key=key)
+        except NotFound:
+            return None
+        return {"size": int(out.get("ContentLength") or 0), "etag": _etag(out.get("ETag")),
+                "lock_mode": out.get("ObjectLockMode"), "retain_until": out.get("ObjectLockRetainUntilDate"),
+                "version_id": out.get("VersionId")}
+
+    def iter_objects(self, bucket: str, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        """Every object under ``prefix`` in key order (ListObjectsV2, 1000 keys a page, no limit),
+        beginning after ``start_after`` if given."""
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
+            if token:
+                kwargs["ContinuationToken"] = token
+            elif start_after:
+                kwargs["StartAfter"] = start_after
+            page = self._call(f"list s3://{bucket}/{prefix}", bucket, self.client.list_objects_v2, **kwargs)
+            for obj in page.get("Contents") or []:
+                yield ObjectInfo(obj["Key"], int(obj.get("Size") or 0), _etag(obj.get("ETag")))
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
+    def common_prefixes(self, bucket: str, prefix: str = "", *,
+                        delimiter: str = "/") -> tuple[builtins.list[str], builtins.list[str]]:
+        """One level of a listing: (sub-prefixes ending in ``delimiter``, keys directly under ``prefix``)."""
+        prefixes: list[str] = []
+        keys: list[str] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": delimiter, "MaxKeys": 1000}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self._call(f"list s3://{bucket}/{prefix}", bucket, self.client.list_objects_v2, **kwargs)
+            prefixes += [p["Prefix"] for p in page.get("CommonPrefixes") or []]
+            keys += [o["Key"] for o in page.get("Contents") or []]
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return sorted(prefixes), sorted(keys)
+
+    def object_lock_enabled(self, bucket: str) -> bool:
+        """True if ``bucket`` has Object Lock enabled (it can only be enabled when a bucket is created,
+        or later on a versioned bucket); False if it has no Object Lock configuration."""
+        from botocore import exceptions as bx
+
+        try:
+            out = self.client.get_object_lock_configuration(Bucket=bucket)
+        except bx.ClientError as exc:
+            if (exc.response.get("Error") or {}).get("Code") == _NO_LOCK_CONFIG:
+                return False
+            raise self._error(exc, f"read the Object Lock configuration of bucket {bucket}", bucket) from exc
+        except bx.BotoCoreError as exc:
+            raise self._error(exc, f"read the Object Lock configuration of bucket {bucket}", bucket) from exc
+        return (out.get("ObjectLockConfiguration") or {}).get("ObjectLockEnabled") == "Enabled"
+
+    def put_retention(self, bucket: str, key: str, *, mode: str, retain_until: datetime,
+                      version_id: str | None = None) -> None:
+        """Set (or extend) the Object Lock retention of an existing object."""
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key,
+                                  "Retention": {"Mode": mode, "RetainUntilDate": retain_until}}
+        if version_id:
+            kwargs["VersionId"] = version_id
+        self._call(f"PUT retention s3://{bucket}/{key}", bucket, self.client.put_object_retention, **kwargs)
 
     def probe(self, bucket: str, prefix: str = "") -> dict[str, Any]:
         """Write, read back and delete a small probe object under ``prefix``: proof that the bucket is

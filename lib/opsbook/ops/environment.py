@@ -21,20 +21,29 @@ class _Archive(Protocol):
     def verify(self, *, expect_head: str | None = None): ...  # noqa: ANN201
 
 
-def preflight(outputs: Path, *, min_free_gb: float) -> list[Check]:
-    """The archive folder exists or can be made, is writable, and has room for records."""
+def preflight(archive: object, *, min_free_gb: float) -> list[Check]:
+    """The archive can take this run's record: a folder that exists or can be made, is writable and
+    has room; or an S3 archive whose bucket exists and accepts these credentials (``check_writable``)."""
+    root = getattr(archive, "root", archive)
+    if not isinstance(root, Path):
+        where = getattr(archive, "location", str(root))
+        try:
+            archive.check_writable()  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - any refusal is the check's failure, with its message
+            return [Check("archive reachable", False, f"{where}: {exc}")]
+        return [Check("archive reachable", True, str(where))]
     checks = []
     try:
-        outputs.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=outputs, prefix=".probe-"):
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-"):
             pass
-        checks.append(Check("archive folder writable", True, str(outputs)))
+        checks.append(Check("archive folder writable", True, str(root)))
     except OSError as exc:
-        checks.append(Check("archive folder writable", False, f"{outputs}: {exc.strerror}"))
+        checks.append(Check("archive folder writable", False, f"{root}: {exc.strerror}"))
         return checks
-    free_gb = shutil.disk_usage(outputs).free / 1e9
+    free_gb = shutil.disk_usage(root).free / 1e9
     checks.append(Check("free disk space", free_gb >= min_free_gb,
-                        f"{free_gb:.1f} GB free at {outputs} (need {min_free_gb:g} GB)"))
+                        f"{free_gb:.1f} GB free at {root} (need {min_free_gb:g} GB)"))
     return checks
 
 

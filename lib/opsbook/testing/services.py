@@ -62,6 +62,7 @@ __all__ = [
     # what they yield
     "PostgresService",
     "S3Service",
+    "s3_service",
     "MlflowService",
     "PrometheusService",
     "PromQLError",
@@ -504,9 +505,12 @@ def _weed_binary() -> Path | None:
     return Path(found) if found else None
 
 
-@pytest.fixture(scope="session")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Service]:
-    """SeaweedFS (``weed mini``) on loopback with an access key, a secret and a bucket."""
+@contextlib.contextmanager
+def s3_service(base: Path) -> Iterator[S3Service]:
+    """SeaweedFS (``weed mini``) on loopback, its state in ``base`` (an empty folder), stopped on exit.
+
+    The ``s3`` fixture is this; benchmarks (``benchmarks/bench_s3.py``) use it directly, outside pytest
+    (a service that cannot start still raises pytest's ``Failed`` with the tail of its log)."""
     t0 = time.monotonic()
     weed = _weed_binary()
     if weed is None:
@@ -515,7 +519,6 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Service]:
             "`make setup` does)",
             pytrace=False,
         )
-    base = tmp_path_factory.mktemp("s3")
     data_dir, log_path, config = base / "data", base / "weed.log", base / "s3.json"
     data_dir.mkdir()
     config.write_text(
@@ -585,6 +588,13 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Service]:
         yield svc
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Service]:
+    """SeaweedFS (``weed mini``) on loopback with an access key, a secret and a bucket."""
+    with s3_service(tmp_path_factory.mktemp("s3")) as svc:
+        yield svc
 
 
 # --------------------------------------------------------------------------------------- mlflow

@@ -31,6 +31,10 @@ from .common import (
 )
 from .store import image_never_pulls, now_iso
 
+# Test-only pod annotation: the exit code of a container that runs to completion (the "any other
+# command, restartPolicy Never/OnFailure" case), e.g. "1" to fail a Job's pod. Inert on a real cluster.
+EXIT_CODE_ANNOTATION = "opsbook.test/exit-code"
+
 
 def container_behaviour(container: dict, restart_policy: str, pod_annotations: dict) -> dict:
     """What the simulated container does: pull failure, exit code after a while, or run forever."""
@@ -52,7 +56,9 @@ def container_behaviour(container: dict, restart_policy: str, pod_annotations: d
         secs = float(cmd[1] if script is None else script.split()[1])
         exit_code, run_for = 0, secs
     if exit_code is None and restart_policy != "Always":
-        exit_code, run_for = 0, float(pod_annotations.get(RUN_SECONDS_ANNOTATION) or RUN_TO_COMPLETION_SECONDS)
+        code = str(pod_annotations.get(EXIT_CODE_ANNOTATION) or "0").strip()
+        exit_code = int(code) if code.isdigit() and int(code) <= 255 else 0
+        run_for = float(pod_annotations.get(RUN_SECONDS_ANNOTATION) or RUN_TO_COMPLETION_SECONDS)
     probe = container.get("readinessProbe") or {}
     never_ready = _probe_fails(probe)
     killed_by = None
