@@ -135,6 +135,16 @@ def _parser() -> argparse.ArgumentParser:
                     "every file is always re-hashed)")
     common(sp, notebooks=False)
 
+    sp = sub.add_parser(
+        "upload", help="upload records that an S3 archive could not take (kept locally)",
+        description="A run whose record could not be written to its S3 archive (store down, credentials refused) "
+                    "keeps the record in a local folder ($OPSBOOK_S3_FALLBACK, else "
+                    "~/.local/state/opsbook/unuploaded/) and says which. This uploads such records to the archive "
+                    "they were meant for, resuming where the first attempt stopped, and removes each folder once "
+                    "its record is in the ledger.")
+    sp.add_argument("folders", nargs="*", metavar="FOLDER",
+                    help="kept record folders (default: every one in the fallback folder)")
+
     sp = sub.add_parser("incident", help="list the runs of one incident in time order",
                         description="List every archived run whose parameter incident_id is INCIDENT_ID, oldest first.")
     sp.add_argument("incident_id", metavar="INCIDENT_ID")
@@ -567,6 +577,40 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     con.print(f"{verdict}: {report.records} record(s) in {archive.root}")
     con.print(f"chain head: {report.head or '(empty ledger)'}")
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _cmd_upload(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from opsbook.archive import open_archive
+    from opsbook.errors import OpsbookError
+    from opsbook.s3archive import PENDING_NAME, S3Archive, default_fallback_dir
+
+    folders = [Path(f) for f in args.folders]
+    if not folders:
+        base = default_fallback_dir()
+        folders = sorted(p.parent for p in base.glob(f"*/{PENDING_NAME}")) if base.is_dir() else []
+        if not folders:
+            _console().print(f"nothing to upload: no kept records in {base}")
+            return EXIT_OK
+    failed = 0
+    for folder in folders:
+        try:
+            pending = json.loads((folder / PENDING_NAME).read_text(encoding="utf-8"))
+            archive = open_archive(str(pending["archive"]))
+            if not isinstance(archive, S3Archive):
+                raise ValueError(f"it names {pending['archive']}, not an s3:// archive")
+            ref = archive.upload_pending(folder)
+        except (OSError, ValueError, KeyError) as exc:
+            failed += 1
+            print(f"opsbook: {folder}: not a kept record ({exc})", file=sys.stderr)
+        except OpsbookError as exc:
+            failed += 1
+            print(f"opsbook: {folder}: {exc}", file=sys.stderr)
+        else:
+            _console().print(f"uploaded {folder} -> {ref.path}")
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def _cmd_incident(args: argparse.Namespace) -> int:

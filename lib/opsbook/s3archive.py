@@ -144,6 +144,14 @@ class RecordNotUploaded(ArchiveError):
 # small value types
 
 
+def default_fallback_dir() -> Path:
+    """Where records that could not be uploaded are kept: ``$OPSBOOK_S3_FALLBACK``, else
+    ``$XDG_STATE_HOME/opsbook/unuploaded`` (``~/.local/state/opsbook/unuploaded``)."""
+    env = os.environ.get(ENV_FALLBACK, "").strip()
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(env) if env else Path(state) / "opsbook" / "unuploaded"
+
+
 def parse_s3_url(url: str) -> tuple[str, str]:
     """``s3://BUCKET/PRE/FIX/`` -> ``("BUCKET", "PRE/FIX")``; ``UsageError`` if it is not one."""
     text = str(url).strip()
@@ -309,11 +317,7 @@ class S3Archive:
             retention = os.environ[ENV_RETENTION]
         self.retention = Retention.parse(retention) if isinstance(retention, str) else retention
         self.workers = max(1, workers)
-        if fallback_dir is None:
-            env = os.environ.get(ENV_FALLBACK, "").strip()
-            state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-            fallback_dir = env or Path(state) / "opsbook" / "unuploaded"
-        self.fallback_dir = Path(fallback_dir)
+        self.fallback_dir = Path(fallback_dir) if fallback_dir is not None else default_fallback_dir()
         self.append_timeout = append_timeout
         self.pack_size = PACK_SIZE
         self.last_append = AppendStats()
@@ -439,7 +443,8 @@ class S3Archive:
             where = f"it is kept in {kept}" if kept else "and it could NOT be kept locally either"
             raise RecordNotUploaded(
                 f"the record of run {run_id} was not (completely) written to {self.root}: {exc}; {where}. "
-                "Upload it later with S3Archive(URL).upload_pending(FOLDER)", fallback=kept) from exc
+                + (f"Upload it later with: opsbook upload {kept}" if kept else "It is lost: look into the disk "
+                   "that holds the fallback folder before the next run"), fallback=kept) from exc
         if entry.seq % self.pack_size == 0:
             with contextlib.suppress(Exception):  # a read-ahead copy only: the record is complete without it
                 self._write_pack(entry.seq)

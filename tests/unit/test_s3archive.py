@@ -741,6 +741,22 @@ class TestCli:
             assert len(r.stderr.strip().splitlines()) == 1 and "cannot connect" in r.stderr, r.stderr
             assert "Traceback" not in r.stderr and "run " not in r.stdout
 
+    def test_upload_verb_uploads_kept_records(self, s3, s3cli, url: str, tmp_path: Path) -> None:
+        dead = S3Archive(url, s3=S3(endpoint_url=_dead_endpoint(), access_key=s3.access_key,
+                                    secret_key=s3.secret_key, connect_timeout=1), fallback_dir=tmp_path / "fb")
+        with pytest.raises(RecordNotUploaded, match=r"opsbook upload .*fb") as exc:
+            dead.record(runbook_id=RB, run_id="kept-1", source_dir=_source(tmp_path), manifest=_manifest("kept-1"))
+        kept = exc.value.fallback
+        (tmp_path / "fb" / "junk").mkdir()  # not a kept record: ignored by the default scan
+        r = s3cli("upload", env={"OPSBOOK_S3_FALLBACK": str(tmp_path / "fb")})
+        assert r.returncode == 0, r.stderr
+        assert f"-> {url}/records/{RB}/kept-1" in r.stdout and not kept.exists()
+        assert S3Archive(url, s3=_client(s3)).verify(deep=True).ok
+        r = s3cli("upload", env={"OPSBOOK_S3_FALLBACK": str(tmp_path / "fb")})
+        assert r.returncode == 0 and "nothing to upload" in r.stdout
+        r = s3cli("upload", str(tmp_path / "fb" / "junk"))
+        assert r.returncode == 1 and "not a kept record" in r.stderr
+
     def test_wrong_credentials_one_line_without_the_secret(self, s3cli, url: str) -> None:
         secret = "not-the-secret-Wq1Er2Ty3"
         r = s3cli("history", "--outputs", url, env={"AWS_SECRET_ACCESS_KEY": secret})

@@ -44,13 +44,14 @@ import hashlib
 import io
 import math
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from opsbook.display import show_code, show_png
-from opsbook.errors import ClientError, NotFound, OpsbookError
+from opsbook.errors import ClientError, Conflict, NotFound, OpsbookError
 from opsbook.results import Check, Result
 
 RUNBOOK_ID = "deploy-new-model"
@@ -853,17 +854,29 @@ def _deployment_path(ctx: ModelRollout, name: str) -> str:
     return ctx.kube.resource(kind="Deployment").path(namespace=ctx.s.namespace, name=name)
 
 
-def _patch_stable(ctx: ModelRollout, *, version: str, uri: str, dry_run: bool = False) -> dict[str, Any]:
-    """Strategic-merge patch of the stable Deployment's pod template (containers and env merged by name)."""
-    stable = ctx.kube.get(kind="Deployment", name=ctx.stable_name, namespace=ctx.s.namespace)
-    template = set_model(stable["spec"]["template"], version=version, uri=uri, container=ctx.s.model)
-    patch = {"metadata": {"resourceVersion": stable["metadata"]["resourceVersion"]},
-             "spec": {"template": {"metadata": {"annotations": template["metadata"]["annotations"]},
-                                   "spec": {"containers": [{"name": c["name"], "env": c.get("env") or []}
-                                                           for c in template["spec"]["containers"]]}}}}
-    return ctx.kube.request("PATCH", _deployment_path(ctx, ctx.stable_name), body=patch,
-                            content_type="application/strategic-merge-patch+json",
-                            query={"fieldManager": FIELD_MANAGER, "dryRun": "All" if dry_run else None})
+def _patch_stable(ctx: ModelRollout, *, version: str, uri: str, dry_run: bool = False,
+                  attempts: int = 5) -> dict[str, Any]:
+    """Strategic-merge patch of the stable Deployment's pod template (containers and env merged by name).
+
+    The patch carries the resourceVersion it was computed from, so a change made in between (by a
+    person, or the Deployment controller's own status update) is never overwritten blindly: on 409
+    Conflict the Deployment is read again and the patch recomputed, as client-go's RetryOnConflict does."""
+    for attempt in range(1, attempts + 1):
+        stable = ctx.kube.get(kind="Deployment", name=ctx.stable_name, namespace=ctx.s.namespace)
+        template = set_model(stable["spec"]["template"], version=version, uri=uri, container=ctx.s.model)
+        patch = {"metadata": {"resourceVersion": stable["metadata"]["resourceVersion"]},
+                 "spec": {"template": {"metadata": {"annotations": template["metadata"]["annotations"]},
+                                       "spec": {"containers": [{"name": c["name"], "env": c.get("env") or []}
+                                                               for c in template["spec"]["containers"]]}}}}
+        try:
+            return ctx.kube.request("PATCH", _deployment_path(ctx, ctx.stable_name), body=patch,
+                                    content_type="application/strategic-merge-patch+json",
+                                    query={"fieldManager": FIELD_MANAGER, "dryRun": "All" if dry_run else None})
+        except Conflict:
+            if attempt == attempts:
+                raise
+            time.sleep(0.05 * 2 ** attempt)
+    raise AssertionError("unreachable")
 
 
 def _delete_canary(ctx: ModelRollout) -> bool:
