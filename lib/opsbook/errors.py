@@ -14,6 +14,7 @@ where there is one, is chained (``raise ... from exc``).
     ├── PreflightFailed            a prerequisite is missing; raised inside the notebook
     ├── ArchiveError               the record could not be written or read
     │   ├── RecordExists           a record with that run id is already archived (never overwritten)
+    │   ├── RecordNotUploaded      an S3 archive could not take the record: it is kept locally (`opsbook upload`)
     │   └── LedgerError            the ledger cannot be parsed or appended
     └── ClientError                a call through ``opsbook.clients`` failed
         ├── NotFound
@@ -28,6 +29,7 @@ where there is one, is chained (``raise ... from exc``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class OpsbookError(Exception):
@@ -100,6 +102,15 @@ class ArchiveError(OpsbookError):
 
 class RecordExists(ArchiveError):
     pass
+
+
+class RecordNotUploaded(ArchiveError):
+    """The record could not be (completely) written to its S3 archive. It is kept in ``fallback`` (a
+    local folder, ``None`` if even that failed); ``opsbook upload`` sends it later."""
+
+    def __init__(self, message: str, *, fallback: Path | None):
+        super().__init__(message)
+        self.fallback = fallback
 
 
 class LedgerError(ArchiveError):

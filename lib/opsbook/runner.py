@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from opsbook import catalog, recording, secrets
 from opsbook.archive import Archive, open_archive
-from opsbook.errors import ApprovalError, ArchiveError, RecordExists
+from opsbook.errors import ApprovalError, ArchiveError, RecordExists, RecordNotUploaded
 from opsbook.ids import new_run_id, utcnow
 from opsbook.notebook import (
     ENV_APPROVED_PLAN,
@@ -41,7 +41,6 @@ from opsbook.notebook import (
     ENV_SOURCE,
 )
 from opsbook.parameters import validate
-from opsbook.s3archive import RecordNotUploaded
 from opsbook.targets import Target
 from opsbook.targets import get as get_target
 

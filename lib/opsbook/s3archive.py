@@ -109,6 +109,7 @@ from opsbook.errors import (
     LedgerError,
     NotFound,
     RecordExists,
+    RecordNotUploaded,
     UsageError,
 )
 
@@ -129,15 +130,6 @@ _LEDGER_KEY_RE = re.compile(r"^(\d{12})\.json$")
 _PACK_KEY_RE = re.compile(r"^(\d{12})\.json$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _MAX_DAYS = 36500
-
-
-class RecordNotUploaded(ArchiveError):
-    """The record could not be (completely) written to S3. It is kept in ``fallback`` (a local
-    folder) and can be uploaded later with :meth:`S3Archive.upload_pending`."""
-
-    def __init__(self, message: str, *, fallback: Path | None):
-        super().__init__(message)
-        self.fallback = fallback
 
 
 # --------------------------------------------------------------------------------------------------
