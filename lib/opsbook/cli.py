@@ -24,9 +24,12 @@ examples:
   opsbook run initial-kubernetes-deployment --mode apply --approve RUN_ID    # apply an approved plan
   opsbook history --runbook deploy-new-model --status failed --since 2026-11-01
   opsbook verify --expect-head HASH
+  opsbook run deploy-new-model --outputs s3://ops-records/prod --on-cluster --target staging
+  opsbook run environment-check --ci --notify slack:env:SLACK_WEBHOOK
 
-environment: OPSBOOK_OUTPUTS (archive folder), OPSBOOK_NOTEBOOKS (runbook folder),
-OPSBOOK_TARGETS (personal targets file), OPSBOOK_OPERATOR (who runs).
+environment: OPSBOOK_OUTPUTS (archive folder or s3://BUCKET/PREFIX), OPSBOOK_NOTEBOOKS (runbook
+folder), OPSBOOK_TARGETS (personal targets file), OPSBOOK_OPERATOR (who runs), OPSBOOK_CI,
+OPSBOOK_NOTIFY, OPSBOOK_IMAGE, OPSBOOK_S3_RETENTION, AWS_ENDPOINT_URL_S3 and boto3's AWS_* variables.
 exit codes: 0 ok, 1 runbook failed / verify found a problem, 2 invalid input, 130 interrupted."""
 
 
