@@ -283,7 +283,16 @@ def test_history_filters(cli, outputs):
     assert r.returncode == 0 and "passing" in r.stdout
 
 
-@pytest.mark.parametrize("verb", ["list", "show", "run", "history", "verify", "targets"])
+def _verbs() -> list[str]:
+    import argparse
+
+    from opsbook.cli import _parser
+
+    (sub,) = [a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return sorted(sub.choices)
+
+
+@pytest.mark.parametrize("verb", _verbs())
 def test_help_on_every_verb(verb):
     r = subprocess.run([*OPSBOOK, verb, "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "usage: opsbook" in r.stdout
