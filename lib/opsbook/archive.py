@@ -407,7 +407,113 @@ class _Line:
     after_unparseable: bool
 
 
-class Archive:
+def parse_entry(raw: bytes) -> tuple[LedgerEntry, bool]:
+    """One ledger entry (a line, or an S3 ledger object) and whether its hash matches its content;
+    ``ValueError`` if it does not parse."""
+    obj = json.loads(raw)
+    entry = LedgerEntry.from_obj(obj)
+    body = {k: v for k, v in obj.items() if k != "hash"}
+    return entry, _sha256_bytes(canonical_json(body)) == entry.hash
+
+
+def check_manifest(e: LedgerEntry, mbytes: bytes) -> tuple[list[VerifyProblem], dict[str, Any] | None]:
+    """A record's manifest against its ledger entry: the problems, and the manifest (``None`` if it
+    cannot be used to check the files: not JSON, or no ``files`` map of path to sha256)."""
+    out: list[VerifyProblem] = []
+    if _sha256_bytes(mbytes) != e.manifest_sha256:
+        out.append(VerifyProblem("manifest_modified", e.run_id,
+                                 f"{e.record}/{MANIFEST_NAME} differs from the one the ledger recorded",
+                                 file=MANIFEST_NAME))
+    try:
+        doc = json.loads(mbytes)
+        files = doc["files"]
+        if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+            raise ValueError("'files' is not a mapping of path to sha256")
+    except (ValueError, KeyError, TypeError) as exc:
+        out.append(VerifyProblem("unparseable", e.run_id, f"{e.record}/{MANIFEST_NAME}: {exc}", file=MANIFEST_NAME))
+        return out, None
+    return out, doc
+
+
+def match_records(lines: list[_Line], stored: dict[str, Any], problems: list[VerifyProblem],
+                  ) -> tuple[int, list[tuple[LedgerEntry, Any]]]:
+    """Pair each record the ledger names (once) with its stored form, popped from ``stored`` (what is
+    left there is not in the ledger). Returns the number of records named, and the pairs to check."""
+    count = 0
+    seen: set[str] = set()
+    pairs: list[tuple[LedgerEntry, Any]] = []
+    for x in lines:
+        e = x.entry
+        if e.record in seen:
+            continue
+        seen.add(e.record)
+        count += 1
+        parts = e.record.split("/")
+        if len(parts) != 2 or not all(_ID_RE.match(p) for p in parts):
+            problems.append(VerifyProblem("unparseable", e.run_id,
+                                          f"ledger entry {x.lineno}: invalid record path {e.record!r}"))
+            continue
+        found = stored.pop(e.record, None)
+        if found is None:
+            problems.append(VerifyProblem("removed", e.run_id, f"record {e.record} (seq {e.seq}) is gone"))
+            continue
+        pairs.append((e, found))
+    return count, pairs
+
+
+class LedgerReader:
+    """What both archives read the same way once they can list their ledger's entries: entries,
+    history, manifests. Subclasses provide ``root``, ``_ledger_lines()``, ``_where(n)`` and ``find()``."""
+
+    root: Any
+
+    def _ledger_lines(self) -> list[tuple[int, bytes]]:
+        raise NotImplementedError
+
+    def _where(self, n: int) -> str:
+        raise NotImplementedError
+
+    def find(self, run_id: str) -> Any:
+        raise NotImplementedError
+
+    def entries(self) -> list[LedgerEntry]:
+        """Every ledger entry in order; ``LedgerError`` if one does not parse."""
+        out: list[LedgerEntry] = []
+        for n, raw in self._ledger_lines():
+            try:
+                out.append(LedgerEntry.from_obj(json.loads(raw)))
+            except ValueError as exc:
+                raise LedgerError(f"{self._where(n)} cannot be parsed ({exc}); run `opsbook verify`") from exc
+        return out
+
+    def history(self, *, runbook: str | None = None, status: str | None = None,
+                since: datetime | None = None, limit: int | None = None) -> list[LedgerEntry]:
+        """Ledger entries, oldest first (newest last), filtered; ``limit`` keeps the newest ``limit``.
+
+        ``since`` compares with ``started`` (``ended`` when a run has no start); entries with neither
+        are left out when ``since`` is given. Naive datetimes, given or stored, are taken as UTC.
+        Reads only the ledger; ``LedgerError`` if an entry does not parse.
+        """
+        if limit is not None and limit <= 0:
+            return []
+        return filter_history(self.entries(), runbook=runbook, status=status, since=since, limit=limit)
+
+    def load_manifest(self, run_id: str) -> dict[str, Any]:
+        ref = self.find(run_id)
+        if ref is None:
+            raise ArchiveError(f"no record of run {run_id} in {self.root}")
+        try:
+            doc = json.loads(ref.manifest_path.read_bytes())
+        except FileNotFoundError as exc:
+            raise ArchiveError(f"record {ref.record} has no {MANIFEST_NAME}") from exc
+        except (OSError, ValueError) as exc:
+            raise ArchiveError(f"cannot read the manifest of {ref.record}: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise ArchiveError(f"the manifest of {ref.record} is not a JSON object")
+        return doc
+
+
+class Archive(LedgerReader):
     """The run records under one ``outputs/`` directory.
 
     ``fsync=False`` skips the fsync calls (for benchmarks and tests that write thousands of
@@ -624,19 +730,11 @@ class Archive:
         seq, h = self._tail()
         return None if seq == 0 else h
 
-    def entries(self) -> list[LedgerEntry]:
-        """Every ledger entry in file order; ``LedgerError`` if a line does not parse."""
-        out: list[LedgerEntry] = []
-        for lineno, raw in self._ledger_lines():
-            try:
-                out.append(LedgerEntry.from_obj(json.loads(raw)))
-            except ValueError as exc:
-                raise LedgerError(f"{self.ledger_path}:{lineno} cannot be parsed ({exc}); "
-                                  "run `opsbook verify`") from exc
-        return out
-
     def _ledger_lines(self) -> list[tuple[int, bytes]]:
         return self._read_ledger()[0]
+
+    def _where(self, n: int) -> str:
+        return f"{self.ledger_path}:{n}"
 
     def _read_ledger(self) -> tuple[list[tuple[int, bytes]], bool]:
         """The ledger's lines numbered from 1, and whether its last line lacks its newline (torn)."""
@@ -670,32 +768,6 @@ class Archive:
                 return RecordRef(run_id=run_id, runbook_id=os.path.basename(rb), path=Path(rb) / run_id)
         return None
 
-    def load_manifest(self, run_id: str) -> dict[str, Any]:
-        ref = self.find(run_id)
-        if ref is None:
-            raise ArchiveError(f"no record of run {run_id} in {self.root}")
-        try:
-            doc = json.loads(ref.manifest_path.read_bytes())
-        except FileNotFoundError as exc:
-            raise ArchiveError(f"record {ref.record} has no {MANIFEST_NAME}") from exc
-        except (OSError, ValueError) as exc:
-            raise ArchiveError(f"cannot read the manifest of {ref.record}: {exc}") from exc
-        if not isinstance(doc, dict):
-            raise ArchiveError(f"the manifest of {ref.record} is not a JSON object")
-        return doc
-
-    def history(self, *, runbook: str | None = None, status: str | None = None,
-                since: datetime | None = None, limit: int | None = None) -> list[LedgerEntry]:
-        """Ledger entries, oldest first (newest last), filtered; ``limit`` keeps the newest ``limit``.
-
-        ``since`` compares with ``started`` (``ended`` when a run has no start); entries with neither
-        are left out when ``since`` is given. Naive datetimes, given or stored, are taken as UTC.
-        Reads only the ledger; ``LedgerError`` if a line does not parse.
-        """
-        if limit is not None and limit <= 0:
-            return []
-        return filter_history(self.entries(), runbook=runbook, status=status, since=since, limit=limit)
-
     # ---------------------------------------------------------------------------------- verify
 
     def verify(self, *, expect_head: str | None = None, deep: bool = True) -> VerifyReport:
@@ -725,8 +797,7 @@ class Archive:
         for lineno, raw in raw_lines:
             where = f"{LEDGER_NAME}:{lineno}"
             try:
-                obj = json.loads(raw)
-                entry = LedgerEntry.from_obj(obj)
+                entry, hash_ok = parse_entry(raw)
             except ValueError as exc:
                 why = "blank line" if not raw.strip() else str(exc)
                 if torn and lineno == len(raw_lines):
@@ -734,8 +805,6 @@ class Archive:
                 problems.append(VerifyProblem("unparseable", where, f"ledger line {lineno}: {why}"))
                 after_bad = True
                 continue
-            body = {k: v for k, v in obj.items() if k != "hash"}
-            hash_ok = _sha256_bytes(canonical_json(body)) == entry.hash
             if not hash_ok:
                 problems.append(VerifyProblem(
                     "ledger_edited", entry.run_id,
@@ -838,24 +907,8 @@ class Archive:
                             "unexpected_file", f"{rb.name}/{rec.name}",
                             f"{rb.name}/{rec.name} is not a record folder", file=rec.name))
 
-        count = 0
-        seen: set[str] = set()
-        for x in lines:
-            e = x.entry
-            if e.record in seen:
-                continue
-            seen.add(e.record)
-            count += 1
-            parts = e.record.split("/")
-            if len(parts) != 2 or not all(_ID_RE.match(p) for p in parts):
-                problems.append(VerifyProblem("unparseable", e.run_id,
-                                              f"ledger line {x.lineno}: invalid record path {e.record!r}"))
-                continue
-            path = on_disk.pop(e.record, None)
-            if path is None:
-                problems.append(VerifyProblem("removed", e.run_id,
-                                              f"record folder {e.record} (seq {e.seq}) is gone"))
-                continue
+        count, pairs = match_records(lines, on_disk, problems)
+        for e, path in pairs:
             problems.extend(_check_record(e, path))
 
         for rel in sorted(on_disk):
@@ -891,27 +944,17 @@ def _walk_record(path: str) -> dict[str, os.DirEntry[str]]:
 
 
 def _check_record(e: LedgerEntry, path: str) -> list[VerifyProblem]:
-    out: list[VerifyProblem] = []
     rid = e.run_id
     try:
         with open(os.path.join(path, MANIFEST_NAME), "rb") as f:
             mbytes = f.read()
     except FileNotFoundError:
         return [VerifyProblem("missing_file", rid, f"{e.record}/{MANIFEST_NAME} is gone", file=MANIFEST_NAME)]
-    if _sha256_bytes(mbytes) != e.manifest_sha256:
-        out.append(VerifyProblem("manifest_modified", rid,
-                                 f"{e.record}/{MANIFEST_NAME} differs from the one the ledger recorded",
-                                 file=MANIFEST_NAME))
-    try:
-        doc = json.loads(mbytes)
-        files = doc["files"]
-        if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
-            raise ValueError("'files' is not a mapping of path to sha256")
-    except (ValueError, KeyError, TypeError) as exc:
-        out.append(VerifyProblem("unparseable", rid, f"{e.record}/{MANIFEST_NAME}: {exc}", file=MANIFEST_NAME))
+    out, doc = check_manifest(e, mbytes)
+    if doc is None:
         return out
     found = _walk_record(path)
-    for rel, digest in files.items():
+    for rel, digest in doc["files"].items():
         de = found.pop(rel, None)
         if de is None:
             out.append(VerifyProblem("missing_file", rid, f"{rel} is gone from {e.record}", file=rel))

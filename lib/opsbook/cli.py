@@ -297,11 +297,8 @@ def _cmd_targets(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    if args.on_cluster or args.dry_run:
-        return _cmd_run_on_cluster(args)
-    from opsbook import catalog, runner
-    from opsbook.archive import open_archive
+def _given_parameters(args: argparse.Namespace) -> tuple[dict[str, Any], set[str]]:
+    """The parameters given with -f files (in order) then -p pairs, and the names given as text (-p)."""
     from opsbook.parameters import load_params_file
 
     given: dict[str, Any] = {}
@@ -311,6 +308,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for name, value in args.parameter:
         given[name] = value
         text_values.add(name)
+    return given, text_values
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    if args.on_cluster or args.dry_run:
+        return _cmd_run_on_cluster(args)
+    from opsbook import catalog, runner
+    from opsbook.archive import open_archive
+
+    given, text_values = _given_parameters(args)
     archive = open_archive(args.outputs, retention=args.retention)
     nbdir = catalog.notebooks_dir(args.notebooks)
     prep = runner.prepare(args.runbook, given, text_values=text_values, mode=args.mode, target=args.target,
@@ -380,7 +387,6 @@ def _cmd_run_on_cluster(args: argparse.Namespace) -> int:
     from opsbook.clients.kube import Kube
     from opsbook.errors import UsageError
     from opsbook.ids import new_run_id
-    from opsbook.parameters import load_params_file
 
     for flag in ("junit", "output_json", "notify"):
         if getattr(args, flag, None):
@@ -390,13 +396,7 @@ def _cmd_run_on_cluster(args: argparse.Namespace) -> int:
         raise UsageError("--dry-run goes with --on-cluster (a local plan is --mode plan)")
     outputs = oncluster.require_s3_outputs(args.outputs)
     annotations = oncluster.parse_annotations(args.pod_annotation)
-    given: dict[str, Any] = {}
-    for f in args.parameters_file:
-        given.update(load_params_file(f))
-    text_values: set[str] = set()
-    for name, value in args.parameter:
-        given[name] = value
-        text_values.add(name)
+    given, text_values = _given_parameters(args)
     archive = None
     if args.approve:  # the approved plan is checked here, in the same S3 archive, before anything is created
         from opsbook.archive import open_archive

@@ -90,6 +90,7 @@ from opsbook.archive import (
     MANIFEST_NAME,
     Archive,
     LedgerEntry,
+    LedgerReader,
     VerifyProblem,
     VerifyReport,
     _check_id,
@@ -99,7 +100,9 @@ from opsbook.archive import (
     build_manifest,
     canonical_json,
     chain_entry,
-    filter_history,
+    check_manifest,
+    match_records,
+    parse_entry,
 )
 from opsbook.clients.s3 import LOCK_MODES, S3, ObjectInfo
 from opsbook.errors import (
@@ -284,7 +287,7 @@ class AppendStats:
 # the archive
 
 
-class S3Archive:
+class S3Archive(LedgerReader):
     """The run records under ``s3://BUCKET/PREFIX`` (see the module docstring).
 
     ``s3`` is the client seam (tests and benchmarks pass their own); by default the endpoint is
@@ -656,23 +659,8 @@ class S3Archive:
         """(seq of the key, the entry as its ``ledger.jsonl`` line without ``\\n``), as on disk."""
         return [(seq, d[:-1] if d.endswith(b"\n") else d) for seq, d in self._ledger_raw() if d is not None]
 
-    def entries(self) -> list[LedgerEntry]:
-        """Every ledger entry in key order; ``LedgerError`` if one does not parse."""
-        out: list[LedgerEntry] = []
-        for seq, raw in self._ledger_lines():
-            try:
-                out.append(LedgerEntry.from_obj(json.loads(raw)))
-            except ValueError as exc:
-                raise LedgerError(f"{self._url(self._ledger_key(seq))} cannot be parsed ({exc}); "
-                                  "run `opsbook verify`") from exc
-        return out
-
-    def history(self, *, runbook: str | None = None, status: str | None = None,
-                since: datetime | None = None, limit: int | None = None) -> list[LedgerEntry]:
-        """As :meth:`opsbook.archive.Archive.history` (reads every ledger entry, in parallel)."""
-        if limit is not None and limit <= 0:
-            return []
-        return filter_history(self.entries(), runbook=runbook, status=status, since=since, limit=limit)
+    def _where(self, n: int) -> str:
+        return self._url(self._ledger_key(n))
 
     def find(self, run_id: str) -> S3RecordRef | None:
         """The record of ``run_id``: its claim names the runbook; without a claim, each runbook's
@@ -692,20 +680,6 @@ class S3Archive:
             if _ID_RE.match(rb) and self.record_path(rb, run_id).is_dir():
                 return S3RecordRef(run_id, rb, self.record_path(rb, run_id))
         return None
-
-    def load_manifest(self, run_id: str) -> dict[str, Any]:
-        ref = self.find(run_id)
-        if ref is None:
-            raise ArchiveError(f"no record of run {run_id} in {self.root}")
-        try:
-            doc = json.loads(ref.manifest_path.read_bytes())
-        except FileNotFoundError as exc:
-            raise ArchiveError(f"record {ref.record} has no {MANIFEST_NAME}") from exc
-        except ValueError as exc:
-            raise ArchiveError(f"cannot read the manifest of {ref.record}: {exc}") from exc
-        if not isinstance(doc, dict):
-            raise ArchiveError(f"the manifest of {ref.record} is not a JSON object")
-        return doc
 
     def read_manifests(self, entries: Iterable[LedgerEntry]) -> Iterator[tuple[LedgerEntry, S3Path, bytes | None]]:
         """(entry, record folder, bytes of its manifest.json or ``None`` if it is gone), in order;
@@ -755,25 +729,7 @@ class S3Archive:
         Archive._verify_head(lines, head, expect_head, problems, info, where=f"{LEDGER_DIR}/")
 
         problems.extend(stray)
-        count = 0
-        seen: set[str] = set()
-        pending: list[tuple[LedgerEntry, dict[str, ObjectInfo]]] = []
-        for x in lines:
-            e = x.entry
-            if e.record in seen:
-                continue
-            seen.add(e.record)
-            count += 1
-            parts = e.record.split("/")
-            if len(parts) != 2 or not all(_ID_RE.match(p) for p in parts):
-                problems.append(VerifyProblem("unparseable", e.run_id,
-                                              f"ledger entry {x.lineno}: invalid record path {e.record!r}"))
-                continue
-            objs = folders.pop(e.record, None)
-            if objs is None:
-                problems.append(VerifyProblem("removed", e.run_id, f"record {e.record} (seq {e.seq}) is gone"))
-                continue
-            pending.append((e, objs))
+        count, pending = match_records(lines, folders, problems)
         for e, objs in pending:
             problems.extend(self._check_record(e, objs, manifests, file_sha, deep=deep))
         for rec in sorted(folders):
@@ -839,14 +795,11 @@ class S3Archive:
             try:
                 if not data.endswith(b"\n") or data.count(b"\n") != 1:
                     raise ValueError("not one newline-terminated line")
-                obj = json.loads(data)
-                entry = LedgerEntry.from_obj(obj)
+                entry, hash_ok = parse_entry(data)
             except ValueError as exc:
                 problems.append(VerifyProblem("unparseable", where, f"ledger entry {where}: {exc}"))
                 after_bad = True
                 continue
-            body = {k: v for k, v in obj.items() if k != "hash"}
-            hash_ok = _sha256_bytes(canonical_json(body)) == entry.hash
             if not hash_ok:
                 problems.append(VerifyProblem(
                     "ledger_edited", entry.run_id,
@@ -864,23 +817,15 @@ class S3Archive:
         mbytes = manifests.get(mkey) if objs.pop(MANIFEST_NAME, None) is not None else None
         if mbytes is None:
             return [VerifyProblem("missing_file", rid, f"{e.record}/{MANIFEST_NAME} is gone", file=MANIFEST_NAME)]
-        out: list[VerifyProblem] = []
-        if _sha256_bytes(mbytes) != e.manifest_sha256:
-            out.append(VerifyProblem("manifest_modified", rid,
-                                     f"{e.record}/{MANIFEST_NAME} differs from the one the ledger recorded",
-                                     file=MANIFEST_NAME))
-        try:
-            doc = json.loads(mbytes)
-            files = doc["files"]
-            if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
-                raise ValueError("'files' is not a mapping of path to sha256")
-            stored = doc.get(STORE_KEY) or {}
-            if not isinstance(stored, dict):
-                raise ValueError(f"{STORE_KEY!r} is not a mapping")
-        except (ValueError, KeyError, TypeError) as exc:
-            out.append(VerifyProblem("unparseable", rid, f"{e.record}/{MANIFEST_NAME}: {exc}", file=MANIFEST_NAME))
+        out, doc = check_manifest(e, mbytes)
+        if doc is None:
             return out
-        for rel, digest in files.items():
+        stored = doc.get(STORE_KEY) or {}
+        if not isinstance(stored, dict):
+            out.append(VerifyProblem("unparseable", rid, f"{e.record}/{MANIFEST_NAME}: {STORE_KEY!r} is not a mapping",
+                                     file=MANIFEST_NAME))
+            return out
+        for rel, digest in doc["files"].items():
             o = objs.pop(rel, None)
             if o is None:
                 out.append(VerifyProblem("missing_file", rid, f"{rel} is gone from {e.record}", file=rel))

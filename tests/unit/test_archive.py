@@ -22,11 +22,12 @@ from opsbook.errors import ArchiveError, LedgerError, RecordExists
 RUNBOOK = "deploy-new-model"
 
 
-def _source(tmp_path: Path, name: str = "src", *, evidence: bool = True) -> Path:
+def _source(tmp_path: Path, name: str = "src", *, evidence: bool = True, tag: str = "") -> Path:
+    """A record's files as the runner leaves them; ``tag`` makes their content differ between records."""
     src = tmp_path / name
-    src.mkdir()
-    (src / "notebook.ipynb").write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4}))
-    (src / "notebook.html").write_text("<html><body>run</body></html>")
+    src.mkdir(parents=True)
+    (src / "notebook.ipynb").write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "tag": tag}))
+    (src / "notebook.html").write_text(f"<html><body>run {tag}</body></html>")
     if evidence:
         (src / "evidence").mkdir()
         (src / "evidence" / "pods.json").write_text('{"ready": 3}')

@@ -6,28 +6,13 @@ import io
 import json
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from opsbook import cireport
 from opsbook.errors import UsageError
-
-
-@dataclass
-class FakeOutcome:  # the attributes of runner.RunOutcome that cireport reads
-    run_id: str = "20261201T120000Z-abc123"
-    runbook_id: str = "deploy"
-    status: str = "failed"
-    record_dir: Path | None = Path("/archive/deploy/20261201T120000Z-abc123")
-    failed_cell: dict[str, Any] | None = None
-    error: str | None = None
-    manifest: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def exit_code(self) -> int:
-        return {"succeeded": 0, "failed": 1, "aborted": 130}[self.status]
+from opsbook.runner import RunOutcome
 
 
 def manifest(**over: Any) -> dict[str, Any]:
@@ -58,12 +43,13 @@ def manifest(**over: Any) -> dict[str, Any]:
     return m
 
 
-def outcome(m: dict[str, Any] | None = None, **over: Any) -> FakeOutcome:
+def outcome(m: dict[str, Any] | None = None, **over: Any) -> RunOutcome:
     m = manifest() if m is None else m
-    kw: dict[str, Any] = {"status": m["status"], "failed_cell": m.get("failed_cell"), "error": m.get("error"),
-                          "manifest": m}
+    kw: dict[str, Any] = {"run_id": "20261201T120000Z-abc123", "runbook_id": "deploy",
+                          "record_dir": Path("/archive/deploy/20261201T120000Z-abc123"), "status": m["status"],
+                          "failed_cell": m.get("failed_cell"), "error": m.get("error"), "manifest": m}
     kw.update(over)
-    return FakeOutcome(**kw)
+    return RunOutcome(**kw)
 
 
 def render(fmt: str, m: dict[str, Any] | None = None, env: dict[str, str] | None = None,

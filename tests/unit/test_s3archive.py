@@ -37,6 +37,7 @@ from opsbook.errors import (
 from opsbook.s3archive import RecordNotUploaded, Retention, S3Archive, S3Path, S3RecordRef, parse_s3_url
 
 from ..conftest import FIXTURE_NOTEBOOKS, FIXTURE_SECRET, OPSBOOK
+from .test_archive import _manifest, _source
 
 pytestmark = pytest.mark.services
 
@@ -50,24 +51,6 @@ ROOT = Path(__file__).resolve().parents[2]
 def _client(s3, **kw) -> S3:
     return S3(endpoint_url=s3.endpoint_url, access_key=kw.get("access_key", s3.access_key),
               secret_key=kw.get("secret_key", s3.secret_key), max_pool_connections=40)
-
-
-def _source(tmp: Path, name: str = "src", *, evidence: bool = True, tag: str = "") -> Path:
-    src = tmp / name
-    src.mkdir(parents=True)
-    (src / "notebook.ipynb").write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "tag": tag}))
-    (src / "notebook.html").write_text(f"<html><body>run {tag}</body></html>")
-    if evidence:
-        (src / "evidence").mkdir()
-        (src / "evidence" / "pods.json").write_text('{"ready": 3}')
-    return src
-
-
-def _manifest(run_id: str, *, status: str = "succeeded", started: str = "2024-05-01T10:00:00+00:00",
-              **extra: object) -> dict:
-    return {"run_id": run_id, "runbook_version": "1.2.0", "status": status, "mode": "plan",
-            "target": "local", "operator": "alice", "started": started,
-            "ended": started.replace("10:00", "10:05"), **extra}
 
 
 def _kinds(report, kind: str) -> list:
