@@ -14,8 +14,10 @@ Three judges see the same data:
 
 * **ours**: ``opsbook.canary`` with its defaults (alpha 0.05 over all metrics, tolerance 5% for every
   metric, window 60; each test a mixture e-process with half its mixing mass at one tolerance and half
-  a half-normal of scale 2 tolerances), fed per-interval aggregates (count, mean, std, p90; counts for
-  the rates), as Prometheus would give; run by ``opsbook.canary._engine.judge_paths``, the code the
+  a half-normal of scale 2 tolerances), fed per-interval aggregates, as Prometheus would give them:
+  counts for the rates; for ``d`` count, mean and std; for latency (judged on the log scale, its
+  geometric mean) count, mean and std of ln(latency) (from the histogram's buckets in Prometheus) and
+  p90; run by ``opsbook.canary._engine.judge_paths``, the code the
   incremental ``CanaryJudge`` uses, vectorised across replications. ``--point-mass``,
   ``--mixture-scale`` and ``--tail-share`` change its configuration.
 * **baseline**: after every interval, a one-sided Mann-Whitney U test at 98% confidence on all data so
@@ -31,11 +33,10 @@ Three judges see the same data:
   beta = 0.05; rollback at the first acceptance of H1, promote when every metric accepted H0.
 
 What the oracle knows that no judge can: the stable distribution exactly (it tests the canary alone,
-so it has twice the information of any two-sample comparison of equal arms), the effect size (its
-SPRT is the most powerful test of that one alternative) and, for latency, the per-request logs (the
-log-mean has 12% more information than the mean our aggregates give). A two-sample test with the
-oracle's effect size plugged in (a cheat, measured once outside this file) stops the 5% regressions
-at about 2x the oracle's median: the "5% at most twice the oracle" target sits at that limit.
+so it has twice the information of any two-sample comparison of equal arms) and the effect size (its
+SPRT is the most powerful test of that one alternative). A two-sample test with the oracle's effect
+size plugged in (a cheat, measured once outside this file) stops the 5% regressions at about 2x the
+oracle's median: the "5% at most twice the oracle" target sits at that limit.
 
 Targets (from issue 7): healthy canaries rolled back <= 5% over all four metrics; a 20% regression of
 latency, accuracy or ``d`` rolled back in >= 99% of runs at a median interval <= baseline's + 1; a 5%
@@ -58,7 +59,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lib"))  # run from a checkout without installing
 
-from opsbook.canary import DEFAULT_METRICS, CanaryJudge, JudgeConfig, Summary  # noqa: E402
+from opsbook.canary import DEFAULT_METRICS, DISSONANCE, LATENCY, CanaryJudge, JudgeConfig, Summary  # noqa: E402
 from opsbook.canary._engine import (  # noqa: E402
     CONTINUE,
     INCONCLUSIVE,
@@ -68,6 +69,7 @@ from opsbook.canary._engine import (  # noqa: E402
     evaluate_metric,
     first_decision,
     make_plans,
+    sample_fields,
 )
 
 T = 60
@@ -110,13 +112,6 @@ SCENARIOS = [
 
 
 # -- data and per-interval statistics ----------------------------------------------------------------
-
-def _summ(x: np.ndarray) -> dict[str, np.ndarray]:
-    n = x.shape[-1]
-    std = x.std(axis=-1, ddof=1) if n > 1 else np.zeros(x.shape[:-1])
-    return {"n": np.full(x.shape[:-1], float(n)), "mean": x.mean(axis=-1), "std": std,
-            "tail": np.quantile(x, 0.9, axis=-1)}
-
 
 def _hist(logx: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Per (rep, interval) histogram counts of logx on BINS equal bins over [lo, hi] (clipped)."""
@@ -194,8 +189,8 @@ def simulate(sc: Scenario, reps: int, chunk: int, rng: np.random.Generator) -> d
         # latency (work on logs; the judge gets the ms summaries)
         ls = rng.normal(mu0, LAT_SIGMA, shape)
         lc = rng.normal(mu0 + math.log(sc.lat_scale), sc.lat_sigma, shape)
-        store["latency"]["s"].append(_summ(np.exp(ls)))
-        store["latency"]["c"].append(_summ(np.exp(lc)))
+        store["latency"]["s"].append(sample_fields(LATENCY, np.exp(ls)))  # moments of ln x: a log-scale metric
+        store["latency"]["c"].append(sample_fields(LATENCY, np.exp(lc)))
         mw["latency"].append(mw_z_hist(_hist(ls, mu0 - 5.5, mu0 + 5.5), _hist(lc, mu0 - 5.5, mu0 + 5.5)))
         if sc.kind == "variance":
             dev = ((lc - mu0) ** 2).sum(axis=2)
@@ -208,8 +203,8 @@ def simulate(sc: Scenario, reps: int, chunk: int, rng: np.random.Generator) -> d
         # d
         ds = rng.gamma(D_SHAPE, D_SCALE, shape)
         dc = rng.gamma(D_SHAPE, D_SCALE * sc.d_scale, shape)
-        store["d"]["s"].append(_summ(ds))
-        store["d"]["c"].append(_summ(dc))
+        store["d"]["s"].append(sample_fields(DISSONANCE, ds))
+        store["d"]["c"].append(sample_fields(DISSONANCE, dc))
         lo, hi = math.log(D_SCALE * D_SHAPE) - 9.0, math.log(D_SCALE * D_SHAPE) + 3.0
         mw["d"].append(mw_z_hist(_hist(np.log(ds), lo, hi), _hist(np.log(dc), lo, hi)))
         llr["d"].append(-n * D_SHAPE * math.log(d_alt / D_SCALE) + dc.sum(axis=2) * (1 / D_SCALE - 1 / d_alt))

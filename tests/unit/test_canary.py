@@ -11,6 +11,7 @@ import pytest
 from opsbook.canary import (
     ACCURACY,
     DEFAULT_METRICS,
+    DISSONANCE,
     ERROR_RATE,
     LATENCY,
     CanaryJudge,
@@ -22,15 +23,14 @@ from opsbook.canary import (
     inputs_from_frame,
     judge_frame,
 )
-from opsbook.canary._engine import INCONCLUSIVE, PROMOTE, ROLLBACK, judge_paths
+from opsbook.canary._engine import INCONCLUSIVE, PROMOTE, ROLLBACK, judge_paths, sample_fields
 from opsbook.canary._stats import log_mixture_e, log_ndtr, log_tail_e, mixture_boundary
 
 MU = math.log(120.0)
 
 
-def _summaries(x: np.ndarray) -> dict[str, np.ndarray]:
-    return {"n": np.full(x.shape[:-1], float(x.shape[-1])), "mean": x.mean(-1), "std": x.std(-1, ddof=1),
-            "tail": np.quantile(x, 0.9, axis=-1)}
+def _summaries(x: np.ndarray, spec: MetricSpec = DISSONANCE) -> dict[str, np.ndarray]:
+    return sample_fields(spec, x)
 
 
 def simulate(seed: int, runs: int, intervals: int = 60, n: int = 200, *, lat_scale: float = 1.0,
@@ -44,7 +44,8 @@ def simulate(seed: int, runs: int, intervals: int = 60, n: int = 200, *, lat_sca
         return {"successes": rng.binomial(n, p, (runs, intervals)).astype(float), "trials": nn}
 
     return {
-        "latency": (_summaries(rng.lognormal(MU, 0.5, shape)), _summaries(rng.lognormal(MU + math.log(lat_scale), sigma, shape))),
+        "latency": (_summaries(rng.lognormal(MU, 0.5, shape), LATENCY),
+                    _summaries(rng.lognormal(MU + math.log(lat_scale), sigma, shape), LATENCY)),
         "d": (_summaries(rng.gamma(2.0, 0.1, shape)), _summaries(rng.gamma(2.0, 0.1 * d_scale, shape))),
         "accuracy": (counts(0.9), counts(p_acc)),
         "error_rate": (counts(0.01), counts(p_err)),
@@ -284,8 +285,13 @@ def test_incremental_and_vectorised_judges_agree():
                 obs = {}
                 for m, pair in data.items():
                     f = {k: v[r, t] for k, v in pair[side].items() if k in names}
-                    obs[m] = Counts(f["successes"], f["trials"]) if "trials" in f else Summary(
-                        f["n"], f["mean"], f["std"], f["tail"])
+                    if "trials" in f:
+                        obs[m] = Counts(f["successes"], f["trials"])
+                    elif m == "latency":  # judged on the log scale: the fields are the moments of ln x
+                        obs[m] = Summary(f["n"], math.exp(f["mean"] + f["std"] ** 2 / 2), 1.0, f["tail"],
+                                         log_mean=f["mean"], log_std=f["std"])
+                    else:
+                        obs[m] = Summary(f["n"], f["mean"], f["std"], f["tail"])
                 arms.append(obs)
             verdict = judge.update(*arms)
             if verdict.final:

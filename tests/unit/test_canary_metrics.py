@@ -319,6 +319,10 @@ class FakeProm:
         v = self.value(promql, ts)
         if v is None:
             return pd.DataFrame(columns=["timestamp", "value"])
+        if promql.startswith("sum by (le)"):  # a histogram's buckets: v requests spread over four
+            share = {"0.1": 0.25, "0.2": 0.5, "0.4": 0.9, "+Inf": 1.0}
+            return pd.DataFrame([{"le": le, "timestamp": t, "value": x * f}
+                                 for le, f in share.items() for t, x in zip(ts, v, strict=True)])
         return pd.DataFrame({"timestamp": ts, "value": v})
 
 

@@ -73,6 +73,18 @@ def _f(a: np.ndarray | None, shape: tuple[int, ...], fill: float = np.nan) -> np
     return np.asarray(a, dtype=float)
 
 
+def sample_fields(spec: MetricSpec, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-interval fields of a continuous metric from per-request values ``x`` of shape
+    (..., requests): ``n``, ``mean`` and ``std`` (of ln x for a ``scale="log"`` metric) and ``tail``
+    (the spec's quantile, in x's unit): what :func:`evaluate_metric` reads, vectorised."""
+    x = np.asarray(x, dtype=float)
+    n = x.shape[-1]
+    v = np.log(x) if spec.scale == "log" else x
+    std = v.std(axis=-1, ddof=1) if n > 1 else np.zeros(x.shape[:-1])
+    return {"n": np.full(x.shape[:-1], float(n)), "mean": v.mean(axis=-1), "std": std,
+            "tail": np.quantile(x, spec.tail_quantile, axis=-1)}
+
+
 def estimates_bernoulli(spec: MetricSpec, stable: Mapping[str, np.ndarray],
                         canary: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Cumulative rates, theta = sign*log(p_c/p_s) and its information 1/Var (delta method).
@@ -100,7 +112,14 @@ def estimates_bernoulli(spec: MetricSpec, stable: Mapping[str, np.ndarray],
 
 def estimates_continuous(spec: MetricSpec, stable: Mapping[str, np.ndarray],
                          canary: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Cumulative means (pooled over intervals), theta = sign*log(m_c/m_s) and its information."""
+    """Cumulative means (pooled over intervals) and theta with its information.
+
+    ``scale="linear"``: the fields are means and stds of x; theta = sign*log(m_c/m_s) (delta method).
+    ``scale="log"``: the fields are means and stds of ln x; theta = sign*(m_c - m_s), the log ratio
+    of the geometric means, with variance Var_c/N_c + Var_s/N_s; the estimates reported are the
+    geometric means exp(m).
+    """
+    log_scale = spec.scale == "log"
     cum: dict[str, np.ndarray] = {}
     for arm, obs in (("s", stable), ("c", canary)):
         n = np.asarray(obs["n"], dtype=float)
@@ -125,13 +144,21 @@ def estimates_continuous(spec: MetricSpec, stable: Mapping[str, np.ndarray],
         cum["m" + arm] = md + ref
         cum["var" + arm] = var
     ms, mc = cum["ms"], cum["mc"]
-    usable = (cum["Ns"] > 1) & (cum["Nc"] > 1) & (ms > 0) & (mc > 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        theta = spec.sign * (np.log(np.where(usable, mc, 1.0)) - np.log(np.where(usable, ms, 1.0)))
-        v = cum["varc"] / (cum["Nc"] * mc * mc) + cum["vars"] / (cum["Ns"] * ms * ms)
+    usable = (cum["Ns"] > 1) & (cum["Nc"] > 1)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        if log_scale:
+            usable = usable & np.isfinite(ms) & np.isfinite(mc)
+            theta = spec.sign * (np.where(usable, mc, 0.0) - np.where(usable, ms, 0.0))
+            v = cum["varc"] / cum["Nc"] + cum["vars"] / cum["Ns"]
+            est_s, est_c = np.exp(ms), np.exp(mc)
+        else:
+            usable = usable & (ms > 0) & (mc > 0)
+            theta = spec.sign * (np.log(np.where(usable, mc, 1.0)) - np.log(np.where(usable, ms, 1.0)))
+            v = cum["varc"] / (cum["Nc"] * mc * mc) + cum["vars"] / (cum["Ns"] * ms * ms)
+            est_s, est_c = ms, mc
     v = np.where(usable, np.maximum(np.nan_to_num(v, nan=_VAR_FLOOR), _VAR_FLOOR), np.inf)
     return {"theta": np.where(usable, theta, np.nan), "info": np.where(usable, 1.0 / v, 0.0),
-            "Ns": cum["Ns"], "Nc": cum["Nc"], "est_s": cum["ms"], "est_c": cum["mc"]}
+            "Ns": cum["Ns"], "Nc": cum["Nc"], "est_s": est_s, "est_c": est_c}
 
 
 def evaluate_metric(plan: MetricPlan, config: JudgeConfig, stable: Mapping[str, np.ndarray],
@@ -139,7 +166,8 @@ def evaluate_metric(plan: MetricPlan, config: JudgeConfig, stable: Mapping[str, 
     """All per-interval quantities of one metric over whole paths.
 
     ``stable``/``canary`` map field names to arrays (runs, intervals) of per-interval values:
-    Bernoulli ``successes``, ``trials``; continuous ``n``, ``mean``, ``std`` and optionally ``tail``.
+    Bernoulli ``successes``, ``trials``; continuous ``n``, ``mean``, ``std`` (of ln x for a
+    ``scale="log"`` metric) and optionally ``tail`` (always in the metric's own unit).
     Missing values are NaN (or a count of 0).
     """
     spec = plan.spec

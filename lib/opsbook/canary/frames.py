@@ -21,7 +21,14 @@ latency_p90    float   90th percentile latency (the tail guard's input)
 d_mean         float   mean dissonance value ``d``
 d_std / d_m2   float   as for latency
 d_count        count   number of ``d`` values (optional, defaults to ``requests``)
+latency_logmean float  mean of ln(latency) in the interval (optional; see below)
+latency_logstd  float  sample standard deviation (ddof=1) of ln(latency), with ``_logmean``
 ============== ======= ==================================================================
+
+Latency is judged on the log scale (its geometric mean, ``MetricSpec.scale="log"``): from
+``latency_logmean``/``latency_logstd`` when present (a recorded file of per-request values, or
+Prometheus histogram buckets, see :func:`log_moments_from_buckets`), else derived from the linear
+columns assuming a log-normal interval: sigma**2 = ln(1 + std**2/mean**2), mu = ln(mean) - sigma**2/2.
 
 Without ``*_std`` and ``*_m2`` but with ``*_p50`` and ``*_p90`` (what Prometheus histograms give),
 the standard deviation is derived assuming a log-normal distribution within the interval:
@@ -44,7 +51,15 @@ from typing import Any
 import numpy as np
 
 from opsbook.canary.judge import CanaryJudge
-from opsbook.canary.spec import DEFAULT_METRICS, Counts, JudgeConfig, MetricSpec, Observation, Summary
+from opsbook.canary.spec import (
+    DEFAULT_METRICS,
+    Counts,
+    JudgeConfig,
+    MetricSpec,
+    Observation,
+    Summary,
+    lognormal_moments,
+)
 
 ARMS = ("stable", "canary")
 Z90 = 1.2815515655446004
@@ -109,9 +124,30 @@ def _metric_fields(frame: Any, spec: MetricSpec) -> dict[str, np.ndarray]:
         return {"successes": k, "trials": n}
 
     p = spec.prefix
-    count = _count_column(frame, spec)
+    n = _counts(frame, _count_column(frame, spec))
+    has_linear = f"{p}_mean" in frame.columns
+    if spec.scale == "log" and f"{p}_logmean" in frame.columns:
+        out = _log_fields(frame, spec, n)
+        if has_linear and any(c in frame.columns for c in (f"{p}_std", f"{p}_m2", f"{p}_p90")):
+            # intervals without log moments (no buckets then) fall back to the linear columns
+            lin = _linear_fields(frame, spec, n)
+            gap = ~np.isfinite(out["log_mean"])
+            mu, sigma = lognormal_moments(lin["mean"], lin["std"])
+            out["log_mean"] = np.where(gap, mu, out["log_mean"])
+            out["log_std"] = np.where(gap, sigma, out["log_std"])
+            out["mean"], out["std"] = lin["mean"], lin["std"]
+        return _with_tail(frame, spec, out)
+    out = _linear_fields(frame, spec, n)
+    if spec.scale == "log":  # no ln-x columns: assume a log-normal interval
+        out["log_mean"], out["log_std"] = lognormal_moments(out["mean"], out["std"])
+    return _with_tail(frame, spec, out)
+
+
+def _linear_fields(frame: Any, spec: MetricSpec, n: np.ndarray) -> dict[str, np.ndarray]:
+    """``n``, ``mean`` and ``std`` of a continuous metric from ``{p}_mean`` and ``{p}_std`` (or
+    ``{p}_m2``, or ``{p}_p50``/``{p}_p90`` under a log-normal assumption)."""
+    p = spec.prefix
     _require(frame, f"{p}_mean", spec)
-    n = _counts(frame, count)
     mean = _numeric(frame, f"{p}_mean")
     bad = (n > 0) & (mean <= 0)
     if bad.any():
@@ -141,11 +177,74 @@ def _metric_fields(frame: Any, spec: MetricSpec) -> dict[str, np.ndarray]:
     bad = std < 0
     if bad.any():
         raise ValueError(f"column {col!r} must not be negative at {_where(frame, bad)}")
-    out = {"n": n, "mean": mean, "std": std}
+    return {"n": n, "mean": mean, "std": std}
+
+
+def _log_fields(frame: Any, spec: MetricSpec, n: np.ndarray) -> dict[str, np.ndarray]:
+    """A log-scale metric from its ``{p}_logmean`` / ``{p}_logstd`` columns (mean and sample std of
+    ln x); ``mean``/``std`` for display are those of the log-normal with these moments."""
+    p = spec.prefix
+    if f"{p}_logstd" not in frame.columns:
+        raise ValueError(f"column {p + '_logstd'!r} missing from the metrics frame (needed with {p + '_logmean'!r} "
+                         f"by metric {spec.name!r}: the sample std of ln x); columns: {list(frame.columns)}")
+    log_mean, log_std = _numeric(frame, f"{p}_logmean"), _numeric(frame, f"{p}_logstd")
+    bad = log_std < 0
+    if bad.any():
+        raise ValueError(f"column {p + '_logstd'!r} must not be negative at {_where(frame, bad)}")
+    bad = (n > 0) & np.isfinite(log_mean) & ~np.isfinite(log_std)
+    if bad.any():
+        raise ValueError(f"column {p + '_logstd'!r} is missing where {p + '_logmean'!r} is given, at {_where(frame, bad)}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = np.exp(log_mean + log_std ** 2 / 2)
+        std = mean * np.sqrt(np.expm1(log_std ** 2))
+    return {"n": n, "mean": mean, "std": std, "log_mean": log_mean, "log_std": log_std}
+
+
+def _with_tail(frame: Any, spec: MetricSpec, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     if spec.tail:
         _require(frame, spec.tail_column, spec)
         out["tail"] = _numeric(frame, spec.tail_column)
     return out
+
+
+def log_moments_from_buckets(upper_bounds: Sequence[float], cumulative: Any) -> tuple[np.ndarray, np.ndarray,
+                                                                                       np.ndarray]:
+    """(count, mean of ln x, sample std of ln x) from a histogram's cumulative bucket counts.
+
+    ``upper_bounds``: the buckets' ``le`` bounds (any order, ``inf`` for ``+Inf``); ``cumulative``:
+    counts per bound, shape (..., buckets) in the same order, as ``sum by (le) (increase(x_bucket[i]))``
+    gives them (not integers after ``increase()``'s extrapolation; a bucket's negative difference is
+    taken as 0). Each bucket's requests are put at the geometric midpoint of its bounds: the first
+    bucket at half a step below its bound, ``+Inf`` at half a step above the last finite bound (the
+    step is the neighbouring buckets' ratio). The midpoint rule adds about w**2/12 to the variance for
+    buckets w wide in ln x (0.004 for x1.25 buckets, against sigma**2 = 0.25 for a typical latency),
+    which only makes the test a little more cautious; and both arms go through the same buckets, so
+    equal distributions give equal estimates. Needs positive finite bounds where there are counts;
+    where the count is 0 the moments are NaN (no data).
+    """
+    bounds = np.asarray(upper_bounds, dtype=float)
+    cum = np.asarray(cumulative, dtype=float)
+    if bounds.ndim != 1 or cum.shape[-1] != bounds.size:
+        raise ValueError(f"{bounds.size} bucket bounds but counts of shape {cum.shape}")
+    order = np.argsort(bounds)
+    bounds, cum = bounds[order], cum[..., order]
+    finite = bounds[np.isfinite(bounds)]
+    if finite.size < 2 or not (finite[0] > 0):
+        raise ValueError(f"log moments need at least two positive finite bucket bounds, got {finite.tolist()}")
+    cum = np.maximum.accumulate(np.nan_to_num(cum), axis=-1)  # counts are cumulative: never decreasing
+    counts = np.diff(cum, axis=-1, prepend=0.0)
+    ln_b = np.log(finite)
+    mids = np.empty(bounds.size)
+    mids[0] = ln_b[0] - (ln_b[1] - ln_b[0]) / 2.0
+    mids[1:finite.size] = (ln_b[:-1] + ln_b[1:]) / 2.0
+    if bounds.size > finite.size:  # +Inf
+        mids[finite.size:] = ln_b[-1] + (ln_b[-1] - ln_b[-2]) / 2.0
+    n = counts.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(n > 0, (counts * mids).sum(axis=-1) / n, np.nan)
+        ss = (counts * (mids - mean[..., None]) ** 2).sum(axis=-1)
+        std = np.where(n > 1, np.sqrt(ss / np.maximum(n - 1.0, 1e-12)), np.where(n > 0, 0.0, np.nan))
+    return n, mean, std
 
 
 def inputs_from_frame(frame: Any, metrics: Sequence[MetricSpec] = DEFAULT_METRICS) -> list[IntervalInput]:
@@ -193,7 +292,13 @@ def _observation(spec: MetricSpec, f: dict[str, np.ndarray], i: int) -> Observat
     if not (math.isfinite(n) and math.isfinite(mean)) or n <= 0:
         return None
     tail = float(f["tail"][i]) if "tail" in f and math.isfinite(f["tail"][i]) else None
-    return Summary(float(n), float(mean), float(std) if math.isfinite(std) else 0.0, tail)
+    log_mean = log_std = None
+    if "log_mean" in f:
+        lm, ls = f["log_mean"][i], f["log_std"][i]
+        if not (math.isfinite(lm) and math.isfinite(ls)):
+            return None
+        log_mean, log_std = float(lm), float(ls)
+    return Summary(float(n), float(mean), float(std) if math.isfinite(std) else 0.0, tail, log_mean, log_std)
 
 
 def judge_frame(frame: Any, metrics: Sequence[MetricSpec] = DEFAULT_METRICS,

@@ -305,6 +305,12 @@ def _fields(spec: MetricSpec, obs: Observation | Any) -> dict[str, float]:
             raise ValueError(f"metric {spec.name!r} is continuous: pass a Summary or samples, not Counts")
         obs = Summary.from_samples(obs, spec.tail_quantile)
     tail = nan if obs.tail is None else float(obs.tail)
+    if spec.scale == "log" and obs.n > 0:
+        log_mean, log_std = obs.log_moments()
+        if not (math.isfinite(log_mean) and math.isfinite(log_std)):
+            raise ValueError(f"metric {spec.name!r} is judged on the log scale (geometric mean): its values must be "
+                             f"positive, got a summary with mean {obs.mean!r} and no log_mean/log_std")
+        return {"n": float(obs.n), "mean": log_mean, "std": log_std, "tail": tail}
     return {"n": float(obs.n), "mean": float(obs.mean), "std": float(obs.std), "tail": tail}
 
 

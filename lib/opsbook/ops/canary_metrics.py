@@ -109,6 +109,8 @@ DEFAULT_TEMPLATES: dict[str, str] = {
     "latency_mean": _inc(_LAT + "_sum{{selector}}") + " / " + _inc(_LAT + "_count{{selector}}"),
     "latency_p50": _q(0.5),
     "latency_p90": _q(0.9),
+    # the buckets themselves, one series per ``le``: give latency_logmean / latency_logstd
+    "latency_buckets": "sum by (le) (increase(" + _LAT + "_bucket{{selector}}[{interval}]))",
     "d_count": _inc(_D + "_count{{selector}}"),
     "d_mean": _inc(_D + "_sum{{selector}}") + " / " + _inc(_D + "_count{{selector}}"),
     "d_m2": ("clamp_min(" + _inc(_D + "_squares_total{{selector}}") + " - " + _inc(_D + "_sum{{selector}}")
@@ -118,7 +120,7 @@ DEFAULT_TEMPLATES: dict[str, str] = {
 #: Columns of the per-interval frame, in order (optional ones may be absent; extra columns are kept).
 SCHEMA_COLUMNS = ("interval", "arm", "start", "end", "requests", "errors", "labelled", "correct",
                   "latency_mean", "latency_std", "latency_m2", "latency_p50", "latency_p90",
-                  "d_count", "d_mean", "d_std", "d_m2")
+                  "latency_logmean", "latency_logstd", "d_count", "d_mean", "d_std", "d_m2")
 _COUNTS = ("requests", "errors", "labelled", "correct", "d_count")
 _PAIRS = (("errors", "requests"), ("correct", "labelled"))
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -213,6 +215,9 @@ def query_metrics(prom: Any, *, model: str, start: Any, end: Any, interval: floa
             promql = render_template(template, model=model, track=tracks[arm], interval=step,
                                      selector=selector, variables=variables)
             got = prom.query_range(promql, ends[0], ends[-1], step)
+            if column.endswith("_buckets"):
+                data[arm].update(_bucket_moments(got, column, promql, t0=t0, step=step, n=n))
+                continue
             values = np.full(n, np.nan)
             if len(got):
                 labels = [c for c in got.columns if c not in ("timestamp", "value")]
@@ -235,6 +240,39 @@ def query_metrics(prom: Any, *, model: str, start: Any, end: Any, interval: floa
     frame = pd.concat(frames, ignore_index=True).sort_values(
         ["interval", "arm"], ascending=[True, False], ignore_index=True)  # stable first, as in the files
     return _tidy_counts(frame)
+
+
+def _bucket_moments(got: Any, column: str, promql: str, *, t0: float, step: float, n: int) -> dict[str, Any]:
+    """A ``{p}_buckets`` template's answer (one series per ``le``) -> ``{p}_logmean``/``{p}_logstd``
+    per interval (:func:`opsbook.canary.frames.log_moments_from_buckets`); NaN where no requests."""
+    import numpy as np
+
+    from opsbook.canary.frames import log_moments_from_buckets
+
+    prefix = column[: -len("_buckets")]
+    mean, std = np.full(n, np.nan), np.full(n, np.nan)
+    if len(got):
+        if "le" not in got.columns:
+            raise Invalid(f"template for column {column!r} must give one series per bucket bound (sum by (le) "
+                          f"(...)), got labels {[c for c in got.columns if c not in ('timestamp', 'value')]}: {promql}")
+        extra = [c for c in got.columns if c not in ("le", "timestamp", "value")]
+        if extra and len(got.groupby(extra, dropna=False)) > 1:
+            raise Invalid(f"template for column {column!r} gives several histograms (labels {extra}), expected one "
+                          f"per track (aggregate with sum by (le) (...)): {promql}")
+        les = sorted({str(v) for v in got["le"]}, key=lambda v: float(v.replace("+Inf", "inf")))
+        cum = np.full((n, len(les)), np.nan)
+        idx = np.rint((got["timestamp"].to_numpy(float) - t0) / step).astype(int) - 1
+        col = {le: k for k, le in enumerate(les)}
+        ok = (idx >= 0) & (idx < n)
+        cum[idx[ok], [col[str(v)] for v in got["le"][ok]]] = got["value"].to_numpy(float)[ok]
+        bounds = [float(le.replace("+Inf", "inf")) for le in les]
+        try:
+            count, m, sd = log_moments_from_buckets(bounds, np.nan_to_num(cum))
+        except ValueError as exc:
+            raise Invalid(f"template for column {column!r}: {exc}: {promql}") from exc
+        seen = np.isfinite(cum).any(axis=1) & (count > 0)
+        mean, std = np.where(seen, m, np.nan), np.where(seen, sd, np.nan)
+    return {f"{prefix}_logmean": mean, f"{prefix}_logstd": std}
 
 
 def _tidy_counts(frame: Any) -> Any:
