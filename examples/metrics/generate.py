@@ -7,8 +7,9 @@ per arm per one-minute interval, 60 intervals; latency log-normal with median 12
 (recorded in **seconds**, as Prometheus exports it); errors Bernoulli 1%; every request labelled,
 correct Bernoulli 90%; dissonance ``d`` gamma with shape 2 and scale 0.1. Each interval is reduced to
 the aggregates the judge reads (schema in ``opsbook.canary.frames`` and
-``opsbook.ops.canary_metrics``): counts, latency mean / sample std / p50 / p90, ``d`` count / mean /
-sample std, with the interval's ``start``/``end`` in UTC.
+``opsbook.ops.canary_metrics``): counts, latency mean / sample std / p50 / p90 and the mean / sample
+std of ln(latency) (latency is judged on the log scale), ``d`` count / mean / sample std, with the
+interval's ``start``/``end`` in UTC.
 
 Files:
 
@@ -61,6 +62,8 @@ def interval_row(rng: np.random.Generator, n: int, *, lat_scale: float = 1.0, la
         "latency_std": float(lat.std(ddof=1)),
         "latency_p50": float(np.quantile(lat, 0.5)),
         "latency_p90": float(np.quantile(lat, 0.9)),
+        "latency_logmean": float(np.log(lat).mean()),
+        "latency_logstd": float(np.log(lat).std(ddof=1)),
         "d_count": n,
         "d_mean": float(d.mean()),
         "d_std": float(d.std(ddof=1)),

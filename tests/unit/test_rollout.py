@@ -215,6 +215,9 @@ class _Prom:
 
         self.calls.append((promql, float(start), float(end), float(step)))
         ts = np.arange(float(start), float(end) + 1e-6, float(step))
+        if promql.startswith("sum by (le)"):  # a histogram's buckets: one series per bound
+            return pd.DataFrame({"le": np.repeat(["0.1", "0.2", "+Inf"], len(ts)), "timestamp": np.tile(ts, 3),
+                                 "value": np.ones(3 * len(ts))})
         return pd.DataFrame({"timestamp": ts, "value": np.ones(len(ts))})
 
     def healthy(self) -> bool:

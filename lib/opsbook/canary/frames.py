@@ -128,7 +128,8 @@ def _metric_fields(frame: Any, spec: MetricSpec) -> dict[str, np.ndarray]:
     has_linear = f"{p}_mean" in frame.columns
     if spec.scale == "log" and f"{p}_logmean" in frame.columns:
         out = _log_fields(frame, spec, n)
-        if has_linear and any(c in frame.columns for c in (f"{p}_std", f"{p}_m2", f"{p}_p90")):
+        cols = set(frame.columns)
+        if has_linear and ({f"{p}_std", f"{p}_m2"} & cols or {f"{p}_p50", f"{p}_p90"} <= cols):
             # intervals without log moments (no buckets then) fall back to the linear columns
             lin = _linear_fields(frame, spec, n)
             gap = ~np.isfinite(out["log_mean"])
@@ -219,8 +220,8 @@ def log_moments_from_buckets(upper_bounds: Sequence[float], cumulative: Any) -> 
     step is the neighbouring buckets' ratio). The midpoint rule adds about w**2/12 to the variance for
     buckets w wide in ln x (0.004 for x1.25 buckets, against sigma**2 = 0.25 for a typical latency),
     which only makes the test a little more cautious; and both arms go through the same buckets, so
-    equal distributions give equal estimates. Needs positive finite bounds where there are counts;
-    where the count is 0 the moments are NaN (no data).
+    equal distributions give equal estimates. Needs two positive finite bounds; buckets at or below 0
+    must be empty. Where the count is 0 the moments are NaN (no data).
     """
     bounds = np.asarray(upper_bounds, dtype=float)
     cum = np.asarray(cumulative, dtype=float)
@@ -228,6 +229,13 @@ def log_moments_from_buckets(upper_bounds: Sequence[float], cumulative: Any) -> 
         raise ValueError(f"{bounds.size} bucket bounds but counts of shape {cum.shape}")
     order = np.argsort(bounds)
     bounds, cum = bounds[order], cum[..., order]
+    nonpos = bounds <= 0
+    if nonpos.any():  # e.g. an le="0" bucket: fine while nothing is in it, ln x needs x > 0
+        at_zero = np.nan_to_num(cum[..., nonpos]).max(initial=0.0)
+        if at_zero > 0:
+            raise ValueError(f"{at_zero:g} observations at or below {bounds[nonpos].max():g}: "
+                             "a log-scale metric needs positive values")
+        bounds, cum = bounds[~nonpos], cum[..., ~nonpos]
     finite = bounds[np.isfinite(bounds)]
     if finite.size < 2 or not (finite[0] > 0):
         raise ValueError(f"log moments need at least two positive finite bucket bounds, got {finite.tolist()}")

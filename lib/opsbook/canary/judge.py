@@ -303,6 +303,12 @@ def _fields(spec: MetricSpec, obs: Observation | Any) -> dict[str, float]:
     if not isinstance(obs, Summary):
         if isinstance(obs, Counts):
             raise ValueError(f"metric {spec.name!r} is continuous: pass a Summary or samples, not Counts")
+        if spec.scale == "log":
+            x = np.asarray(obs, dtype=float)
+            bad = np.isfinite(x) & (x <= 0)
+            if bad.any():
+                raise ValueError(f"metric {spec.name!r} is judged on the log scale (geometric mean): its values must "
+                                 f"be positive, got {int(bad.sum())} value(s) <= 0 (e.g. {float(x[bad][0])!r})")
         obs = Summary.from_samples(obs, spec.tail_quantile)
     tail = nan if obs.tail is None else float(obs.tail)
     if spec.scale == "log" and obs.n > 0:

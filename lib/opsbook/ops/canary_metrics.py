@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,8 +269,11 @@ def _bucket_moments(got: Any, column: str, promql: str, *, t0: float, step: floa
         bounds = [float(le.replace("+Inf", "inf")) for le in les]
         try:
             count, m, sd = log_moments_from_buckets(bounds, np.nan_to_num(cum))
-        except ValueError as exc:
-            raise Invalid(f"template for column {column!r}: {exc}: {promql}") from exc
+        except ValueError as exc:  # too coarse a histogram, or values <= 0: judge from the linear columns
+            warnings.warn(f"{prefix}: no log moments from the buckets ({exc}); the judge derives them from "
+                          f"{prefix}_mean and the quantiles assuming a log-normal interval. Query: {promql}",
+                          stacklevel=3)
+            return {f"{prefix}_logmean": mean, f"{prefix}_logstd": std}
         seen = np.isfinite(cum).any(axis=1) & (count > 0)
         mean, std = np.where(seen, m, np.nan), np.where(seen, sd, np.nan)
     return {f"{prefix}_logmean": mean, f"{prefix}_logstd": std}
