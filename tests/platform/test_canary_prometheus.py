@@ -118,6 +118,12 @@ def test_query_metrics_sees_the_worse_canary_and_the_judge_rolls_back(prometheus
     assert total(c, "correct", "labelled") == pytest.approx(0.80, abs=0.05)
     assert (c["latency_mean"].mean() / s["latency_mean"].mean()) == pytest.approx(1.5, rel=0.15)
     assert (c["latency_p50"] > s["latency_p50"]).all()
+    # the log-scale moments from the x1.25 buckets: ln 1.5 apart, sigma 0.5 (the exporter's truth)
+    log_ratio = c["latency_logmean"] - s["latency_logmean"]
+    assert log_ratio.mean() == pytest.approx(math.log(1.5), abs=0.08), log_ratio.tolist()
+    for arm in (s, c):
+        assert arm["latency_logstd"].mean() == pytest.approx(0.5, abs=0.06), arm["latency_logstd"].tolist()
+        assert np.exp(arm["latency_logmean"]).between(0.7 * arm["latency_p50"], 1.3 * arm["latency_p50"]).all()
     assert (c["latency_p90"] > s["latency_p90"]).all()
     assert c["d_mean"].mean() / s["d_mean"].mean() == pytest.approx(1.2, rel=0.12)
     d_std = np.sqrt(s["d_m2"] / (s["d_count"] - 1))  # gamma(2, 0.1): sd 0.141

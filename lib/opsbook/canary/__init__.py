@@ -20,8 +20,16 @@ traffic that would be needed): never promote on it; ``continue`` otherwise.
 Method
 ------
 Per metric, theta = s * log(canary / stable) of the rate (Bernoulli: errors/requests,
-correct/labelled) or of the mean (continuous: latency, ``d``), with s = +1 when higher is worse and -1
-when lower is worse, so theta > 0 is a regression. After every interval the cumulative estimate
+correct/labelled), of the mean (continuous: ``d``) or of the geometric mean (continuous on the log
+scale, ``MetricSpec.scale="log"``: latency, whose theta is the difference of the mean ln(latency) of
+the two arms), with s = +1 when higher is worse and -1 when lower is worse, so theta > 0 is a
+regression. Latency is judged on the log scale because it is skewed and heavy-tailed and its changes
+are multiplicative: ln(latency) has a smaller and steadier variance than latency (a handful of slow
+requests dominates the raw mean's), so the same traffic decides sooner (for a log-normal with sigma
+0.5, 14% more information per request); a rise of the spread or tail at an unchanged median is the tail
+guard's to catch. The moments of ln(latency) come from a recorded file's ``latency_logmean`` /
+``latency_logstd``, from Prometheus histogram buckets (``frames.log_moments_from_buckets``), or, when
+neither is there, from the mean and standard deviation assuming a log-normal interval. After every interval the cumulative estimate
 theta_hat and its information I = 1/Var(theta_hat) (delta method, plug-in variances; rates smoothed as
 (K + 1/2)/(N + 1)) are formed; S = theta_hat * I behaves like a Brownian motion with drift theta in
 intrinsic time I. Two one-sided **mixture e-processes** (mixture SPRTs) run on it:
@@ -48,8 +56,8 @@ of the two tests.
 "canary p90 > stable p90 x (1 + tolerance)". Under "no tail regression beyond tolerance" that event
 has probability <= 1/2 in each interval, independently of the past, so the sign-test wealth averaged
 over a grid of betting odds is an e-process (``_stats.log_tail_e``); it gets ``tail_share`` of the
-metric's alpha. It catches a spread-only increase (sigma 0.5 -> 0.75 at the same median) that a test
-on the median would miss and that a mean test sees only indirectly.
+metric's alpha. It catches a spread-only increase (sigma 0.5 -> 0.75 at the same median), which the
+log-scale test of latency (a test of the median) does not see.
 
 **Guards.** A metric's tests start only after ``min_samples`` per arm. A metric with no data on an arm
 is ``no_data``: the judge never promotes while it lasts and rolls back at the window's end (a metric
@@ -68,7 +76,7 @@ Intervals are independent given the past (requests in different intervals do not
 matters), the two arms receive comparable traffic mixes, and the normal approximation of theta_hat
 holds once ``min_samples`` are in (the guarantee is then the asymptotic, time-uniform one of
 Waudby-Smith et al.; it is exact for Gaussian data with known variance). Rates and means must be
-positive. For the tail guard, the sample quantiles of equal distributions are exchangeable between
+positive (log-scale metrics: their values). For the tail guard, the sample quantiles of equal distributions are exchangeable between
 arms (close to true when the arms' per-interval counts are comparable).
 
 References

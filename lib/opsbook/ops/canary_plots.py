@@ -7,7 +7,8 @@
 
 Each metric panel shows, over the window (x = analysis interval):
 
-* the per-interval value of each arm (thin line with dots: the rate, or the interval's mean);
+* the per-interval value of each arm (thin line with dots: the rate, or the interval's mean; for a
+  log-scale metric such as latency the geometric mean, exp of the mean of ln x);
 * the judge's cumulative estimate of each arm up to the decision (thick line);
 * the decision boundaries from the judge's history: ``stable x (1 + rollback_at)`` (red dashed: a
   canary estimate beyond it is a certain regression -> rollback) and ``stable x (1 + promote_at)``
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from opsbook.canary import DEFAULT_METRICS, MetricSpec
+from opsbook.canary.spec import lognormal_moments
 
 __all__ = ["plot_canary", "plot_analysis", "plot_verdict_timeline", "DISPLAY"]
 
@@ -42,7 +44,7 @@ STATUS_COLORS = {"pending": "#c7c7c7", "ok": PROMOTE_COLOR, "regressed": ROLLBAC
 #: How a metric is displayed: (label, unit, scale from the frame's unit). Unknown metrics: as they are.
 DISPLAY: dict[str, tuple[str, str, float]] = {
     "accuracy": ("accuracy (correct / labelled)", "%", 100.0),
-    "latency": ("latency, mean", "ms", 1000.0),
+    "latency": ("latency, geometric mean", "ms", 1000.0),
     "error_rate": ("error rate (errors / requests)", "%", 100.0),
     "d": ("dissonance d, mean", "", 1.0),
 }
@@ -57,7 +59,17 @@ def _per_interval(frame: Any, spec: MetricSpec, arm: str, labels: list[Any]) -> 
             n = part[spec.trials].to_numpy(float) if spec.trials in part.columns else np.full(len(labels), np.nan)
             return np.where(n > 0, k / n, np.nan)
         col = f"{spec.prefix}_mean"
-        return part[col].to_numpy(float) if col in part.columns else np.full(len(labels), np.nan)
+        mean = part[col].to_numpy(float) if col in part.columns else np.full(len(labels), np.nan)
+        if spec.scale != "log":
+            return mean
+        # judged on the log scale: the interval's geometric mean, as the judge's estimate
+        log_mean = part[f"{spec.prefix}_logmean"].to_numpy(float) if f"{spec.prefix}_logmean" in part.columns \
+            else np.full(len(labels), np.nan)
+        std_col = f"{spec.prefix}_std"
+        if std_col in part.columns:
+            mu, _ = lognormal_moments(mean, part[std_col].to_numpy(float))
+            log_mean = np.where(np.isfinite(log_mean), log_mean, mu)
+        return np.exp(log_mean)
 
 
 def _finite(*arrays: np.ndarray) -> np.ndarray:
