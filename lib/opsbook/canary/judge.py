@@ -190,7 +190,8 @@ class CanaryJudge:
         if bool(last["regressed"]):
             status = "regressed"
             if bool(last["mean_regressed"]) or not (tail and tail.regressed):
-                reason = (f"regression certain: canary {_num(est_c or math.nan)} vs stable {_num(est_s or math.nan)} "
+                what = "geometric mean: " if spec.scale == "log" else ""
+                reason = (f"regression certain: {what}canary {_num(est_c or math.nan)} vs stable {_num(est_s or math.nan)} "
                           f"({_pct(nat)}), e-value {_num(math.exp(last['log_e_roll']))} >= {_num(1 / plan.alpha_rollback)}")
             else:
                 assert tail is not None
