@@ -13,8 +13,8 @@ error rate 1% -> 1.05%/1.2%, ``d`` scale x1.05/x1.2); a variance-only latency in
 Three judges see the same data:
 
 * **ours**: ``opsbook.canary`` with its defaults (alpha 0.05 over all metrics, tolerance 5% for every
-  metric, window 60; each test a mixture e-process with half its mixing mass at one tolerance and half
-  a half-normal of scale 2 tolerances), fed per-interval aggregates, as Prometheus would give them:
+  metric, window 60; each test a mixture e-process with 0.7 of its mixing mass at one tolerance and
+  the rest a half-normal of scale 3 tolerances), fed per-interval aggregates, as Prometheus would give them:
   counts for the rates; for ``d`` count, mean and std; for latency (judged on the log scale, its
   geometric mean) count, mean and std of ln(latency) (from the histogram's buckets in Prometheus) and
   p90; run by ``opsbook.canary._engine.judge_paths``, the code the

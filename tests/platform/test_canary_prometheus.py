@@ -10,7 +10,6 @@ those differences, and the judge must roll back.
 from __future__ import annotations
 
 import math
-import threading
 import time
 
 import numpy as np
@@ -19,8 +18,8 @@ from opsbook.canary import JudgeConfig
 from opsbook.clients.prometheus import Prometheus
 from opsbook.errors import Invalid, Unreachable
 from opsbook.ops.canary_metrics import judge_metrics, query_metrics
+from opsbook.testing.model_exporter import ModelServer, TrackParams
 from opsbook.testing.services import free_port
-from prometheus_client import Counter, Histogram, Summary
 
 pytestmark = pytest.mark.services
 
@@ -28,73 +27,25 @@ RATE = 80.0  # requests per second per arm
 INTERVAL = 3.0  # seconds per analysis interval (3 scrapes)
 N_INTERVALS = 4
 ARMS = {  # track -> (error rate, latency median s, accuracy, d scale)
-    "stable": (0.01, 0.100, 0.90, 0.10),
-    "canary": (0.10, 0.150, 0.80, 0.12),
+    "stable": TrackParams(0.01, 0.100, 0.90, 0.10),
+    "canary": TrackParams(0.10, 0.150, 0.80, 0.12),
 }
-BUCKETS = tuple(round(0.01 * 1.25 ** k, 5) for k in range(25))  # 10 ms .. ~2.6 s, x1.25
-
-
-class ModelServer:
-    """Records synthetic requests for both tracks at RATE per second, from a background thread."""
-
-    def __init__(self, registry) -> None:
-        labels = ["model", "track"]
-        self.requests = Counter("model_requests", "requests served", [*labels, "code"], registry=registry)
-        self.latency = Histogram("model_request_duration_seconds", "request latency", labels,
-                                 buckets=BUCKETS, registry=registry)
-        self.feedback = Counter("model_feedback", "labelled feedback", [*labels, "outcome"], registry=registry)
-        self.d = Summary("model_dissonance", "dissonance d per prediction", labels, registry=registry)
-        self.d_sq = Counter("model_dissonance_squares", "running sum of d squared", labels, registry=registry)
-        self.rng = np.random.default_rng(11)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def serve(self, track: str, n: int) -> None:
-        p_err, median, p_acc, d_scale = ARMS[track]
-        rng = self.rng
-        errors = rng.random(n) < p_err
-        latencies = rng.lognormal(math.log(median), 0.5, n)
-        correct = rng.random(n) < p_acc
-        ds = rng.gamma(2.0, d_scale, n)
-        for err, lat, ok, d in zip(errors, latencies, correct, ds, strict=True):
-            self.requests.labels("proposer", track, "500" if err else "200").inc()
-            self.latency.labels("proposer", track).observe(float(lat))
-            self.feedback.labels("proposer", track, "correct" if ok else "wrong").inc()
-            self.d.labels("proposer", track).observe(float(d))
-            self.d_sq.labels("proposer", track).inc(float(d) ** 2)
-
-    def _run(self) -> None:
-        t0, done = time.monotonic(), 0
-        while not self.stop.is_set():
-            due = int(RATE * (time.monotonic() - t0))
-            if due > done:
-                for track in ARMS:
-                    self.serve(track, due - done)
-                done = due
-            time.sleep(0.01)
-
-    def __enter__(self) -> ModelServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
+# latency buckets: the helper's default, x1.25 from 10 ms (25 buckets, up to ~2.6 s)
 
 
 def test_query_metrics_sees_the_worse_canary_and_the_judge_rolls_back(prometheus, metrics_exporter):
     exporter = metrics_exporter()
     prom = Prometheus(prometheus.url, timeout=10)
-    with ModelServer(exporter.registry):
-        prometheus.add_target(exporter.host_port, job="canary-test")  # waits for the first scrape
-        # the series must be older than one interval before the window starts (rate() extrapolation)
-        prometheus.wait_for_series(
-            f'count_over_time(model_requests_total{{job="canary-test"}}[{INTERVAL:g}s]) >= {INTERVAL:g}',
-            timeout=30)
-        start = time.time()
-        end = start + N_INTERVALS * INTERVAL
-        time.sleep(end - time.time() + 1.5)  # the last interval's final scrape is in
     try:
+        with ModelServer(exporter.registry, model="proposer", rate=RATE, tracks=ARMS, seed=11):
+            prometheus.add_target(exporter.host_port, job="canary-test")  # waits for the first scrape
+            # the series must be older than one interval before the window starts (rate() extrapolation)
+            prometheus.wait_for_series(
+                f'count_over_time(model_requests_total{{job="canary-test"}}[{INTERVAL:g}s]) >= {INTERVAL:g}',
+                timeout=30)
+            start = time.time()
+            end = start + N_INTERVALS * INTERVAL
+            time.sleep(end - time.time() + 1.5)  # the last interval's final scrape is in
         frame = query_metrics(prom, model="proposer", start=start, end=end, interval=INTERVAL)
     finally:
         prometheus.remove_target(exporter.host_port, job="canary-test")

@@ -42,12 +42,12 @@ By Ville's inequality P(sup_t E_t >= 1/a) <= a under H0, so each test may be loo
 interval, and stopped at any time, without inflating its error: the false-rollback rate is bounded over
 all looks. alpha is split across metrics by weight (Bonferroni: P(any false rollback) <= alpha), the
 same for ``alpha_promote``. The mixing distribution is fixed before the first look (so it cannot break
-the guarantee, only move where the test is fastest): ``point_mass`` (default 1/2) exactly at one
+the guarantee, only move where the test is fastest): ``point_mass`` (default 0.7) exactly at one
 tolerance, l = log(1 + tolerance), the smallest regression the judge must catch (for the promote test:
-an unchanged canary), where it is Wald's SPRT and pays only log 2 for not knowing the effect; the rest a
-half-normal of scale ``mixture_scale`` x log(1 + tolerance), which adapts to larger regressions and
-stops them within an interval or two. Against the plain half-normal mixture this rolls a 5% regression
-back 8-14% sooner at the same false-alarm bound. The boundaries at each interval (the estimate at
+an unchanged canary), where it is Wald's SPRT and pays only log(1/0.7) for not knowing the effect; the
+rest a half-normal of scale ``mixture_scale`` (default 3) x log(1 + tolerance), which adapts to larger
+regressions and stops them within an interval or two. Against the plain half-normal mixture this rolls a
+5% regression back about 15% sooner at the same false-alarm bound. The boundaries at each interval (the estimate at
 which the judge would roll back / pass) are reported for plots; they are the confidence-sequence bounds
 of the two tests.
 

@@ -830,7 +830,8 @@ def decide(ctx: ModelRollout) -> Result:
         why = f"the verdict of {source}: {verdict}"
     else:
         ctx.decision = None
-        why = (f"the verdict of {source} is {verdict}: no automatic decision. " + (
+        said = f"the verdict of {source} is {verdict}" if verdict else f"{source} gave no verdict"
+        why = (f"{said}: no automatic decision. " + (
             "Too little traffic to judge: extend monitor_minutes, or decide with decision=promote|rollback"
             if verdict == "inconclusive" else "Plan again when the canary has run longer"
             if verdict == "continue" else "Nothing was judged (no canary yet): apply this plan to start the "

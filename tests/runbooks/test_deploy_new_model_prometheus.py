@@ -1,0 +1,142 @@
+"""The `deploy-new-model` runbook's two rounds with live metrics, end to end through the real CLI: a
+cluster (``kube``) with the ml-platform chart's stable proposer on v1, a real Prometheus
+(``prometheus``) scraping a synthetic model server (:class:`opsbook.testing.model_exporter.ModelServer`)
+whose canary track is clearly worse, and no ``metrics_file``.
+
+Round 1: the plan finds no canary (nothing to collect), its approved apply starts the canary and holds.
+Round 2, once two full analysis intervals have passed since the canary's creation: the plan judges it
+from Prometheus (rollback), and its approved apply deletes the canary; stable stays on v1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import time
+
+import pytest
+import yaml
+from opsbook.errors import NotFound
+from opsbook.ops import rollout
+from opsbook.testing.model_exporter import HEALTHY, ModelServer, TrackParams
+
+from .conftest import manifests_of
+from .test_deploy_new_model import _steps, _versions, stable  # noqa: F401 (stable: the fixture)
+
+RUNBOOK = "deploy-new-model"
+JOB = "deploy-new-model-canary"
+RATE = 80.0  # requests per second per track
+INTERVAL = 10  # interval_seconds
+WORSE = TrackParams(error_rate=0.10, latency_median=HEALTHY.latency_median * 1.5, accuracy=HEALTHY.accuracy,
+                    d_scale=HEALTHY.d_scale)
+CANARY = "ml-ml-platform-proposer-canary"
+
+
+def _apply_run(outputs, plan_id: str) -> dict:
+    (m,) = [m for m in manifests_of(outputs, RUNBOOK) if m["mode"] == "apply" and
+            _steps(m)["Decide"]["details"].get("plan_run_id") == plan_id]
+    return m
+
+
+def _new_plan(outputs, before: set[str]) -> dict:
+    (m,) = [m for m in manifests_of(outputs, RUNBOOK) if m["mode"] == "plan" and m["run_id"] not in before]
+    return m
+
+
+@pytest.mark.kube
+@pytest.mark.services
+def test_two_rounds_with_prometheus_start_the_canary_then_roll_the_worse_one_back(
+        kube, stable, opsbook_run, prometheus, metrics_exporter, tmp_path):  # noqa: F811
+    ns = kube.namespace
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(yaml.safe_dump({"kt": {"kubeconfig": kube.kubeconfig, "kube_context": kube.context,
+                                              "namespace": ns, "prometheus_url": prometheus.url}}))
+    env = {"OPSBOOK_TARGETS": str(targets), "OPSBOOK_OPERATOR": "dana"}
+    args = ["--target", "kt", "-p", "namespace", ns, "-p", "version", "2", "-p", "monitor_minutes", "1",
+            "-p", "interval_seconds", str(INTERVAL), "-p", "timeout", "60"]
+    outputs = opsbook_run.outputs
+
+    def run(*extra: str) -> None:
+        r = opsbook_run(RUNBOOK, *args, *extra, env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+    exporter = metrics_exporter()
+    with ModelServer(exporter.registry, model="proposer", rate=RATE, tracks={"stable": HEALTHY, "canary": WORSE}):
+        try:
+            prometheus.add_target(exporter.host_port, job=JOB)  # waits for the first scrape
+
+            # a. plan #1: no canary yet, so nothing is collected or judged, and nothing changes
+            run()
+            (plan1,) = manifests_of(outputs, RUNBOOK)
+            assert plan1["mode"] == "plan" and plan1["status"] == "succeeded"
+            steps = _steps(plan1)
+            assert steps["Settings"]["details"]["metrics_file"] == ""
+            assert steps["Settings"]["details"]["prometheus_url"] == prometheus.url
+            collected = steps["Collect the metrics"]
+            assert collected["outcome"] == "skipped" and "no canary" in collected["summary"], collected
+            assert steps[rollout.JUDGE_STEP]["outcome"] == "skipped"
+            assert steps[rollout.JUDGE_STEP]["details"]["decision"] is None
+            assert steps["Deploy the canary"]["outcome"] == "planned"
+            assert steps["Decide"]["details"]["decision"] == "hold"
+            assert _versions(stable, ns, "canary") == [] and _versions(stable, ns, "stable") == ["1", "1"]
+
+            # b. apply #1: starts the canary (v2) and holds: the approved plan had no verdict
+            run("--mode", "apply", "--approve", plan1["run_id"])
+            apply1 = _apply_run(outputs, plan1["run_id"])
+            assert apply1["status"] == "succeeded"
+            steps = _steps(apply1)
+            assert steps["Deploy the canary"]["outcome"] == "changed"
+            decided = steps["Decide"]
+            assert decided["details"]["decision"] == "hold" and decided["details"]["verdict"] is None, decided
+            assert decided["summary"].startswith("HOLD") and "no canary yet" in decided["summary"]
+            for title in ("Promote to every instance", "Roll back", "Every instance serves the decided version"):
+                assert steps[title]["outcome"] == "skipped", (title, steps[title])
+            assert _versions(stable, ns, "canary") == ["2"] and _versions(stable, ns, "stable") == ["1", "1"]
+            canary = stable.get(kind="Deployment", name=CANARY, namespace=ns)
+            assert rollout.model_of(canary)[0] == "2"
+
+            # c. wait for 2 full intervals (aligned to multiples of INTERVAL s of Unix time) after the
+            # canary's creation, plus 3 s for the last interval's final scrape
+            born = dt.datetime.fromisoformat(canary["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+            first = math.ceil(born.timestamp() / INTERVAL) * INTERVAL
+            time.sleep(max(0.0, first + 2 * INTERVAL + 3 - time.time()))
+
+            # d. plan #2 judges the running canary from Prometheus: rollback, latency / error rate regressed
+            seen = {m["run_id"] for m in manifests_of(outputs, RUNBOOK)}
+            run()
+            plan2 = _new_plan(outputs, seen)
+            assert plan2["status"] == "succeeded"
+            steps = _steps(plan2)
+            collected = steps["Collect the metrics"]
+            assert collected["outcome"] != "skipped", collected
+            assert collected["details"]["source"].startswith(f"Prometheus {prometheus.url}"), collected
+            assert collected["details"]["intervals"] >= 2, collected
+            judged = steps[rollout.JUDGE_STEP]["details"]
+            assert judged["decision"] == "rollback", judged
+            assert judged["intervals_available"] >= 2, judged
+            status = {x["metric"]: x["status"] for x in judged["metrics"]}
+            assert "regressed" in (status["latency"], status["error_rate"]), status
+            assert steps["Decide"]["details"]["decision"] == "rollback"
+            assert steps["Roll back"]["outcome"] == "planned"
+            assert _versions(stable, ns, "canary") == ["2"]  # the plan changed nothing
+
+            # e. apply #2 acts on plan #2's recorded verdict: canary deleted, stable unchanged on v1
+            run("--mode", "apply", "--approve", plan2["run_id"])
+            apply2 = _apply_run(outputs, plan2["run_id"])
+            assert apply2["status"] == "succeeded"
+            steps = _steps(apply2)
+            decided = steps["Decide"]["details"]
+            assert decided["decision"] == "rollback" and decided["verdict"] == "rollback", decided
+            assert decided["verdict_source"] == f"the approved plan {plan2['run_id']}"
+            rolled = steps["Roll back"]
+            assert rolled["outcome"] == "changed", rolled
+            assert rolled["details"]["canary_deleted"] and not rolled["details"]["restored"], rolled
+            assert steps["Promote to every instance"]["outcome"] == "skipped"
+            assert steps["Every instance serves the decided version"]["outcome"] == "ok"
+            with pytest.raises(NotFound):
+                stable.get(kind="Deployment", name=CANARY, namespace=ns)
+            assert _versions(stable, ns, "canary") == [] and _versions(stable, ns, "stable") == ["1", "1"]
+            dep = stable.get(kind="Deployment", name="ml-ml-platform-proposer", namespace=ns)
+            assert rollout.model_of(dep)[:2] == ("1", "models:/proposer/1")
+        finally:
+            prometheus.remove_target(exporter.host_port, job=JOB)
