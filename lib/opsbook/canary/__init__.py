@@ -47,7 +47,7 @@ tolerance, l = log(1 + tolerance), the smallest regression the judge must catch 
 an unchanged canary), where it is Wald's SPRT and pays only log(1/0.7) for not knowing the effect; the
 rest a half-normal of scale ``mixture_scale`` (default 3) x log(1 + tolerance), which adapts to larger
 regressions and stops them within an interval or two. Against the plain half-normal mixture this rolls a
-5% regression back about 15% sooner at the same false-alarm bound. The boundaries at each interval (the estimate at
+5% regression back about 17% sooner at the same false-alarm bound. The boundaries at each interval (the estimate at
 which the judge would roll back / pass) are reported for plots; they are the confidence-sequence bounds
 of the two tests.
 
