@@ -383,14 +383,15 @@ def main(argv: list[str] | None = None) -> int:
             text, res = tg[j]
             style = {"PASS": "green", "MISS": "red"}.get(res, "")
             table.add_row(sc.name if j == "ours" else "", j, _p(r.rollback), _p(r.promote), _p(r.inconclusive),
-                          _p(r.undecided), _t(r.med), _t(r.p90), text, f"[{style}]{res}[/{style}]")
+                          _p(r.undecided), _t(r.rb_med if sc.kind in ("reg5", "reg20") else r.med), _t(r.p90), text, f"[{style}]{res}[/{style}]")
             verdicts.append((sc.name, j, res))
         table.add_section()
         rb = ", ".join(f"{m} {100 * v:.1f}%" for m, v in why.items() if v > 0)
         console.log(f"{sc.name}: {time.perf_counter() - ts:.1f} s; ours' rollbacks by metric: {rb or 'none'}")
     console.print(table)
     console.print("median/p90: interval of the decision (rollback, promote or inconclusive; '>60': no decision in "
-                  "the window); for the 20%/5% targets the median is of the rollback interval.")
+                  "the window); for the 20%/5% regressions the median is of the rollback interval (what their "
+                  "targets compare).")
     if not args.only or "low" in args.only:
         console.print("[bold]low traffic, one run through CanaryJudge:[/bold] " + example_low_traffic(config, args.seed))
     ours = [(s, r) for s, j, r in verdicts if j == "ours"]
