@@ -186,7 +186,7 @@ def simulate(sc: Scenario, reps: int, chunk: int, rng: np.random.Generator) -> d
         R = min(chunk, reps - done)
         done += R
         shape = (R, T, n)
-        # latency (work on logs; the judge gets the ms summaries)
+        # latency (work on logs; the judge gets the interval's moments of ln x and its p90)
         ls = rng.normal(mu0, LAT_SIGMA, shape)
         lc = rng.normal(mu0 + math.log(sc.lat_scale), sc.lat_sigma, shape)
         store["latency"]["s"].append(sample_fields(LATENCY, np.exp(ls)))  # moments of ln x: a log-scale metric
@@ -382,8 +382,9 @@ def main(argv: list[str] | None = None) -> int:
         for j, r in rows.items():
             text, res = tg[j]
             style = {"PASS": "green", "MISS": "red"}.get(res, "")
+            med = r.rb_med if sc.kind in ("reg5", "reg20") else r.med
             table.add_row(sc.name if j == "ours" else "", j, _p(r.rollback), _p(r.promote), _p(r.inconclusive),
-                          _p(r.undecided), _t(r.rb_med if sc.kind in ("reg5", "reg20") else r.med), _t(r.p90), text, f"[{style}]{res}[/{style}]")
+                          _p(r.undecided), _t(med), _t(r.p90), text, f"[{style}]{res}[/{style}]")
             verdicts.append((sc.name, j, res))
         table.add_section()
         rb = ", ".join(f"{m} {100 * v:.1f}%" for m, v in why.items() if v > 0)

@@ -29,10 +29,6 @@ from opsbook.canary._stats import log_mixture_e, log_ndtr, log_tail_e, mixture_b
 MU = math.log(120.0)
 
 
-def _summaries(x: np.ndarray, spec: MetricSpec = DISSONANCE) -> dict[str, np.ndarray]:
-    return sample_fields(spec, x)
-
-
 def simulate(seed: int, runs: int, intervals: int = 60, n: int = 200, *, lat_scale: float = 1.0,
              sigma: float = 0.5, p_acc: float = 0.9, p_err: float = 0.01, d_scale: float = 1.0) -> dict:
     """Per-interval aggregates of `runs` synthetic canaries, shaped for the vectorised judge."""
@@ -44,9 +40,10 @@ def simulate(seed: int, runs: int, intervals: int = 60, n: int = 200, *, lat_sca
         return {"successes": rng.binomial(n, p, (runs, intervals)).astype(float), "trials": nn}
 
     return {
-        "latency": (_summaries(rng.lognormal(MU, 0.5, shape), LATENCY),
-                    _summaries(rng.lognormal(MU + math.log(lat_scale), sigma, shape), LATENCY)),
-        "d": (_summaries(rng.gamma(2.0, 0.1, shape)), _summaries(rng.gamma(2.0, 0.1 * d_scale, shape))),
+        "latency": (sample_fields(LATENCY, rng.lognormal(MU, 0.5, shape)),
+                    sample_fields(LATENCY, rng.lognormal(MU + math.log(lat_scale), sigma, shape))),
+        "d": (sample_fields(DISSONANCE, rng.gamma(2.0, 0.1, shape)),
+              sample_fields(DISSONANCE, rng.gamma(2.0, 0.1 * d_scale, shape))),
         "accuracy": (counts(0.9), counts(p_acc)),
         "error_rate": (counts(0.01), counts(p_err)),
     }

@@ -8,7 +8,15 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from opsbook.canary import DISSONANCE, LATENCY, CanaryJudge, MetricSpec, Summary, inputs_from_frame, judge_frame
+from opsbook.canary import (
+    DISSONANCE,
+    LATENCY,
+    CanaryJudge,
+    MetricSpec,
+    Summary,
+    inputs_from_frame,
+    judge_frame,
+)
 from opsbook.canary._engine import estimates_continuous, sample_fields
 from opsbook.canary.frames import Z90, log_moments_from_buckets
 from opsbook.canary.spec import lognormal_moments

@@ -255,6 +255,17 @@ def log_moments_from_buckets(upper_bounds: Sequence[float], cumulative: Any) -> 
     return n, mean, std
 
 
+def interval_values(frame: Any, spec: MetricSpec) -> np.ndarray:
+    """Per row of ``frame``, that interval's own value of what the judge estimates for ``spec``: the
+    rate (Bernoulli), the mean, or for a log-scale metric the geometric mean exp(mean of ln x), read
+    from the same columns with the same fallbacks as the judge; NaN where there is no data."""
+    f = _metric_fields(frame.reset_index(drop=True), spec)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        if spec.kind == "bernoulli":
+            return np.where(f["trials"] > 0, f["successes"] / f["trials"], np.nan)
+        return np.exp(f["log_mean"]) if spec.scale == "log" else f["mean"]
+
+
 def inputs_from_frame(frame: Any, metrics: Sequence[MetricSpec] = DEFAULT_METRICS) -> list[IntervalInput]:
     """Validate a per-interval aggregate frame (schema in the module docstring) and turn it into one
     :class:`IntervalInput` per interval, in interval order."""

@@ -260,13 +260,13 @@ def _bucket_moments(got: Any, column: str, promql: str, *, t0: float, step: floa
         if extra and len(got.groupby(extra, dropna=False)) > 1:
             raise Invalid(f"template for column {column!r} gives several histograms (labels {extra}), expected one "
                           f"per track (aggregate with sum by (le) (...)): {promql}")
-        les = sorted({str(v) for v in got["le"]}, key=lambda v: float(v.replace("+Inf", "inf")))
+        les = sorted({str(v) for v in got["le"]}, key=float)  # float() reads "+Inf" too
         cum = np.full((n, len(les)), np.nan)
         idx = np.rint((got["timestamp"].to_numpy(float) - t0) / step).astype(int) - 1
         col = {le: k for k, le in enumerate(les)}
         ok = (idx >= 0) & (idx < n)
         cum[idx[ok], [col[str(v)] for v in got["le"][ok]]] = got["value"].to_numpy(float)[ok]
-        bounds = [float(le.replace("+Inf", "inf")) for le in les]
+        bounds = [float(le) for le in les]
         try:
             count, m, sd = log_moments_from_buckets(bounds, np.nan_to_num(cum))
         except ValueError as exc:  # too coarse a histogram, or values <= 0: judge from the linear columns

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from opsbook.canary import DEFAULT_METRICS, MetricSpec
-from opsbook.canary.spec import lognormal_moments
+from opsbook.canary.frames import interval_values
 
 __all__ = ["plot_canary", "plot_analysis", "plot_verdict_timeline", "DISPLAY"]
 
@@ -53,23 +53,10 @@ DISPLAY: dict[str, tuple[str, str, float]] = {
 def _per_interval(frame: Any, spec: MetricSpec, arm: str, labels: list[Any]) -> np.ndarray:
     part = frame[frame["arm"].astype(str).str.lower() == arm].set_index("interval")
     part = part[~part.index.duplicated()].reindex(labels)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        if spec.kind == "bernoulli":
-            k = part[spec.successes].to_numpy(float) if spec.successes in part.columns else np.full(len(labels), np.nan)
-            n = part[spec.trials].to_numpy(float) if spec.trials in part.columns else np.full(len(labels), np.nan)
-            return np.where(n > 0, k / n, np.nan)
-        col = f"{spec.prefix}_mean"
-        mean = part[col].to_numpy(float) if col in part.columns else np.full(len(labels), np.nan)
-        if spec.scale != "log":
-            return mean
-        # judged on the log scale: the interval's geometric mean, as the judge's estimate
-        log_mean = part[f"{spec.prefix}_logmean"].to_numpy(float) if f"{spec.prefix}_logmean" in part.columns \
-            else np.full(len(labels), np.nan)
-        std_col = f"{spec.prefix}_std"
-        if std_col in part.columns:
-            mu, _ = lognormal_moments(mean, part[std_col].to_numpy(float))
-            log_mean = np.where(np.isfinite(log_mean), log_mean, mu)
-        return np.exp(log_mean)
+    try:
+        return interval_values(part.reset_index(), spec)
+    except ValueError:  # the frame lacks this metric's columns: nothing to draw per interval
+        return np.full(len(labels), np.nan)
 
 
 def _finite(*arrays: np.ndarray) -> np.ndarray:
