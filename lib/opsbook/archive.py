@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import filelock
 
-from opsbook.errors import ArchiveError, LedgerError, RecordExists
+from opsbook.errors import ArchiveError, ArchiveNotWritable, LedgerError, RecordExists
 
 if TYPE_CHECKING:
     from opsbook.s3archive import S3Archive
@@ -87,12 +87,37 @@ PROBLEM_KINDS = frozenset({
     "not_in_ledger",       # a record folder on disk that the ledger does not list
     "truncated",           # expect_head is neither the head nor anywhere in the chain
     "unparseable",         # a ledger line or a manifest that is not valid
+    "unsigned",            # allowed_signers is configured and a ledger entry carries no signature
+    "bad_signature",       # a ledger entry's signature is not by a trusted key, or does not match it
 })
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
 _LOCK_TIMEOUT = 120.0
+#: Free space check_writable asks for on top of the record's reserve: the ledger line, the lock file
+#: and the record's folders (a few blocks each).
+_SPACE_MARGIN = 64 << 10
+#: How long verify waits for ledger.lock (held by a writer for one rename and one append) to take its
+#: snapshot; past that it reads without it and says so.
+_SNAPSHOT_LOCK_TIMEOUT = 30.0
+DEFAULT: Any = object()  # "the project's own": the signing key of $OPSBOOK_SIGNING_KEY, the repo's allowed_signers
+
+
+def _signer(signer: Any) -> Any:
+    if signer is not DEFAULT:
+        return signer
+    from opsbook.signing import Signer
+
+    return Signer.from_env()
+
+
+def _signers(signers: Any) -> Any:
+    if signers is not DEFAULT:
+        return signers
+    from opsbook.signing import trusted
+
+    return trusted()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -152,7 +177,13 @@ def _check_id(kind: str, value: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
-    """One line of ``ledger.jsonl``."""
+    """One line of ``ledger.jsonl``.
+
+    The optional fields are written only when set (so older ledgers hash and parse as before):
+    ``event`` ``"started"`` marks a write-ahead entry (an apply began; its record follows, or the run
+    never finished), ``plan`` the plan run an apply consumed, ``claim`` the sha256 of the token the
+    runner handed its kernel, and ``sig`` the writer's signature of ``hash`` (``opsbook.signing``),
+    which is not part of what ``hash`` covers."""
 
     seq: int
     run_id: str
@@ -168,25 +199,34 @@ class LedgerEntry:
     manifest_sha256: str
     prev: str
     hash: str
+    event: str | None = None
+    plan: str | None = None
+    claim: str | None = None
+    sig: str | None = None
+
+    @property
+    def is_start(self) -> bool:
+        return self.event == STARTED
 
     def body(self) -> dict[str, Any]:
-        """The entry without its ``hash``: what the hash is computed over."""
-        d = asdict(self)
+        """The entry without its ``hash`` and ``sig``: what the hash is computed over."""
+        d = {k: v for k, v in asdict(self).items() if not (k in _OPTIONAL and v is None)}
         del d["hash"]
+        d.pop("sig", None)
         return d
 
     def compute_hash(self) -> str:
         return _sha256_bytes(canonical_json(self.body()))
 
     def to_line(self) -> bytes:
-        return canonical_json(asdict(self)) + b"\n"
+        return canonical_json({k: v for k, v in asdict(self).items() if not (k in _OPTIONAL and v is None)}) + b"\n"
 
     @classmethod
     def from_obj(cls, obj: Any) -> LedgerEntry:
         """Build from a parsed ledger line; ``ValueError`` if a field is missing or of the wrong type."""
         if not isinstance(obj, dict):
             raise ValueError("not a JSON object")
-        missing = [n for n in _ENTRY_FIELDS if n not in obj]
+        missing = [n for n in _ENTRY_FIELDS if n not in obj and n not in _OPTIONAL]
         if missing:
             raise ValueError(f"missing field(s): {', '.join(missing)}")
         seq = obj["seq"]
@@ -195,7 +235,10 @@ class LedgerEntry:
         for name in ("run_id", "runbook_id", "record", "manifest_sha256", "prev", "hash"):
             if not isinstance(obj[name], str):
                 raise ValueError(f"{name} must be a string")
-        return cls(**{n: obj[n] for n in _ENTRY_FIELDS})
+        for name in _OPTIONAL:
+            if obj.get(name) is not None and not isinstance(obj[name], str):
+                raise ValueError(f"{name} must be a string")
+        return cls(**{n: obj.get(n) for n in _ENTRY_FIELDS})
 
     @property
     def started_at(self) -> datetime | None:
@@ -206,12 +249,18 @@ class LedgerEntry:
         return _parse_time(self.ended)
 
 
+STARTED = "started"
+_OPTIONAL = frozenset({"event", "plan", "claim", "sig"})
 _ENTRY_FIELDS = tuple(f.name for f in fields(LedgerEntry))
 
 
 def chain_entry(*, prev: LedgerEntry | None | tuple[int, str], run_id: str, runbook_id: str,
-                manifest: dict[str, Any], manifest_sha256: str) -> LedgerEntry:
-    """The ledger entry that follows ``prev`` (an entry, ``(seq, hash)``, or ``None`` for the first)."""
+                manifest: dict[str, Any], manifest_sha256: str, event: str | None = None,
+                plan: str | None = None, claim: str | None = None, signer: Any = None) -> LedgerEntry:
+    """The ledger entry that follows ``prev`` (an entry, ``(seq, hash)``, or ``None`` for the first).
+
+    ``plan`` defaults to the manifest's ``approval.plan_run_id`` (the plan an apply consumed);
+    ``signer`` (an ``opsbook.signing.Signer``) signs the entry's hash."""
     if prev is None:
         prev_seq, prev_hash = 0, GENESIS
     elif isinstance(prev, LedgerEntry):
@@ -219,9 +268,15 @@ def chain_entry(*, prev: LedgerEntry | None | tuple[int, str], run_id: str, runb
     else:
         prev_seq, prev_hash = prev
     values = {k: _ledger_value(manifest.get(k)) for k in LEDGER_MANIFEST_KEYS}
+    if plan is None and isinstance(manifest.get("approval"), dict):
+        consumed = manifest["approval"].get("plan_run_id")
+        plan = consumed if isinstance(consumed, str) and consumed else None
     body: dict[str, Any] = dict(seq=prev_seq + 1, run_id=run_id, runbook_id=runbook_id, record=f"{runbook_id}/{run_id}",
                 manifest_sha256=manifest_sha256, prev=prev_hash, **values)
-    return LedgerEntry(**body, hash=_sha256_bytes(canonical_json(body)))
+    extra = {k: v for k, v in (("event", event), ("plan", plan), ("claim", claim)) if v is not None}
+    digest = _sha256_bytes(canonical_json({**body, **extra}))
+    sig = signer.sign(digest) if signer is not None else None
+    return LedgerEntry(**body, hash=digest, **extra, sig=sig)
 
 
 def build_manifest(manifest: dict[str, Any], *, run_id: str, runbook_id: str,
@@ -412,7 +467,7 @@ def parse_entry(raw: bytes) -> tuple[LedgerEntry, bool]:
     ``ValueError`` if it does not parse."""
     obj = json.loads(raw)
     entry = LedgerEntry.from_obj(obj)
-    body = {k: v for k, v in obj.items() if k != "hash"}
+    body = {k: v for k, v in obj.items() if k not in ("hash", "sig")}
     return entry, _sha256_bytes(canonical_json(body)) == entry.hash
 
 
@@ -444,8 +499,8 @@ def match_records(lines: list[_Line], stored: dict[str, Any], problems: list[Ver
     pairs: list[tuple[LedgerEntry, Any]] = []
     for x in lines:
         e = x.entry
-        if e.record in seen:
-            continue
+        if e.is_start or e.record in seen:
+            continue  # a write-ahead entry has no record folder of its own
         seen.add(e.record)
         count += 1
         parts = e.record.split("/")
@@ -459,6 +514,61 @@ def match_records(lines: list[_Line], stored: dict[str, Any], problems: list[Ver
             continue
         pairs.append((e, found))
     return count, pairs
+
+
+def verify_signatures(lines: list[_Line], signers: Any, problems: list[VerifyProblem], info: list[str]) -> None:
+    """Every entry signed by a key in ``signers`` (an ``opsbook.signing.AllowedSigners``), or, with no
+    signers configured, say plainly what that leaves undetectable. Shared by the disk and S3 archives."""
+    if signers is None:
+        info.append("ledger signatures are not checked: the project has no allowed_signers file, so a "
+                    "consistent rewrite of the ledger's tail (every later entry re-chained) cannot be detected "
+                    "without --expect-head HASH (a head kept where the writers cannot change it); see README, "
+                    "'What verify proves'")
+        return
+    who: dict[str, int] = {}
+    for x in lines:
+        e = x.entry
+        try:
+            principal = signers.check(e.hash, e.sig)
+        except ValueError as exc:
+            kind = "unsigned" if e.sig is None else "bad_signature"
+            problems.append(VerifyProblem(kind, e.run_id, f"ledger seq {e.seq}: {exc}"))
+            continue
+        who[principal] = who.get(principal, 0) + 1
+    if who:
+        info.append("signed by trusted keys: " + ", ".join(f"{p} ({n})" for p, n in sorted(who.items())))
+
+
+def check_start(archive: Any, *, run_id: str, plan: str | None) -> None:
+    """Before a ``started`` entry is appended: the run id has none yet, and the plan is unused."""
+    from opsbook.errors import PlanConsumed
+
+    if archive.start_entry(run_id) is not None:
+        raise RecordExists(f"run {run_id} has already started (a write-ahead entry exists in {archive.root})")
+    if plan:
+        used = archive.plan_used_by(plan, other_than=run_id)
+        if used is not None:
+            raise PlanConsumed(f"plan {plan} was already carried out by apply run {used.run_id} (started "
+                               f"{used.started}); a plan is consumed once: make a new plan run and approve that",
+                               used_by=used.run_id)
+
+
+def unfinished_runs(entries: Iterable[LedgerEntry]) -> list[LedgerEntry]:
+    """Write-ahead ``started`` entries whose run has no record entry after them: started, never finished."""
+    started: dict[str, LedgerEntry] = {}
+    for e in entries:
+        if e.is_start:
+            started.setdefault(e.run_id, e)
+        else:
+            started.pop(e.run_id, None)
+    return list(started.values())
+
+
+def note_unfinished(entries: Iterable[LedgerEntry], info: list[str]) -> None:
+    for e in unfinished_runs(entries):
+        info.append(f"started, never finished: run {e.run_id} ({e.runbook_id}, {e.mode}"
+                    + (f", consumed plan {e.plan}" if e.plan else "") + f", started {e.started}): its process "
+                    "died or was killed before its record was written; the change it made is not recorded")
 
 
 class LedgerReader:
@@ -496,7 +606,18 @@ class LedgerReader:
         """
         if limit is not None and limit <= 0:
             return []
-        return filter_history(self.entries(), runbook=runbook, status=status, since=since, limit=limit)
+        entries = self.entries()
+        finished = {e.run_id for e in entries if not e.is_start}
+        shown = [e for e in entries if not (e.is_start and e.run_id in finished)]  # unfinished runs stay
+        return filter_history(shown, runbook=runbook, status=status, since=since, limit=limit)
+
+    def plan_used_by(self, plan_run_id: str, *, other_than: str | None = None) -> LedgerEntry | None:
+        """The first ledger entry of a run (other than ``other_than``) that consumed ``plan_run_id``."""
+        return next((e for e in self.entries() if e.plan == plan_run_id and e.run_id != other_than), None)
+
+    def start_entry(self, run_id: str) -> LedgerEntry | None:
+        """The write-ahead ``started`` entry of ``run_id``, if any."""
+        return next((e for e in self.entries() if e.run_id == run_id and e.is_start), None)
 
     def load_manifest(self, run_id: str) -> dict[str, Any]:
         ref = self.find(run_id)
@@ -520,13 +641,14 @@ class Archive(LedgerReader):
     records); the order of operations and the lock are unchanged.
     """
 
-    def __init__(self, root: Path | str, *, fsync: bool = True):
+    def __init__(self, root: Path | str, *, fsync: bool = True, signer: Any = DEFAULT):
         self.root = Path(root).absolute()
         self.fsync = fsync
+        self.signer = _signer(signer)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ArchiveError(f"cannot create the archive root {self.root}: {exc}") from exc
+            raise ArchiveNotWritable(f"cannot create the archive root {self.root}: {exc}") from exc
 
     def __repr__(self) -> str:
         return f"Archive({str(self.root)!r})"
@@ -540,9 +662,40 @@ class Archive(LedgerReader):
         """Where the archive is, as ``--outputs``/``OPSBOOK_OUTPUTS`` take it (an absolute folder)."""
         return str(self.root.resolve())
 
-    def check_writable(self) -> None:
-        """Checked before a run starts. On disk the constructor already made the folder; the S3
-        archive checks the bucket, the credentials and Object Lock here."""
+    def check_writable(self, reserve_bytes: int = 0) -> None:
+        """Checked before a kernel starts: proof that this archive can take the run's record, so that
+        a run (above all an apply, which changes things) never ends without one. A probe file is
+        written, fsync'd and removed in ``.incoming/`` (a read-only folder or file system, EACCES,
+        EROFS, a full disk fail here), the ledger must open for appending, and the file system must
+        have ``reserve_bytes`` (what the record is expected to need) plus a small margin (ledger line,
+        folders) free. Raises ``ArchiveNotWritable`` (a ``UsageError``: the CLI exits 2)."""
+        where = f"the archive {self.root} cannot take a record, so nothing was run"
+        probe = self.incoming_path / f".probe-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.incoming_path.mkdir(exist_ok=True)
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                data = b"opsbook write probe\n" * 205  # ~4 KiB: a block must be allocated, not just an inode
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(probe)
+            if self.ledger_path.exists():
+                os.close(os.open(self.ledger_path, os.O_WRONLY | os.O_APPEND))
+            free = shutil.disk_usage(self.root).free
+        except OSError as exc:
+            raise ArchiveNotWritable(f"{where}: {exc.strerror or exc} ({exc.filename or self.root})") from exc
+        need = max(0, int(reserve_bytes)) + _SPACE_MARGIN
+        if free < need:
+            raise ArchiveNotWritable(
+                f"{where}: {free / 1024:,.0f} KiB free on its file system, {need / 1024:,.0f} KiB needed for the "
+                f"record (reserve {max(0, int(reserve_bytes)) / 1024:,.0f} KiB + {_SPACE_MARGIN // 1024} KiB margin); "
+                "free some space or use another --outputs")
 
     def record_path(self, runbook_id: str, run_id: str) -> Path:
         return self.root / runbook_id / run_id
@@ -582,9 +735,12 @@ class Archive(LedgerReader):
         self._refuse_existing(run_id)
 
         incoming = self.incoming_path
-        incoming.mkdir(exist_ok=True)
         staging = incoming / f"{run_id}-{secrets.token_hex(6)}"
-        staging.mkdir()
+        try:
+            incoming.mkdir(exist_ok=True)
+            staging.mkdir()
+        except OSError as exc:  # a read-only or full disk: an ArchiveError, never a bare traceback
+            raise ArchiveError(f"cannot archive run {run_id}: {exc}") from exc
         renamed = False
         try:
             files = self._copy_tree(source, staging)
@@ -606,7 +762,7 @@ class Archive(LedgerReader):
                     if new_runbook:
                         _fsync_dir(self.root)
                 entry = chain_entry(prev=tail, run_id=run_id, runbook_id=runbook_id,
-                                    manifest=manifest, manifest_sha256=manifest_sha)
+                                    manifest=manifest, manifest_sha256=manifest_sha, signer=self.signer)
                 self._append(entry)
                 os.chmod(final, 0o555)  # last: renaming a folder needs it writable (non-root)
         except OSError as exc:
@@ -615,6 +771,26 @@ class Archive(LedgerReader):
             if not renamed:
                 _remove_tree(staging)
         return RecordRef(run_id=run_id, runbook_id=runbook_id, path=final, entry=entry)
+
+    def start_run(self, *, runbook_id: str, run_id: str, fields: dict[str, Any], plan: str | None = None,
+                  claim: str | None = None) -> LedgerEntry:
+        """Write ahead of an apply: append a ``started`` entry before its first cell runs, consuming
+        ``plan`` (refused with ``PlanConsumed`` if another run already did) under the ledger lock, so
+        two applies of one plan cannot both start. ``fields`` are the manifest fields a ledger entry
+        copies (mode, target, operator, started...)."""
+        _check_id("runbook id", runbook_id)
+        _check_id("run id", run_id)
+        try:
+            with self._lock():
+                self._refuse_existing(run_id)
+                check_start(self, run_id=run_id, plan=plan)
+                entry = chain_entry(prev=self._tail(), run_id=run_id, runbook_id=runbook_id,
+                                    manifest={**fields, "status": STARTED}, event=STARTED, plan=plan, claim=claim,
+                                    manifest_sha256=_sha256_bytes(canonical_json(fields)), signer=self.signer)
+                self._append(entry)
+        except OSError as exc:
+            raise ArchiveError(f"cannot write the start of run {run_id} to {self.ledger_path}: {exc}") from exc
+        return entry
 
     def _refuse_existing(self, run_id: str) -> None:
         for rb in self._runbook_dirs():
@@ -760,7 +936,7 @@ class Archive(LedgerReader):
                 entry = LedgerEntry.from_obj(json.loads(raw))
             except ValueError:
                 continue
-            if entry.run_id == run_id and _ID_RE.match(entry.runbook_id):
+            if entry.run_id == run_id and not entry.is_start and _ID_RE.match(entry.runbook_id):
                 return RecordRef(run_id=run_id, runbook_id=entry.runbook_id,
                                  path=self.root / entry.runbook_id / run_id, entry=entry)
         for rb in self._runbook_dirs():
@@ -770,18 +946,28 @@ class Archive(LedgerReader):
 
     # ---------------------------------------------------------------------------------- verify
 
-    def verify(self, *, expect_head: str | None = None, deep: bool = True) -> VerifyReport:
+    def verify(self, *, expect_head: str | None = None, deep: bool = True, signers: Any = DEFAULT) -> VerifyReport:
         """Recompute every hash of the ledger and of every record, and name what does not match.
 
-        ``deep`` is accepted for the S3 archive's sake: on disk every file is always re-hashed."""
+        ``deep`` is accepted for the S3 archive's sake: on disk every file is always re-hashed.
+        ``signers`` (default: the project's ``allowed_signers``; ``None``: signatures not checked)."""
         problems: list[VerifyProblem] = []
         info: list[str] = []
 
-        lines = self._verify_ledger_lines(problems)
+        # One consistent snapshot: the ledger and the record folders are read while holding the lock
+        # every writer holds from its rename to its ledger append, so a record being written is either
+        # in both or in neither (never "not_in_ledger", never a torn last line). Records are immutable
+        # once renamed, so they are hashed after the lock is released.
+        with self._snapshot_lock(info):
+            raw = self._read_ledger()
+            listing = self._list_records()
+        lines = self._verify_ledger_lines(problems, raw)
         head = lines[-1].entry.hash if lines else None
         self._verify_chain(lines, problems)
         self._verify_head(lines, head, expect_head, problems, info)
-        count = self._verify_records(lines, problems, info)
+        verify_signatures(lines, _signers(signers), problems, info)
+        note_unfinished((x.entry for x in lines), info)
+        count = self._verify_records(lines, problems, info, listing)
 
         leftovers = self._incoming_leftovers()
         if leftovers:
@@ -790,10 +976,11 @@ class Archive(LedgerReader):
                         + (" ..." if len(leftovers) > 5 else ""))
         return VerifyReport(ok=not problems, head=head, records=count, problems=problems, info=info)
 
-    def _verify_ledger_lines(self, problems: list[VerifyProblem]) -> list[_Line]:
+    def _verify_ledger_lines(self, problems: list[VerifyProblem],
+                             raw: tuple[list[tuple[int, bytes]], bool] | None = None) -> list[_Line]:
         out: list[_Line] = []
         after_bad = False
-        raw_lines, torn = self._read_ledger()
+        raw_lines, torn = raw if raw is not None else self._read_ledger()
         for lineno, raw in raw_lines:
             where = f"{LEDGER_NAME}:{lineno}"
             try:
@@ -885,8 +1072,34 @@ class Archive(LedgerReader):
             f"the expected head {expect_head} is not in the ledger (current head: {head or 'none'}): "
             "the ledger lost its tail or was rewritten"))
 
-    def _verify_records(self, lines: list[_Line], problems: list[VerifyProblem], info: list[str]) -> int:
+    @contextlib.contextmanager
+    def _snapshot_lock(self, info: list[str]) -> Iterator[None]:
+        """Hold ``ledger.lock`` (briefly) so that no record is between its rename and its ledger
+        append. An archive where the lock cannot be taken (a read-only copy: no writer can be active
+        either) is read without it; a lock held past the timeout is noted in ``info``."""
+        lock = filelock.FileLock(str(self.lock_path), timeout=_SNAPSHOT_LOCK_TIMEOUT)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            info.append(f"{LOCK_NAME} was held by a writer for more than {_SNAPSHOT_LOCK_TIMEOUT:.0f} s: the "
+                        "ledger and the folders were read without it (a record being written may show as "
+                        "not_in_ledger; verify again)")
+            yield
+            return
+        except OSError:  # read-only archive (EROFS, EACCES): nobody can be writing to it
+            yield
+            return
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _list_records(self) -> tuple[dict[str, str], list[VerifyProblem], list[str]]:
+        """The record folders (``runbook/run`` -> path), stray files in runbook folders (problems) and
+        unknown files at the root (info)."""
         on_disk: dict[str, str] = {}
+        problems: list[VerifyProblem] = []
+        info: list[str] = []
         try:
             top = sorted(os.scandir(self.root), key=lambda e: e.name)
         except FileNotFoundError:
@@ -906,6 +1119,14 @@ class Archive(LedgerReader):
                         problems.append(VerifyProblem(
                             "unexpected_file", f"{rb.name}/{rec.name}",
                             f"{rb.name}/{rec.name} is not a record folder", file=rec.name))
+        return on_disk, problems, info
+
+    def _verify_records(self, lines: list[_Line], problems: list[VerifyProblem], info: list[str],
+                        listing: tuple[dict[str, str], list[VerifyProblem], list[str]] | None = None) -> int:
+        on_disk, stray, root_info = listing if listing is not None else self._list_records()
+        on_disk = dict(on_disk)
+        info.extend(root_info)
+        problems.extend(stray)
 
         count, pairs = match_records(lines, on_disk, problems)
         for e, path in pairs:

@@ -34,6 +34,25 @@ def project_root(start: Path | None = None) -> Path:
     return here
 
 
+def catalogue_dir() -> Path:
+    """The catalogue: the ``notebooks/`` of the opsbook source tree (the repository, for an editable
+    install), else of the project found from the working folder (the image's ``/app``). Risk, RBAC
+    and approval rules are taken from the notebooks here as declared. Any other folder
+    (``--notebooks``, ``$OPSBOOK_NOTEBOOKS``, a path) is outside it: its notebooks are high-risk
+    whatever their metadata says, and one that reuses a catalogue runbook's id is refused."""
+    src = Path(__file__).resolve().parents[2] / "notebooks"
+    return src if src.is_dir() else project_root() / "notebooks"
+
+
+def catalogue_root() -> Path:
+    """The project the catalogue belongs to (its ``allowed_signers``, ``targets.yaml``)."""
+    return catalogue_dir().resolve().parent
+
+
+def in_catalogue(path: Path) -> bool:
+    return path.resolve().parent == catalogue_dir().resolve()
+
+
 def notebooks_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     if explicit:
         return Path(explicit)
@@ -143,10 +162,16 @@ class Runbook:
     parameters_cell: int
     sha256: str
     rbac: RbacSpec | None = None  # None: the runbook declares no RBAC and cannot run --on-cluster
+    external: bool = False  # outside the catalogue: high-risk whatever its metadata declares
+    declared_risk: str = ""  # the metadata's risk (differs from ``risk`` for an external notebook)
 
     @property
     def high_risk(self) -> bool:
         return self.risk == "high"
+
+    @property
+    def origin(self) -> str:
+        return f"outside the catalogue ({self.path.parent})" if self.external else "catalogue"
 
 
 def load(path: Path) -> Runbook:
@@ -170,9 +195,17 @@ def load(path: Path) -> Runbook:
         raise RunbookError(f"{path}: {len(tagged)} cells are tagged 'parameters'; exactly one is required")
     spec = parse_parameters_cell(cell_source(cells[tagged[0]]), where=f"{path.name}: parameters cell")
     rbac = parse_rbac(meta["rbac"], where=str(path)) if "rbac" in meta else None
+    external = not in_catalogue(path)
+    if external and (catalogue_dir() / path.name).is_file():
+        from opsbook.errors import RunbookOutsideCatalogue
+
+        raise RunbookOutsideCatalogue(f"{path}: runbook {path.stem!r} is in the catalogue ({catalogue_dir()}); a notebook of "
+                         "the same id outside it cannot run under that id (its record would pass for the "
+                         "catalogue's): rename it, or change the catalogue's notebook through review")
     return Runbook(id=path.stem, path=path, title=str(meta["title"]), version=str(meta["version"]),
-                   objective=str(meta["objective"]), risk=str(meta["risk"]), spec=spec,
-                   parameters_cell=tagged[0], sha256=hashlib.sha256(raw).hexdigest(), rbac=rbac)
+                   objective=str(meta["objective"]), risk="high" if external else str(meta["risk"]), spec=spec,
+                   parameters_cell=tagged[0], sha256=hashlib.sha256(raw).hexdigest(), rbac=rbac,
+                   external=external, declared_risk=str(meta["risk"]))
 
 
 def discover(directory: Path | None = None) -> list[Path]:

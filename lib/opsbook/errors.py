@@ -6,8 +6,11 @@ where there is one, is chained (``raise ... from exc``).
     │   ├── ParameterError         one or more invalid runbook parameters (``problems`` lists each)
     │   ├── RunbookNotFound        no notebook with that id in the catalogue
     │   ├── TargetError            unknown target, or a target file that does not parse
-    │   └── ApprovalError          apply without a valid approval of a matching plan run
+    │   ├── ApprovalError          apply without a valid approval of a matching plan run
+    │   │   └── PlanConsumed       the plan was already carried out by another apply (``used_by``)
+    │   └── SigningError           a signing key or the allowed_signers file cannot be used
     ├── RunbookError               a notebook is not a valid runbook (no parameters cell, bad spec)
+    │   └── RunbookOutsideCatalogue  (also a UsageError) a copy outside the catalogue reuses its id
     ├── SecretError                a secret reference cannot be resolved (never carries the value)
     ├── RunFailed                  the runbook ran and failed (CLI exit code 1)
     │   └── RunAborted             interrupted by Ctrl-C or SIGTERM (CLI exit code 130)
@@ -15,6 +18,8 @@ where there is one, is chained (``raise ... from exc``).
     ├── ArchiveError               the record could not be written or read
     │   ├── RecordExists           a record with that run id is already archived (never overwritten)
     │   ├── RecordNotUploaded      an S3 archive could not take the record: it is kept locally (`opsbook upload`)
+    │   ├── ArchiveNotWritable     checked before a kernel starts: the archive cannot take a record
+    │   │                          (read-only, no space for it); also a UsageError (CLI exit code 2)
     │   └── LedgerError            the ledger cannot be parsed or appended
     └── ClientError                a call through ``opsbook.clients`` failed
         ├── NotFound
@@ -71,8 +76,24 @@ class ApprovalError(UsageError):
     pass
 
 
+class PlanConsumed(ApprovalError):
+    """The plan run was already carried out by the apply ``used_by``: a plan is consumed once."""
+
+    def __init__(self, message: str, *, used_by: str):
+        super().__init__(message)
+        self.used_by = used_by
+
+
+class SigningError(UsageError):
+    """The signing key or the trusted signers file cannot be used (never names key material)."""
+
+
 class RunbookError(OpsbookError):
     """The notebook does not follow the runbook contract."""
+
+
+class RunbookOutsideCatalogue(RunbookError, UsageError):
+    """A notebook outside the catalogue reuses a catalogue runbook's id (CLI exit code 2)."""
 
 
 class SecretError(OpsbookError):
@@ -115,6 +136,11 @@ class RecordNotUploaded(ArchiveError):
 
 class LedgerError(ArchiveError):
     pass
+
+
+class ArchiveNotWritable(ArchiveError, UsageError):
+    """Before a kernel starts: the archive cannot take the run's record (a read-only or missing
+    folder, a full disk, less free space than the record needs). Nothing was run; the CLI exits 2."""
 
 
 class ClientError(OpsbookError):

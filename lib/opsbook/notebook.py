@@ -137,7 +137,8 @@ class Run:
         self.operator = operator
         self.headless = headless
         self.records: list[StepRecord] = []
-        self.approval: dict[str, Any] | None = None  # the checked approval of an interactive apply
+        self.approval: dict[str, Any] | None = None  # the approval this kernel checked
+        self.must_record = False  # an apply that no runner records: its summary archives it, always
         self._events = os.environ.get(ENV_EVENTS) if headless else None
         self.started = utcnow()
         self._t0 = time.monotonic()
@@ -155,8 +156,6 @@ class Run:
     def approved_plan(self) -> str | None:
         """The plan run this apply executes (``opsbook run ... --approve PLAN_RUN_ID``, or in
         JupyterLab ``OPSBOOK_APPROVED_PLAN`` checked by ``opsbook.start``), if any."""
-        if self.headless:
-            return os.environ.get(ENV_APPROVED_PLAN) or None
         return (self.approval or {}).get("plan_run_id")
 
     def plan_record(self) -> dict[str, Any] | None:
@@ -291,8 +290,8 @@ class Run:
         _display(f"<h3>Summary: {html.escape(verdict)}</h3>" + _table_html(rows),
                  f"Summary: {verdict}\n" + _table_text(rows))
         self._emit({"event": "summary", "outcome": "failed" if failed else "succeeded"})
-        if record is None:
-            record = interactive.in_jupyter_server()
+        if record is None or self.must_record:
+            record = self.must_record or interactive.in_jupyter_server()
         if record and not self.headless:
             self._record_interactive(failed)
         if failed:
@@ -427,27 +426,42 @@ def _callable_name(fn: Callable[..., Any]) -> str:
     return f"{mod}.{getattr(fn, '__qualname__', repr(fn))}".lstrip(".")
 
 
-def _interactive_approval(rb: catalog.Runbook, params: dict[str, Any], target: Target,
-                          operator: str) -> dict[str, Any]:
-    """The same plan/approve/apply gate as ``opsbook run --approve``, for a walkthrough in JupyterLab:
-    the approved plan is named by ``OPSBOOK_APPROVED_PLAN`` (``%env OPSBOOK_APPROVED_PLAN=RUN_ID`` in a
-    cell before this one, or ``opsbook lab --approve RUN_ID``). The plan must exist, verify, be of this
-    runbook, have succeeded and have the same parameters bar ``mode``; the notebook's own sha256 is not
-    compared, since a walkthrough edits its parameters cell."""
+def _gate(rb: catalog.Runbook, params: dict[str, Any], target: Target, operator: str, *,
+          headless: bool, run_id: str | None) -> tuple[dict[str, Any] | None, str | None, bool]:
+    """The kernel's own plan/approve/apply gate, whatever started the kernel (``opsbook run``,
+    papermill, nbclient, JupyterLab): an apply that needs approval checks the plan named by
+    ``OPSBOOK_APPROVED_PLAN`` against the archive itself (``opsbook.approval.check``), and every apply
+    has a write-ahead ``started`` ledger entry before its first step: the runner's, proven by its
+    one-time token, or one this kernel writes. Returns (approval, the run id, whether the runner
+    records this run)."""
+    from opsbook import approval as gate
     from opsbook.archive import open_archive
     from opsbook.errors import ApprovalError
-    from opsbook.runner import check_approval
 
-    plan = os.environ.get(ENV_APPROVED_PLAN)
-    if not plan:
-        why = "it is a high-risk runbook" if rb.high_risk else f"target {target.name} requires approval"
-        raise ApprovalError(
-            f"apply mode needs an approved plan, because {why}. Run it in plan mode first, review the "
-            "record, then name that plan run: `%env OPSBOOK_APPROVED_PLAN=PLAN_RUN_ID` in a cell above "
-            "this one (or start `opsbook lab --approve PLAN_RUN_ID`), or run headless with "
-            f"`opsbook run {rb.id} --mode apply --approve PLAN_RUN_ID`.")
-    return check_approval(open_archive(), rb, params, plan, approver=operator,
-                          check_source=False)
+    if params.get("mode") != "apply":
+        return None, run_id, headless
+    plan = os.environ.get(ENV_APPROVED_PLAN) or None
+    archive = open_archive()
+    checked = None
+    if gate.needs_approval(rb, params, target) or (plan and headless):  # the runner checks a given --approve too
+        if not plan:
+            why = gate.why_needed(rb, target)
+            raise ApprovalError(
+                f"apply mode needs an approved plan ({why}). Run it in plan mode first, review the "
+                "record, then name that plan run: `%env OPSBOOK_APPROVED_PLAN=PLAN_RUN_ID` in a cell above "
+                "this one (or start `opsbook lab --approve PLAN_RUN_ID`), or run headless with "
+                f"`opsbook run {rb.id} --mode apply --approve PLAN_RUN_ID`.")
+        # the notebook's own sha256 is compared only under the runner: a walkthrough edits its parameters cell
+        checked = gate.check(archive, rb, params, plan, approver=operator, check_source=headless,
+                             run_id=run_id if headless else None, target=target)
+    else:
+        plan = None  # not needed: nothing is consumed
+    if headless and gate.runner_claim_ok(archive, run_id, plan if checked else None):
+        return checked, run_id, True
+    own = new_run_id()
+    archive.start_run(runbook_id=rb.id, run_id=own, plan=plan if checked else None,
+                      fields=gate.start_fields(rb=rb, params=params, target=target, operator=operator))
+    return checked, own, False
 
 
 def start(runbook_id: str, namespace: dict[str, Any]) -> Run:
@@ -468,12 +482,11 @@ def start(runbook_id: str, namespace: dict[str, Any]) -> Run:
     target = get_target(params.get("target", "local"))
     run_id = os.environ.get(ENV_RUN_ID) if headless else None
     operator = os.environ.get(ENV_OPERATOR) or getpass.getuser()
-    approval = None
-    if not headless and params.get("mode") == "apply" and (rb.high_risk or target.requires_approval):
-        approval = _interactive_approval(rb, params, target, operator)
+    approval, run_id, headless = _gate(rb, params, target, operator, headless=headless, run_id=run_id)
     run = Run(runbook=rb, params=params, target=target, run_id=run_id or new_run_id(), operator=operator,
               headless=headless)
     run.approval = approval
+    run.must_record = run.applying and not headless  # an apply no runner records archives itself
     ip = None if headless else interactive.shell()
     if ip is not None:
         interactive.install(ip)

@@ -66,7 +66,7 @@ def redactor_for(params: dict[str, Any], rb: catalog.Runbook, registered: Iterab
                 if sref.scheme == "env" and sref.target in os.environ:
                     red.register(os.environ[sref.target])
                 elif sref.scheme == "file":
-                    red.register(Path(sref.target).expanduser().read_text().rstrip("\n"))
+                    red.register(secrets.read_file_ref(sref))  # regular files only, bounded (never a FIFO)
     return red
 
 
@@ -98,6 +98,7 @@ def manifest(*, rb: catalog.Runbook, params: dict[str, Any], target: Target, run
         "runbook_version": rb.version,
         "runbook_title": rb.title,
         "risk": rb.risk,
+        "runbook_origin": rb.origin,
         "source_path": rb.path.name,
         "source_sha256": rb.sha256,
         "git_commit": git_commit(catalog.project_root(rb.path.parent)),
@@ -105,6 +106,7 @@ def manifest(*, rb: catalog.Runbook, params: dict[str, Any], target: Target, run
         "mode": params.get("mode", "plan"),
         "target": target.name,
         "target_detail": target.model_dump(exclude={"description", "source"}),
+        "target_source": target.source,
         "operator": operator,
         "host": socket.gethostname(),
         "started": started,

@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from opsbook import approval as gate
 from opsbook import catalog, recording, secrets
 from opsbook.archive import Archive, open_archive
-from opsbook.errors import ApprovalError, ArchiveError, RecordExists, RecordNotUploaded
+from opsbook.errors import ApprovalError, RecordExists, RecordNotUploaded
 from opsbook.ids import new_run_id, utcnow
 from opsbook.notebook import (
     ENV_APPROVED_PLAN,
@@ -90,58 +91,18 @@ def prepare(runbook_id: str, given: dict[str, Any], *, text_values: set[str] | N
     params = validate(rb.spec, given, text_values=text_values)
     tgt = get_target(params.get("target", "local"))
     approval = None
-    needs_approval = params.get("mode") == "apply" and (rb.high_risk or tgt.requires_approval)
-    if needs_approval and not approve:
-        why = "high-risk runbook" if rb.high_risk else f"target {tgt.name} requires approval"
-        raise ApprovalError(f"{rb.id} in apply mode needs --approve PLAN_RUN_ID ({why}): run it with "
-                            f"--mode plan first, review the record, then apply naming that plan run")
-    if approve:
-        if params.get("mode") != "apply":
-            raise ApprovalError("--approve names the plan run that an apply executes; use it with --mode apply")
-        approval = check_approval(archive or open_archive(), rb, params, approve,
-                                  approver=operator or _operator())
+    if approve and params.get("mode") != "apply":
+        raise ApprovalError("--approve names the plan run that an apply executes; use it with --mode apply")
+    if approve or gate.needs_approval(rb, params, tgt):  # a given --approve is checked even where not needed
+        approval = gate.check(archive or open_archive(), rb, params, approve, approver=operator or _operator(),
+                              target=tgt)
     if archive is not None:
         archive.check_writable()  # e.g. S3: bucket, credentials, Object Lock for --retention; before any kernel
     return Prepared(rb, params, tgt, approval)
 
 
-def _comparable(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in params.items() if k != "mode"}
-
-
-def check_approval(archive: Archive | S3Archive, rb: catalog.Runbook, params: dict[str, Any], plan_run_id: str,
-                   *, approver: str, check_source: bool = True) -> dict[str, Any]:
-    """The plan record exists, verifies, is of this runbook and notebook, succeeded, and has the same
-    parameters bar ``mode``."""
-    try:
-        manifest = archive.load_manifest(plan_run_id)
-        ref = archive.find(plan_run_id)
-    except ArchiveError as exc:
-        raise ApprovalError(f"--approve {plan_run_id}: no such plan record in {archive.root} ({exc})") from None
-    if ref is None:
-        raise ApprovalError(f"--approve {plan_run_id}: no such plan record in {archive.root}")
-    problems = [p for p in archive.verify().problems if plan_run_id in (p.record or "")]
-    if problems:
-        raise ApprovalError(f"--approve {plan_run_id}: the plan record does not verify: "
-                            + "; ".join(f"{p.kind}: {p.detail}" for p in problems))
-    if manifest.get("runbook_id") != rb.id:
-        raise ApprovalError(f"--approve {plan_run_id}: that run is of runbook {manifest.get('runbook_id')!r}, "
-                            f"not {rb.id!r}")
-    if manifest.get("mode") != "plan":
-        raise ApprovalError(f"--approve {plan_run_id}: that run was in {manifest.get('mode')!r} mode, not plan")
-    if manifest.get("status") != "succeeded":
-        raise ApprovalError(f"--approve {plan_run_id}: that plan run {manifest.get('status')}; approve a "
-                            "plan that succeeded")
-    if check_source and manifest.get("source_sha256") != rb.sha256:
-        raise ApprovalError(f"--approve {plan_run_id}: the runbook notebook changed since that plan was made "
-                            "(source sha256 differs); make a new plan")
-    planned = _comparable(manifest.get("parameters", {}))
-    now = _comparable(params)
-    if planned != now:
-        diff = sorted(k for k in set(planned) | set(now) if planned.get(k) != now.get(k))
-        raise ApprovalError(f"--approve {plan_run_id}: parameters differ from the plan's: {', '.join(diff)}")
-    return {"plan_run_id": plan_run_id, "approver": approver, "approved_at": utcnow(),
-            "source_checked": check_source}
+#: The approval check (kept under its old name for callers of ``opsbook.runner``).
+check_approval = gate.check
 
 
 def _operator() -> str:
@@ -293,11 +254,25 @@ def execute(prep: Prepared, *, archive: Archive | S3Archive, progress: ProgressC
     out_nb = staging / "record" / recording.NOTEBOOK_NAME
     out_nb.parent.mkdir()
     events, secrets_file = staging / "events.jsonl", staging / "secrets.jsonl"
+    claim_file = staging / "claim"
+    if params.get("mode") == "apply":  # write ahead: the archive shows this apply before its first cell runs
+        token, digest = gate.new_claim()
+        try:
+            archive.start_run(runbook_id=rb.id, run_id=run_id, claim=digest,
+                              plan=(prep.approval or {}).get("plan_run_id"),
+                              fields=gate.start_fields(rb=rb, params=params, target=prep.target, operator=operator))
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        fd = os.open(claim_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(token)
     env_keys = {ENV_RUN_ID: run_id, ENV_SOURCE: str(rb.path.resolve()), ENV_EVENTS: str(events),
                 secrets.ENV_SECRETS_FILE: str(secrets_file), ENV_OPERATOR: operator,
                 catalog.ENV_OUTPUTS: archive.location,
                 ENV_APPROVED_PLAN: (prep.approval or {}).get("plan_run_id", ""),
-                ENV_EVIDENCE_DIR: str(out_nb.parent / "evidence")}
+                ENV_EVIDENCE_DIR: str(out_nb.parent / "evidence"),
+                gate.ENV_CLAIM_FILE: str(claim_file) if claim_file.exists() else ""}
     saved_env = {k: os.environ.get(k) for k in env_keys}
     os.environ.update(env_keys)
     status, failed_cell, error = "succeeded", None, None

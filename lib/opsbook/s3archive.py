@@ -86,8 +86,10 @@ from typing import Any
 from opsbook.archive import (
     _HEX64_RE,
     _ID_RE,
+    DEFAULT,
     GENESIS,
     MANIFEST_NAME,
+    STARTED,
     Archive,
     LedgerEntry,
     LedgerReader,
@@ -97,12 +99,17 @@ from opsbook.archive import (
     _json_default,
     _Line,
     _sha256_bytes,
+    _signer,
+    _signers,
     build_manifest,
     canonical_json,
     chain_entry,
     check_manifest,
+    check_start,
     match_records,
+    note_unfinished,
     parse_entry,
+    verify_signatures,
 )
 from opsbook.clients.s3 import LOCK_MODES, S3, ObjectInfo
 from opsbook.errors import (
@@ -133,6 +140,9 @@ _LEDGER_KEY_RE = re.compile(r"^(\d{12})\.json$")
 _PACK_KEY_RE = re.compile(r"^(\d{12})\.json$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _MAX_DAYS = 36500
+#: verify: a record without a ledger entry whose run claim is younger than ``append_timeout`` plus this
+#: many seconds (its files' upload, clock skew between writer and verifier) is "being written".
+_IN_FLIGHT_SLACK = 60.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -298,7 +308,8 @@ class S3Archive(LedgerReader):
     """
 
     def __init__(self, url: str, *, s3: S3 | None = None, retention: Retention | str | None = None,
-                 workers: int = 32, fallback_dir: Path | str | None = None, append_timeout: float = 120.0):
+                 workers: int = 32, fallback_dir: Path | str | None = None, append_timeout: float = 120.0,
+                 signer: Any = DEFAULT):
         self.bucket, self.prefix = parse_s3_url(url)
         self.root = f"s3://{self.bucket}" + (f"/{self.prefix}" if self.prefix else "")
         self._base = f"{self.prefix}/" if self.prefix else ""
@@ -314,6 +325,7 @@ class S3Archive(LedgerReader):
         self.workers = max(1, workers)
         self.fallback_dir = Path(fallback_dir) if fallback_dir is not None else default_fallback_dir()
         self.append_timeout = append_timeout
+        self.signer = _signer(signer)
         self.pack_size = PACK_SIZE
         self.last_append = AppendStats()
         self._lock_ok: bool | None = None
@@ -375,10 +387,12 @@ class S3Archive(LedgerReader):
 
     # ---------------------------------------------------------------------------------- checks
 
-    def check_writable(self) -> None:
+    def check_writable(self, reserve_bytes: int = 0) -> None:
         """Before a run starts: the bucket exists and these credentials may use it, and, if retention
         was asked for, the bucket has Object Lock enabled. Raises ``ArchiveError``/``ClientError``
-        (``UsageError`` for retention on a bucket without Object Lock)."""
+        (``UsageError`` for retention on a bucket without Object Lock). ``reserve_bytes`` (the space
+        the record needs, checked on disk) is ignored: a bucket has no free-space figure to check, and
+        a record that cannot be uploaded is kept locally (``RecordNotUploaded``)."""
         if not self.s3.bucket_exists(self.bucket):
             raise ArchiveError(f"the archive {self.root}: bucket {self.bucket!r} does not exist on {self.s3.where}")
         self._lock_kwargs(datetime.now(UTC))
@@ -429,7 +443,8 @@ class S3Archive(LedgerReader):
                            content_type="application/json")
             msha = _sha256_bytes(mbytes)
             entry = self._append(lambda tail: chain_entry(prev=tail, run_id=run_id, runbook_id=runbook_id,
-                                                          manifest=manifest, manifest_sha256=msha), lock)
+                                                          manifest=manifest, manifest_sha256=msha,
+                                                          signer=self.signer), lock)
         except Exception as exc:
             if isinstance(exc, RecordExists) and not claimed:
                 raise  # the run id is taken: nothing was written, and this is not an upload failure
@@ -444,6 +459,26 @@ class S3Archive(LedgerReader):
             with contextlib.suppress(Exception):  # a read-ahead copy only: the record is complete without it
                 self._write_pack(entry.seq)
         return S3RecordRef(run_id, runbook_id, self.record_path(runbook_id, run_id), entry)
+
+    def start_run(self, *, runbook_id: str, run_id: str, fields: dict[str, Any], plan: str | None = None,
+                  claim: str | None = None) -> LedgerEntry:
+        """Write ahead of an apply (as :meth:`opsbook.archive.Archive.start_run`): a ``started`` ledger
+        entry, consuming ``plan``. The conditional PUT of the next seq serialises it with every other
+        append, and the check that the plan is unused is redone on every retry."""
+        _check_id("runbook id", runbook_id)
+        _check_id("run id", run_id)
+        lock = self._lock_kwargs(datetime.now(UTC))
+
+        def make(tail: tuple[int, str]) -> LedgerEntry:
+            check_start(self, run_id=run_id, plan=plan)
+            return chain_entry(prev=tail, run_id=run_id, runbook_id=runbook_id, manifest={**fields, "status": STARTED},
+                               event=STARTED, plan=plan, claim=claim, signer=self.signer,
+                               manifest_sha256=_sha256_bytes(canonical_json(fields)))
+
+        try:
+            return self._append(make, lock)
+        except ClientError as exc:
+            raise ArchiveError(f"cannot write the start of run {run_id} to {self.root}: {exc}") from exc
 
     def _claim(self, runbook_id: str, run_id: str, token: str, lock: dict[str, Any], *, resume: bool) -> None:
         key = self._key(RUNS_DIR, run_id)
@@ -691,7 +726,7 @@ class S3Archive(LedgerReader):
 
     # ---------------------------------------------------------------------------------- verify
 
-    def verify(self, *, expect_head: str | None = None, deep: bool = False) -> VerifyReport:
+    def verify(self, *, expect_head: str | None = None, deep: bool = False, signers: Any = DEFAULT) -> VerifyReport:
         """Check the ledger chain and every record, naming what does not match (the on-disk problem
         kinds). Default: ledger entries and manifests are downloaded and hashed, record files are
         checked by their listed ETag and size; ``deep``: every file is downloaded and sha256'd."""
@@ -727,12 +762,17 @@ class S3Archive(LedgerReader):
         head = lines[-1].entry.hash if lines else None
         Archive._verify_chain(lines, problems)
         Archive._verify_head(lines, head, expect_head, problems, info, where=f"{LEDGER_DIR}/")
+        verify_signatures(lines, _signers(signers), problems, info)
+        note_unfinished((x.entry for x in lines), info)
 
         problems.extend(stray)
         count, pending = match_records(lines, folders, problems)
         for e, objs in pending:
             problems.extend(self._check_record(e, objs, manifests, file_sha, deep=deep))
+        in_flight = self._in_flight(sorted(folders), ledger_objs[-1][0] if ledger_objs else 0, info)
         for rec in sorted(folders):
+            if rec in in_flight:
+                continue
             run_id = rec.split("/", 1)[1]
             why = ("" if MANIFEST_NAME in folders[rec] else
                    f" (it has no {MANIFEST_NAME}: an upload that did not finish, or objects put there by hand)")
@@ -748,9 +788,53 @@ class S3Archive(LedgerReader):
     def _rel(self, key: str) -> str:
         return key[len(self._base):]
 
+    def _in_flight(self, leftover: list[str], last_seq: int, info: list[str]) -> set[str]:
+        """Of the record folders the ledger listing does not name, those being written right now
+        (not problems, and not checked: their objects may still be arriving). Writers take no lock:
+        a record's objects are uploaded before its ledger entry. So the ledger is listed again after
+        the records were: a folder whose entry is there now was finished while verify ran. A folder
+        still without an entry whose run claim (``runs/<run_id>``, written first) is younger than
+        ``append_timeout`` plus a slack for the uploads and clock skew is being written. Anything
+        else is ``not_in_ledger``."""
+        if not leftover:
+            return set()
+        finished: set[str] = set()
+        newer = self._ledger_objects(after_seq=last_seq or None)[0]
+        for data in self._fetch([o.key for _, o in newer]):
+            with contextlib.suppress(ValueError, TypeError):
+                e = LedgerEntry.from_obj(json.loads(data))  # type: ignore[arg-type]
+                if not e.is_start:
+                    finished.add(e.record)
+        done = [r for r in leftover if r in finished]
+        if done:
+            info.append(f"{len(done)} record(s) were finished while verify ran (their ledger entries came after "
+                        f"its listing of the ledger) and were not checked; verify again to check them: "
+                        + ", ".join(done[:5]) + (" ..." if len(done) > 5 else ""))
+        rest = [r for r in leftover if r not in finished]
+        window = self.append_timeout + _IN_FLIGHT_SLACK
+        now = datetime.now(UTC)
+        writing: list[str] = []
+        claims = self._fetch([self._key(RUNS_DIR, r.split("/", 1)[1]) for r in rest])
+        for rec, data in zip(rest, claims, strict=True):
+            try:
+                claim = json.loads(data)  # type: ignore[arg-type]
+                claimed = datetime.fromisoformat(claim["claimed"])
+                if claimed.tzinfo is None:
+                    claimed = claimed.replace(tzinfo=UTC)
+            except (ValueError, TypeError, KeyError):
+                continue  # no claim, or not one of ours: not_in_ledger
+            age = (now - claimed).total_seconds()
+            if claim.get("runbook_id") == rec.split("/", 1)[0] and -window < age < window:
+                writing.append(rec)
+        if writing:
+            info.append(f"{len(writing)} record(s) being written: claimed less than {window:.0f} s ago, no ledger "
+                        "entry yet (not checked; a writer that died shows as not_in_ledger once its claim is "
+                        "older): " + ", ".join(writing[:5]) + (" ..." if len(writing) > 5 else ""))
+        return set(done) | set(writing)
+
     def _verify_listing(self, info: list[str]) -> tuple[list[tuple[int, ObjectInfo]], list[ObjectInfo],
                                                         dict[str, dict[str, ObjectInfo]], list[VerifyProblem]]:
-        """List the archive: the ledger and each runbook's records in parallel."""
+        """List the archive: the ledger first, then each runbook's records in parallel."""
         rec_prefix = self._key(RECORDS_DIR) + "/"
         top_prefixes, top_keys = self.s3.common_prefixes(self.bucket, self._base)
         known = {self._key(d) + "/" for d in (LEDGER_DIR, RUNS_DIR, RECORDS_DIR, PACKS_DIR)}
@@ -758,11 +842,13 @@ class S3Archive(LedgerReader):
         if unknown:
             info.append(f"{len(unknown)} object(s)/folder(s) at the archive root that are not the archive's "
                         f"(ignored): {', '.join(unknown[:5])}" + (" ..." if len(unknown) > 5 else ""))
+        # The ledger before the records: a writer puts every object of a record before its ledger
+        # entry, so each record this ledger listing names is complete in the listing that follows.
+        # (Listed at once, an entry could be paired with a listing taken mid-upload: false problems.)
+        ledger_objs, ledger_other = self._ledger_objects()
         rb_prefixes, rb_keys = self.s3.common_prefixes(self.bucket, rec_prefix)
         pool = self._executor()
-        ledger_future = pool.submit(self._ledger_objects)
         listings = list(pool.map(lambda p: list(self.s3.iter_objects(self.bucket, p)), rb_prefixes))
-        ledger_objs, ledger_other = ledger_future.result()
 
         stray: list[VerifyProblem] = []
         for k in rb_keys:

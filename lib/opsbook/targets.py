@@ -75,26 +75,38 @@ def _files() -> list[Path]:
 
 
 def load_all() -> dict[str, Target]:
-    import yaml
+    from opsbook import safeyaml
 
     targets = {"local": LOCAL}
     for f in _files():
         if not f.is_file():
             continue
-        try:
-            data = yaml.safe_load(f.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise TargetError(f"targets file {f}: not valid YAML: {exc}") from None
+        try:  # within opsbook.safeyaml's size, nesting and alias limits
+            data = safeyaml.load_file(str(f), where=f"targets file {f}") or {}
+        except safeyaml.YamlInputError as exc:
+            raise TargetError(str(exc)) from None
         if not isinstance(data, dict):
             raise TargetError(f"targets file {f}: expected a mapping of target name to settings")
         for name, fields in data.items():
             if name == "local":
                 raise TargetError(f"targets file {f}: 'local' is built in and cannot be redefined")
             try:
-                targets[str(name)] = Target(name=str(name), source=str(f), **(fields or {}))
+                tgt = Target(name=str(name), source=str(f), **(fields or {}))
             except (ValidationError, TypeError) as exc:
                 raise TargetError(f"targets file {f}: target {name!r}: {exc}") from None
+            targets[str(name)] = _keep_guards(targets.get(str(name)), tgt)
     return targets
+
+
+def _keep_guards(shared: Target | None, personal: Target) -> Target:
+    """A personal file may redefine a shared target's endpoints, never lower its guards: a target the
+    shared file marks ``requires_approval`` or ``production`` stays so, and ``source`` names both files."""
+    if shared is None:
+        return personal
+    return personal.model_copy(update={
+        "requires_approval": shared.requires_approval or personal.requires_approval,
+        "production": shared.production or personal.production,
+        "source": f"{personal.source} (over {shared.source}, whose requires_approval/production it cannot lower)"})
 
 
 def get(name: str) -> Target:
