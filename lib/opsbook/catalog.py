@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,28 @@ from opsbook.parameters import ParameterSpec, parse_parameters_cell
 RISKS = ("low", "high")
 ENV_NOTEBOOKS = "OPSBOOK_NOTEBOOKS"
 ENV_OUTPUTS = "OPSBOOK_OUTPUTS"
+
+
+# A runbook id (a notebook's file stem): a DNS-1123 label, so that it is also a valid archive folder
+# name and Kubernetes label value (on-cluster runs label their Job with it).
+RUNBOOK_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+RUNBOOK_ID_RULE = "lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63"
+
+
+def check_id(runbook_id: str, *, path: Path | None = None) -> str:
+    """``runbook_id`` if it is a valid runbook id, else InvalidRunbookId (a UsageError: exit 2).
+    ``path``: the notebook it is the stem of, named in the error."""
+    from opsbook.errors import InvalidRunbookId
+
+    if not isinstance(runbook_id, str) or not RUNBOOK_ID.match(runbook_id):
+        where = f"{path}: " if path is not None else ""
+        raise InvalidRunbookId(f"{where}{runbook_id!r} is not a valid runbook id ({RUNBOOK_ID_RULE})"
+                               + ("; rename the notebook" if path is not None else ""))
+    return runbook_id
+
+
+def _is_path(runbook_id: str) -> bool:
+    return any(c in runbook_id for c in "/\\") or ".." in runbook_id or runbook_id.endswith(".ipynb")
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -49,8 +72,27 @@ def catalogue_root() -> Path:
     return catalogue_dir().resolve().parent
 
 
+def trusted_dirs() -> list[Path]:
+    """The catalogue, plus the folders the project's own ``pyproject.toml`` lists under
+    ``[tool.opsbook] trusted-notebooks`` (paths relative to it: reviewed like code, e.g. test
+    fixtures). No environment variable adds to this list."""
+    root = catalogue_root()
+    out = [catalogue_dir().resolve()]
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file():
+        import tomllib
+
+        try:
+            extra = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("tool", {}).get("opsbook", {}).get(
+                "trusted-notebooks", [])
+        except (OSError, ValueError):
+            extra = []
+        out += [(root / rel).resolve() for rel in extra if isinstance(rel, str)]
+    return out
+
+
 def in_catalogue(path: Path) -> bool:
-    return path.resolve().parent == catalogue_dir().resolve()
+    return path.resolve().parent in trusted_dirs()
 
 
 def notebooks_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -150,6 +192,24 @@ def parse_rbac(data: Any, *, where: str) -> RbacSpec:
     return RbacSpec(rules=out["rules"], cluster_rules=out["cluster_rules"])
 
 
+def parse_timeouts(data: Any, *, where: str) -> tuple[int | None, int | None]:
+    """Validate metadata ``opsbook.timeouts``: ``{"cell": SECONDS, "run": SECONDS}``, both optional,
+    whole numbers of at least 1. A target's timeouts and --cell-timeout/--run-timeout win over these."""
+    if not isinstance(data, dict):
+        raise RunbookError(f"{where}: opsbook.timeouts must be a mapping like {{\"cell\": 1800, \"run\": 14400}}")
+    unknown = sorted(set(data) - {"cell", "run"})
+    if unknown:
+        raise RunbookError(f"{where}: opsbook.timeouts has unknown key(s) {', '.join(map(str, unknown))} "
+                           "(expected cell, run)")
+    out: list[int | None] = []
+    for key in ("cell", "run"):
+        v = data.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise RunbookError(f"{where}: opsbook.timeouts.{key} is {v!r}; expected whole seconds, at least 1")
+        out.append(v)
+    return out[0], out[1]
+
+
 @dataclass(frozen=True)
 class Runbook:
     id: str
@@ -164,6 +224,8 @@ class Runbook:
     rbac: RbacSpec | None = None  # None: the runbook declares no RBAC and cannot run --on-cluster
     external: bool = False  # outside the catalogue: high-risk whatever its metadata declares
     declared_risk: str = ""  # the metadata's risk (differs from ``risk`` for an external notebook)
+    cell_timeout: int | None = None  # metadata opsbook.timeouts.cell: seconds a cell may run
+    run_timeout: int | None = None  # metadata opsbook.timeouts.run: seconds a whole run may take
 
     @property
     def high_risk(self) -> bool:
@@ -176,6 +238,7 @@ class Runbook:
 
 def load(path: Path) -> Runbook:
     """Read one runbook notebook, checking the runbook contract's static parts."""
+    check_id(path.stem, path=path)  # before anything else: the archive and the record need a valid id
     raw = path.read_bytes()
     try:
         nb = json.loads(raw)
@@ -196,16 +259,18 @@ def load(path: Path) -> Runbook:
     spec = parse_parameters_cell(cell_source(cells[tagged[0]]), where=f"{path.name}: parameters cell")
     rbac = parse_rbac(meta["rbac"], where=str(path)) if "rbac" in meta else None
     external = not in_catalogue(path)
-    if external and (catalogue_dir() / path.name).is_file():
+    if external and any((d / path.name).is_file() for d in trusted_dirs()):
         from opsbook.errors import RunbookOutsideCatalogue
 
         raise RunbookOutsideCatalogue(f"{path}: runbook {path.stem!r} is in the catalogue ({catalogue_dir()}); a notebook of "
                          "the same id outside it cannot run under that id (its record would pass for the "
                          "catalogue's): rename it, or change the catalogue's notebook through review")
+    cell_timeout, run_timeout = parse_timeouts(meta["timeouts"], where=str(path)) if "timeouts" in meta else (None, None)
     return Runbook(id=path.stem, path=path, title=str(meta["title"]), version=str(meta["version"]),
                    objective=str(meta["objective"]), risk="high" if external else str(meta["risk"]), spec=spec,
                    parameters_cell=tagged[0], sha256=hashlib.sha256(raw).hexdigest(), rbac=rbac,
-                   external=external, declared_risk=str(meta["risk"]))
+                   external=external, declared_risk=str(meta["risk"]), cell_timeout=cell_timeout,
+                   run_timeout=run_timeout)
 
 
 def discover(directory: Path | None = None) -> list[Path]:
@@ -217,6 +282,11 @@ def discover(directory: Path | None = None) -> list[Path]:
 
 def get(runbook_id: str, directory: Path | None = None) -> Runbook:
     d = directory or notebooks_dir()
+    if _is_path(runbook_id):
+        from opsbook.errors import InvalidRunbookId
+
+        raise InvalidRunbookId(f"{runbook_id!r}: a runbook id is an id, never a path (the notebook's file name "
+                               "without .ipynb; choose the folder with --notebooks DIR)")
     path = d / f"{runbook_id}.ipynb"
     if not path.is_file():
         known = [p.stem for p in discover(d)]

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from opsbook import catalog, interactive, secrets
-from opsbook.errors import OpsbookError, ParameterError, PreflightFailed, RunFailed
+from opsbook.errors import OpsbookError, ParameterError, PreflightFailed, RunbookError, RunFailed
 from opsbook.ids import new_run_id, utcnow
 from opsbook.parameters import validate
 from opsbook.results import Check, Result
@@ -183,7 +183,9 @@ class Run:
     @property
     def evidence_dir(self) -> Path:
         """Where evidence files go: under ``opsbook run`` the record's ``evidence/`` folder (archived
-        with the run, each file hashed in the manifest); interactively ``.opsbook/interactive/RUN_ID/``."""
+        with the run, each file hashed in the manifest); interactively ``.opsbook/interactive/RUN_ID/evidence``
+        (RUN_ID/ is mode 0700 with an owner file, removed once the run is recorded, or swept by
+        ``opsbook.workdirs`` once its kernel is gone)."""
         env = os.environ.get(ENV_EVIDENCE_DIR) if self.headless else None
         return Path(env) if env else catalog.project_root() / ".opsbook" / "interactive" / self.id / "evidence"
 
@@ -206,9 +208,17 @@ class Run:
             data = secrets.REDACTOR.redact(data.decode()).encode()
         except UnicodeDecodeError:
             pass  # binary: the runner checks it for secrets before archiving
-        path = self.evidence_dir / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        evdir = self.evidence_dir
+        if not (self.headless and os.environ.get(ENV_EVIDENCE_DIR)):  # .opsbook/interactive/RUN_ID/
+            from opsbook import workdirs
+
+            workdirs.claim_dir(evdir.parent)  # mode 0700, with an owner file
+        path = evdir / rel
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o600)  # also when the file existed
+            fh.write(data)
         import hashlib
 
         entry = {"name": rel.as_posix(), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
@@ -307,19 +317,19 @@ class Run:
             self._announce(f"already recorded as {self.recorded}; re-run the setup cell to start a new run")
             return
         import shutil
-        import tempfile
 
         import nbformat
 
-        from opsbook import recording
+        from opsbook import recording, workdirs
 
+        workdirs.sweep_stale_workdirs()  # what killed runs and dead kernels left behind
         ip = interactive.shell()
         source = interactive.notebook_path(self.runbook.path) if ip is not None else self.runbook.path
-        red = recording.redactor_for(self.params, self.runbook, secrets.REDACTOR.values())
+        red = recording.redactor_for(self.params, self.runbook, secrets.REDACTOR.registered())
         status = "failed" if failed else "succeeded"
         error = ("; ".join(f"{r.title}: {r.summary}" if r.summary else r.title for r in failed)[:2000]
                  if failed else None)
-        staging = Path(tempfile.mkdtemp(prefix=f"opsbook-{self.id}-"))
+        staging = workdirs.make_workdir(f"opsbook-{self.id}-")  # mode 0700, with an owner file
         try:
             folder = staging / "record"
             folder.mkdir()
@@ -351,6 +361,9 @@ class Run:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         self.recorded = ref.path
+        run_dir = self.evidence_dir.parent  # .opsbook/interactive/RUN_ID: archived now, not kept
+        if run_dir.name == self.id and not os.path.islink(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
         text = f"recorded as {self.recorded} (status {status}; `opsbook history` lists it, `opsbook verify` checks it)"
         _display(f"<p class='opsbook-recorded'>📁 {html.escape(text)}</p>", text)
 
@@ -468,7 +481,10 @@ def start(runbook_id: str, namespace: dict[str, Any]) -> Run:
     """Create the run context from the notebook's parameters (validated again here, so that a
     notebook run directly in JupyterLab gets the same checks as ``opsbook run``) and show the banner."""
     source = os.environ.get(ENV_SOURCE) or ""
-    headless = bool(source) and Path(source).stem == runbook_id
+    headless = bool(source)
+    if headless and Path(source).stem != runbook_id:
+        raise RunbookError(f"this notebook calls opsbook.start({runbook_id!r}) but runs as {Path(source).stem!r} "
+                           f"({source}): a runbook's setup cell names its own id")
     rb = catalog.load(Path(source)) if headless else catalog.get(runbook_id)
     given = {p.name: namespace[p.name] for p in rb.spec if p.name in namespace}
     if not headless and (ip := interactive.shell()) is not None:

@@ -13,8 +13,9 @@ from ..conftest import FIXTURE_NOTEBOOKS
 
 
 @pytest.fixture
-def ns(monkeypatch):
+def ns(monkeypatch, tmp_path):
     monkeypatch.setenv("OPSBOOK_NOTEBOOKS", str(FIXTURE_NOTEBOOKS))
+    monkeypatch.setenv("OPSBOOK_OUTPUTS", str(tmp_path / "outputs"))  # an apply writes ahead to the ledger
     for var in (notebook.ENV_SOURCE, notebook.ENV_EVENTS, notebook.ENV_RUN_ID):
         monkeypatch.delenv(var, raising=False)
     return {"mode": "plan", "target": "local", "namespace": "ml-platform", "replicas": 2,
