@@ -44,6 +44,8 @@ need_apt=()
 dpkg-query -W -f='${Status}' postgresql 2>/dev/null | grep -q "install ok installed" || need_apt+=(postgresql)
 dpkg-query -W -f='${Status}' prometheus 2>/dev/null | grep -q "install ok installed" || need_apt+=(prometheus)
 dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed" || need_apt+=(chromium)
+# ssh-keygen: the tests check that opsbook's ledger signatures are ones stock OpenSSH verifies
+command -v ssh-keygen >/dev/null || need_apt+=(openssh-client)
 if [ "${#need_apt[@]}" -gt 0 ]; then
     SUDO=""
     if [ "$(id -u)" -ne 0 ]; then

@@ -73,7 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--target", metavar="NAME", help="target environment (see `opsbook targets`; default local)")
     sp.add_argument("--approve", metavar="PLAN_RUN_ID", help="the plan run this apply executes (high-risk "
                     "runbooks and targets that require approval)")
-    sp.add_argument("--cell-timeout", type=int, metavar="SECONDS", help="fail a cell that runs longer")
+    sp.add_argument("--cell-timeout", type=_seconds_arg, metavar="SECONDS",
+                    help="fail a cell that runs longer (default: the target's cell_timeout, else the runbook's "
+                    "opsbook.timeouts.cell, else 1800)")
+    sp.add_argument("--run-timeout", type=_seconds_arg, metavar="SECONDS",
+                    help="stop a run that takes longer, recorded as failed (default: the target's run_timeout, "
+                    "else the runbook's opsbook.timeouts.run, else 14400)")
     sp.add_argument("--quiet", action="store_true", help="no per-cell progress")
     sp.add_argument("--run-id", type=_run_id_arg, metavar="RUN_ID",
                     help="the run id (default: a new one; --on-cluster passes its own to the Job)")
@@ -121,7 +126,8 @@ def _parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("history", help="list archived runs", description="List archived runs from the ledger.")
     sp.add_argument("--runbook", metavar="ID")
-    sp.add_argument("--status", choices=["succeeded", "failed", "aborted"])
+    sp.add_argument("--status", choices=["succeeded", "failed", "aborted", "started"],
+                    help="started: applies that began and never finished (killed before their record)")
     sp.add_argument("--since", metavar="DATE", help="YYYY-MM-DD or an ISO 8601 time (UTC)")
     sp.add_argument("--limit", type=int, default=50, metavar="N", help="newest N runs (default 50; 0 = all)")
     sp.add_argument("--json", action="store_true", help="print JSON lines")
@@ -237,46 +243,48 @@ def _console(stderr: bool = False) -> Any:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from rich.markup import escape
     from rich.table import Table
 
     from opsbook import catalog
+    from opsbook.display import safe_text
     from opsbook.errors import RunbookError
 
     d = catalog.notebooks_dir(args.notebooks)
     books = catalog.all_runbooks(d)
-    table = Table(title=f"Runbooks in {d}")
+    table = Table(title=f"Runbooks in {safe_text(d)}")
     for col in ("id", "title", "version", "risk", "parameters"):
         table.add_column(col)
     broken = 0
     for rb in books:
         if isinstance(rb, RunbookError):
             broken += 1
-            table.add_row("[red]invalid[/red]", escape(str(rb)), "", "", "")
+            table.add_row("[red]invalid[/red]", safe_text(rb), "", "", "")
         else:
             risk = "[bold red]high[/bold red]" if rb.high_risk else "low"
-            table.add_row(rb.id, escape(rb.title), escape(rb.version), risk, str(len(rb.spec.params)))
+            table.add_row(safe_text(rb.id), safe_text(rb.title, oneline=True), safe_text(rb.version, oneline=True),
+                          risk, str(len(rb.spec.params)))
     _console().print(table)
     return EXIT_FAILED if broken else EXIT_OK
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from rich.markup import escape
     from rich.table import Table
 
     from opsbook import catalog
+    from opsbook.display import safe_text
 
     rb = catalog.get(args.runbook, catalog.notebooks_dir(args.notebooks))
     con = _console()
-    con.print(f"[bold]{escape(rb.title)}[/bold]  ({rb.id} v{escape(rb.version)}, risk {rb.risk})")
-    con.print(f"Objective: {escape(rb.objective)}")
+    con.print(f"[bold]{safe_text(rb.title, oneline=True)}[/bold]  ({safe_text(rb.id)} "
+              f"v{safe_text(rb.version, oneline=True)}, risk {safe_text(rb.risk)})")
+    con.print(f"Objective: {safe_text(rb.objective)}")
     if rb.high_risk:
         con.print("Apply needs --approve PLAN_RUN_ID (high risk).")
     table = Table(title="Parameters")
     for col in ("name", "type", "default", "expects", "help"):
         table.add_column(col, overflow="fold")
     for p in rb.spec:
-        table.add_row(*(escape(x) for x in (p.name, p.type, repr(p.default), p.describe(), p.help)))
+        table.add_row(*(safe_text(x) for x in (p.name, p.type, repr(p.default), p.describe(), p.help)))
     con.print(table)
     return EXIT_OK
 
@@ -284,15 +292,17 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _cmd_targets(args: argparse.Namespace) -> int:
     from rich.table import Table
 
+    from opsbook.display import safe_text
     from opsbook.targets import load_all
 
     table = Table(title="Targets")
     for col in ("name", "cluster", "namespace", "mlflow", "production", "approval", "source"):
         table.add_column(col, overflow="fold")
     for t in load_all().values():
-        table.add_row(t.name, t.kube_context or ("(kubeconfig)" if t.kubeconfig else "none: plan only"),
-                      t.namespace, t.mlflow_uri or "embedded", "YES" if t.production else "no",
-                      "required" if t.requires_approval else "-", t.source)
+        table.add_row(*(safe_text(x, oneline=True) for x in (
+            t.name, t.kube_context or ("(kubeconfig)" if t.kubeconfig else "none: plan only"), t.namespace,
+            t.mlflow_uri or "embedded", "YES" if t.production else "no", "required" if t.requires_approval else "-",
+            t.source)))
     _console().print(table)
     return EXIT_OK
 
@@ -334,11 +344,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
                   approve=args.approve)
         progress_cb, stop = ci.progress, ci.end_progress
     else:
-        err.print(f"[bold]{prep.runbook.id}[/bold] v{prep.runbook.version}: mode [bold]{mode}[/bold], "
-                  f"target {prep.target.describe()}" + (f", approved plan {args.approve}" if args.approve else ""))
+        from opsbook.display import safe_text
+
+        err.print(f"[bold]{prep.runbook.id}[/bold] v{safe_text(prep.runbook.version, oneline=True)}: mode "
+                  f"[bold]{safe_text(mode)}[/bold], target {safe_text(prep.target.describe(), oneline=True)}"
+                  + (f", approved plan {safe_text(args.approve)}" if args.approve else ""))
         progress_cb, stop = _progress(err, quiet=args.quiet)
     try:
         outcome = runner.execute(prep, archive=archive, progress=progress_cb, cell_timeout=args.cell_timeout,
+                                 run_timeout=args.run_timeout,
                                  run_id=args.run_id)
     finally:
         stop()
@@ -388,7 +402,7 @@ def _cmd_run_on_cluster(args: argparse.Namespace) -> int:
     from opsbook.errors import UsageError
     from opsbook.ids import new_run_id
 
-    for flag in ("junit", "output_json", "notify"):
+    for flag in ("junit", "output_json", "notify", "run_timeout"):  # a Job's limit is --job-timeout
         if getattr(args, flag, None):
             raise UsageError(f"--{flag.replace('_', '-')} is not supported with --on-cluster (the run happens in "
                              "the Job's pod)")
@@ -491,6 +505,16 @@ def _on_cluster_interrupted(kube: Any, req: Any, objs: list[dict[str, Any]], err
     return EXIT_INTERRUPTED
 
 
+def _seconds_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of seconds, at least 1")
+    return value
+
+
 def _run_id_arg(text: str) -> str:
     from opsbook.ids import RUN_ID
 
@@ -559,8 +583,9 @@ def _cmd_history(args: argparse.Namespace) -> int:
     colours = {"succeeded": "green", "failed": "red", "aborted": "yellow"}
     for e in entries:
         d = asdict(e)
-        c = colours.get(d.get("status") or "", "white")
-        table.add_row(d["run_id"], d["runbook_id"], f"[{c}]{d.get('status')}[/{c}]", str(d.get("mode") or ""),
+        c = colours.get(d.get("status") or "", "magenta")
+        status = "started, never finished" if e.is_start else d.get("status")
+        table.add_row(d["run_id"], d["runbook_id"], f"[{c}]{status}[/{c}]", str(d.get("mode") or ""),
                       str(d.get("target") or ""), str(d.get("operator") or ""), str(d.get("started") or ""))
     _console().print(table)
     return EXIT_OK

@@ -440,21 +440,48 @@ class TestVerifyDetects:
 
     def test_check_approval_refuses_a_tampered_plan_over_s3(self, raw, archive: S3Archive, tmp_path,
                                                             monkeypatch) -> None:
-        from opsbook.errors import ApprovalError
+        from opsbook.errors import ApprovalError, PlanConsumed
 
         monkeypatch.setenv("OPSBOOK_FIXTURE_SECRET", FIXTURE_SECRET)
-        prep = runner.prepare("highrisk", {}, notebooks=FIXTURE_NOTEBOOKS)
-        archive.record(runbook_id="highrisk", run_id="plan-1", source_dir=_source(tmp_path),
-                       manifest={"mode": "plan", "status": "succeeded", "parameters": prep.params,
-                                 "source_sha256": prep.runbook.sha256})
+        prep = runner.prepare("highrisk", {}, notebooks=FIXTURE_NOTEBOOKS, archive=archive)
+        plan = runner.execute(prep, archive=archive)  # a real plan run, recorded in S3
+        assert plan.status == "succeeded"
         apply = {**prep.params, "mode": "apply"}
-        approval = runner.check_approval(archive, prep.runbook, apply, "plan-1", approver="bob")
-        assert approval["plan_run_id"] == "plan-1" and approval["approver"] == "bob"
+        approval = runner.check_approval(archive, prep.runbook, apply, plan.run_id, approver="bob")
+        assert approval["plan_run_id"] == plan.run_id and approval["approver"] == "bob"
         with pytest.raises(ApprovalError, match="no such plan record"):
             runner.check_approval(archive, prep.runbook, apply, "plan-404", approver="bob")
-        _put(raw, archive, "records/highrisk/plan-1/notebook.html", b"tampered")
+        # consumed once: the write-ahead entry of the first apply, then nobody else's
+        archive.start_run(runbook_id="highrisk", run_id="apply-1", plan=plan.run_id, fields={"mode": "apply"})
+        assert runner.check_approval(archive, prep.runbook, apply, plan.run_id, approver="bob", run_id="apply-1")
+        with pytest.raises(PlanConsumed, match="already carried out by apply run apply-1"):
+            runner.check_approval(archive, prep.runbook, apply, plan.run_id, approver="bob")
+        with pytest.raises(PlanConsumed, match="apply-1"):
+            archive.start_run(runbook_id="highrisk", run_id="apply-2", plan=plan.run_id, fields={"mode": "apply"})
+        report = archive.verify()
+        assert report.ok and any("started, never finished: run apply-1" in i for i in report.info)
+        assert [e.run_id for e in archive.history(status="started")] == ["apply-1"]
+        _put(raw, archive, f"records/highrisk/{plan.run_id}/notebook.html", b"tampered")
         with pytest.raises(ApprovalError, match="does not verify"):
-            runner.check_approval(archive, prep.runbook, apply, "plan-1", approver="bob")
+            runner.check_approval(archive, prep.runbook, apply, plan.run_id, approver="bob", run_id="apply-1")
+
+    def test_signed_entries_over_s3(self, s3, url, tmp_path) -> None:
+        import subprocess as sp
+
+        from opsbook import signing
+
+        sp.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)
+        key = signing.Signer.load(tmp_path / "k")
+        (tmp_path / "allowed").write_text(f"ci {key.public_line()}\n")
+        trusted = signing.AllowedSigners.load(tmp_path / "allowed")
+        signed = S3Archive(url, s3=_client(s3), signer=key)
+        signed.record(runbook_id=RB, run_id="s1", source_dir=_source(tmp_path, "a"), manifest=_manifest("s1"))
+        signed.start_run(runbook_id=RB, run_id="s2", fields={"mode": "apply"})
+        assert signed.verify(signers=trusted).ok
+        S3Archive(url, s3=_client(s3), signer=None).record(runbook_id=RB, run_id="u3", source_dir=_source(tmp_path, "b"),
+                                                           manifest=_manifest("u3"))
+        report = signed.verify(signers=trusted)
+        assert [(p.kind, p.record) for p in report.problems] == [("unsigned", "u3")]
 
 
 class TestPacks:
