@@ -4,7 +4,6 @@ real kernel driven by nbclient the way JupyterLab drives it (no ``opsbook run``)
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import nbformat
@@ -23,8 +22,13 @@ pytestmark = pytest.mark.slow
 def env(tmp_path, monkeypatch):
     nbdir, outputs = tmp_path / "notebooks", tmp_path / "outputs"
     nbdir.mkdir()
-    shutil.copy(FIXTURE_NOTEBOOKS / "passing.ipynb", nbdir / "passing.ipynb")
-    monkeypatch.setenv(catalog.ENV_NOTEBOOKS, str(nbdir))
+    # the kernel test edits and saves a walkthrough: a copy under its own id (outside the catalogue,
+    # a notebook may not reuse a catalogue id); the in-process tests use the fixture itself
+    nb = json.loads((FIXTURE_NOTEBOOKS / "passing.ipynb").read_text())
+    for c in nb["cells"]:
+        c["source"] = "".join(c["source"]).replace('opsbook.start("passing"', 'opsbook.start("walkthrough"')
+    (nbdir / "walkthrough.ipynb").write_text(json.dumps(nb))
+    monkeypatch.setenv(catalog.ENV_NOTEBOOKS, str(FIXTURE_NOTEBOOKS))
     monkeypatch.setenv(catalog.ENV_OUTPUTS, str(outputs))
     monkeypatch.setenv("OPSBOOK_FIXTURE_SECRET", FIXTURE_SECRET)
     monkeypatch.setenv(notebook.ENV_OPERATOR, "alice")
@@ -107,7 +111,8 @@ EXTRA_CELLS = [
 def run_in_kernel(nbdir: Path, monkeypatch, extra: list[str]) -> nbformat.NotebookNode:
     from nbclient import NotebookClient
 
-    path = nbdir / "passing.ipynb"
+    path = nbdir / "walkthrough.ipynb"
+    monkeypatch.setenv(catalog.ENV_NOTEBOOKS, str(nbdir))
     nb = nbformat.read(str(path), as_version=4)
     summary = nb.cells.pop()  # run.summary() stays last
     nb.cells += [nbformat.v4.new_code_cell(src) for src in extra] + [summary]
@@ -142,7 +147,7 @@ def test_kernel_run_shows_short_errors_and_records_what_ran(env, monkeypatch):
 
     recorded = [c for c in executed.cells if "recorded as" in outputs_text(c)]
     assert recorded, "the summary cell reports the record"
-    run_id = next(iter(Archive(outputs).history(runbook="passing"))).run_id
+    run_id = next(iter(Archive(outputs).history(runbook="walkthrough"))).run_id
     m = Archive(outputs).load_manifest(run_id)
     assert m["interactive"] is True and m["status"] == "failed"
     assert m["interactive_notebook"]["cells_executed"] >= 7
