@@ -21,7 +21,11 @@ Ledger format (``ledger.jsonl``): one JSON object per line, keys sorted, separat
 ``ended`` (copied from the manifest, else ``null``), ``record`` (``runbook_id/run_id``),
 ``manifest_sha256`` (sha256 of the bytes of ``manifest.json``), ``prev`` (the previous entry's
 ``hash``, ``"0" * 64`` for the first) and ``hash``: the sha256 hex of the canonical JSON (same
-encoding) of the entry without its ``hash`` key. Keep the chain head (``Archive.head()``, also
+encoding) of the entry without its ``hash`` and ``sig`` keys. Optional fields, present only when set:
+``event`` (``"started"``: the write-ahead entry of an apply, written before its first cell; its
+record's entry follows, or it never finished), ``plan`` (the plan run an apply consumed), ``claim``
+(sha256 of the runner's one-time token for its kernel) and ``sig`` (the writer's SSHSIG signature of
+``hash``, see :mod:`opsbook.signing`; not covered by ``hash``). Keep the chain head (``Archive.head()``, also
 ``VerifyReport.head``) somewhere the runner cannot rewrite and pass it back as ``expect_head``: a
 ledger that lost its tail or was rewritten from scratch is then detected too.
 """
