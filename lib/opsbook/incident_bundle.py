@@ -82,7 +82,7 @@ def incident_runs(archive: Archive | S3Archive, incident_id: str) -> list[Incide
     seen: set[str] = set()
     unique = []
     for e in archive.entries():
-        if e.record not in seen:
+        if not e.is_start and e.record not in seen:  # a write-ahead entry has no record of its own
             seen.add(e.record)
             unique.append(e)
     for e, path, data in archive.read_manifests(unique):
@@ -364,7 +364,7 @@ def verify_bundle(path: str | os.PathLike[str]) -> BundleReport:
             problems.append(f"{LEDGER} line {i} does not parse: {exc}")
             prev = None
             continue
-        if _sha(canonical_json({k: v for k, v in obj.items() if k != "hash"})) != e.hash:
+        if _sha(canonical_json({k: v for k, v in obj.items() if k not in ("hash", "sig")})) != e.hash:
             problems.append(f"{LEDGER} line {i} (seq {e.seq}, run {e.run_id}): the hash does not match the content")
         if prev is not None and (e.seq != prev.seq + 1 or e.prev != prev.hash):
             problems.append(f"{LEDGER} line {i} (seq {e.seq}) does not chain to seq {prev.seq}")
