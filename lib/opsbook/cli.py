@@ -260,7 +260,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
             broken += 1
             table.add_row("[red]invalid[/red]", safe_text(rb), "", "", "")
         else:
-            risk = "[bold red]high[/bold red]" if rb.high_risk else "low"
+            risk = ("[bold red]high[/bold red]" if rb.high_risk else "low") + (
+                f" (declared {rb.declared_risk}; outside the catalogue)" if rb.external else "")
             table.add_row(safe_text(rb.id), safe_text(rb.title, oneline=True), safe_text(rb.version, oneline=True),
                           risk, str(len(rb.spec.params)))
     _console().print(table)

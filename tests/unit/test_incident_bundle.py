@@ -207,3 +207,21 @@ def test_cli_verbs_delegate_and_exit_codes(archive, tmp_path, capsys):
              n.endswith("POSTMORTEM.md") else d)
     assert main(["evidence", "--verify", str(bad)]) == 1
     assert "POSTMORTEM.md" in capsys.readouterr().out
+
+
+def test_bundle_of_signed_applies_written_ahead_verifies(tmp_path):
+    """An apply's write-ahead `started` entry precedes its record; signed lines carry a `sig` that is not
+    part of their hash. The bundle pairs each run with its record's entry and verifies."""
+    import subprocess
+
+    from opsbook.signing import Signer
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)
+    a = Archive(tmp_path / "outputs", fsync=False, signer=Signer.load(tmp_path / "k"))
+    a.start_run(runbook_id=RB, run_id="20260103T100000Z-dddddd", plan="20260101T000000Z-plan00",
+                fields={"mode": "apply", "started": "2026-01-03T10:00:00Z"})
+    _record(a, tmp_path, "20260103T100000Z-dddddd", "INC-9", "2026-01-03T10:00:00Z", mode="apply")
+    (run,) = ib.incident_runs(a, "INC-9")
+    assert run.entry.event is None and run.entry.sig and run.entry.plan == "20260101T000000Z-plan00"
+    report = ib.verify_bundle(ib.export(a, "INC-9", tmp_path / "INC-9.tar.gz").path)
+    assert report.ok, report.problems
