@@ -200,8 +200,10 @@ class Reporter:
     # -- what the CLI calls --
     def banner(self, *, runbook: str, version: str, mode: str, target: str, approve: str | None = None) -> None:
         self.runbook = runbook
-        self._w(f"opsbook run {runbook} v{version}: mode {mode}, target {target}"
-                + (f", approved plan {approve}" if approve else ""))
+        from opsbook.display import safe_text  # notebook- and targets-file text: one line, no control codes
+
+        self._w(f"opsbook run {runbook} v{safe_text(version, markup=False, oneline=True)}: mode {mode}, target "
+                f"{safe_text(target, markup=False, oneline=True)}" + (f", approved plan {approve}" if approve else ""))
 
     def progress(self, event: str, index: int, total: int, label: str) -> None:
         """The runner's per-cell callback: one line per code cell, inside one collapsed group."""

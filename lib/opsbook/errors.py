@@ -10,7 +10,8 @@ where there is one, is chained (``raise ... from exc``).
     │   │   └── PlanConsumed       the plan was already carried out by another apply (``used_by``)
     │   └── SigningError           a signing key or the allowed_signers file cannot be used
     ├── RunbookError               a notebook is not a valid runbook (no parameters cell, bad spec)
-    │   └── RunbookOutsideCatalogue  (also a UsageError) a copy outside the catalogue reuses its id
+    │   ├── RunbookOutsideCatalogue  (also a UsageError) a copy outside the catalogue reuses its id
+    │   └── InvalidRunbookId       (also a UsageError) a notebook stem that is not an id, or an id that is a path
     ├── SecretError                a secret reference cannot be resolved (never carries the value)
     ├── RunFailed                  the runbook ran and failed (CLI exit code 1)
     │   └── RunAborted             interrupted by Ctrl-C or SIGTERM (CLI exit code 130)
@@ -94,6 +95,11 @@ class RunbookError(OpsbookError):
 
 class RunbookOutsideCatalogue(RunbookError, UsageError):
     """A notebook outside the catalogue reuses a catalogue runbook's id (CLI exit code 2)."""
+
+
+class InvalidRunbookId(RunbookError, UsageError):
+    """A notebook whose file stem is not a valid runbook id, or an id given as a path; refused before
+    any kernel starts (CLI exit code 2)."""
 
 
 class SecretError(OpsbookError):

@@ -196,11 +196,14 @@ def _coerce(p: ParamSpec, value: Any, *, from_text: bool) -> Any:
         raise ValueError(expected)
     # list / dict: from text, parse YAML (a superset of JSON)
     if isinstance(value, str) and from_text:
-        import yaml
+        from opsbook import safeyaml
 
-        try:
-            value = yaml.safe_load(value) if value.strip() else ([] if t == "list" else {})
-        except yaml.YAMLError:
+        try:  # a value over a size, nesting or alias limit is refused outright (YamlLimitExceeded)
+            value = safeyaml.load(value, where=f"parameter {p.name}") if value.strip() else (
+                [] if t == "list" else {})
+        except safeyaml.YamlLimitExceeded:
+            raise
+        except safeyaml.YamlInputError:
             raise ValueError(expected + ": does not parse as YAML/JSON") from None
     if t == "list" and isinstance(value, list):
         return value
@@ -275,18 +278,11 @@ def validate(spec: ParameterSpec, given: dict[str, Any], *, text_values: set[str
 
 
 def load_params_file(path: str) -> dict[str, Any]:
-    """Read ``-f params.yaml`` (a YAML mapping)."""
-    import yaml
-
+    """Read ``-f params.yaml`` (a YAML mapping), within ``opsbook.safeyaml``'s size, nesting and alias limits."""
+    from opsbook import safeyaml
     from opsbook.errors import UsageError
 
-    try:
-        with open(path) as fh:
-            data = yaml.safe_load(fh)
-    except OSError as exc:
-        raise UsageError(f"parameters file {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise UsageError(f"parameters file {path}: not valid YAML: {exc}") from None
+    data = safeyaml.load_file(path, where=f"parameters file {path}")
     if data is None:
         return {}
     if not isinstance(data, dict):

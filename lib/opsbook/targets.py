@@ -15,6 +15,7 @@ file maps target names to fields::
       s3_endpoint: https://minio.staging:9000
       production: false
       requires_approval: true
+      cell_timeout: 900        # seconds a cell may run; run_timeout: seconds a whole run may take
 
 ``local`` is built in and needs nothing: no cluster (Kubernetes steps plan only), an embedded MLflow
 store under ``.opsbook/mlflow`` and recorded metrics files. A production target is never the default.
@@ -48,6 +49,10 @@ class Target(BaseModel):
     s3_endpoint: str | None = None
     production: bool = False
     requires_approval: bool = False
+    cell_timeout: int | None = Field(default=None, gt=0, description="seconds a cell may run (default: the runbook's, "
+                                     "else 1800); --cell-timeout overrides it")
+    run_timeout: int | None = Field(default=None, gt=0, description="seconds a whole run may take (default: the "
+                                    "runbook's, else 14400); --run-timeout overrides it")
     source: str = "built-in"
 
     @property

@@ -309,23 +309,28 @@ def add_repo(d: Deployment) -> Result:
 # -- values.yaml ----------------------------------------------------------------------------------
 
 def parse_overrides(text: str) -> dict[str, Any]:
-    """Values overrides: a YAML mapping given inline, or the path of a YAML file."""
-    import yaml
-
+    """Values overrides: a YAML mapping given inline, or the path of a YAML file (read within
+    ``opsbook.safeyaml``'s size, nesting and alias limits)."""
+    from opsbook import safeyaml
     from opsbook.errors import Invalid
 
     text = (text or "").strip()
     if not text:
         return {}
     candidate = Path(text).expanduser()
-    if "\n" not in text and not text.startswith("{") and (candidate.suffix in (".yaml", ".yml") or candidate.is_file()):
-        if not candidate.is_file():
-            raise Invalid(f"values_overrides: file {candidate} does not exist")
-        text = candidate.read_text()
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise Invalid(f"values_overrides is not valid YAML: {exc}") from exc
+        is_file = candidate.is_file()
+    except OSError:  # e.g. a one-line mapping longer than a file name may be
+        is_file = False
+    try:
+        if "\n" not in text and not text.startswith("{") and (candidate.suffix in (".yaml", ".yml") or is_file):
+            if not is_file:
+                raise Invalid(f"values_overrides: file {candidate} does not exist")
+            data = safeyaml.load_file(str(candidate), where=f"values_overrides file {candidate}")
+        else:
+            data = safeyaml.load(text, where="values_overrides")
+    except safeyaml.YamlInputError as exc:
+        raise Invalid(str(exc)) from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
