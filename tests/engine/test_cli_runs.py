@@ -329,8 +329,8 @@ def test_show_prints_help_text_that_looks_like_markup(cli, tmp_path):
     for c in src["cells"]:
         if "parameters" in c["metadata"].get("tags", []):
             c["source"] = "".join(c["source"]) + 'image: str = ""  # DEPLOYMENT[/CONTAINER]=IMAGE [bold]x\n'
-    (d / "trivial.ipynb").write_text(json.dumps(src))
-    r = cli("show", "trivial", notebooks=d)
+    (d / "trivial-copy.ipynb").write_text(json.dumps(src))  # a copy outside the catalogue: its own id
+    r = cli("show", "trivial-copy", notebooks=d)
     assert r.returncode == 0, r.stderr
     assert "DEPLOYMENT[/CONTAINER]=IMAGE [bold]x" in r.stdout
     _sh.rmtree(d)
