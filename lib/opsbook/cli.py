@@ -368,9 +368,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             fc = outcome.failed_cell
             out.print(f"  failing cell: #{fc.get('index')} of the runbook (code cell {fc.get('code_cell')})")
             if fc.get("source"):
-                out.print("  " + fc["source"].splitlines()[0][:100])
+                out.print("  " + safe_text(fc["source"].splitlines()[0][:100]))
         if outcome.error:
-            out.print(f"  error: {outcome.error}")
+            out.print(f"  error: {safe_text(outcome.error)}")
         out.print(f"  record: {outcome.record_dir}")
 
     def warn(text: str) -> None:  # one line on stderr, in the CI format when there is one
@@ -400,6 +400,7 @@ def _cmd_run_on_cluster(args: argparse.Namespace) -> int:
     archive), then the same command runs as a Kubernetes Job; the logic is in ``opsbook.oncluster``."""
     from opsbook import catalog, oncluster, runner
     from opsbook.clients.kube import Kube
+    from opsbook.display import safe_text
     from opsbook.errors import UsageError
     from opsbook.ids import new_run_id
 
@@ -453,7 +454,7 @@ def _cmd_run_on_cluster(args: argparse.Namespace) -> int:
             return EXIT_OK
         oncluster.server_dry_run(kube, objs)  # refuse a bad object before any is created
         oncluster.launch(kube, objs)
-        err.print(f"[bold]{req.runbook.id}[/bold] v{req.runbook.version}: mode [bold]{req.mode}[/bold], target "
+        err.print(f"[bold]{req.runbook.id}[/bold] v{safe_text(req.runbook.version, oneline=True)}: mode [bold]{req.mode}[/bold], target "
                   f"{tgt.describe()}: Job {req.namespace}/{req.name} (image {req.image}), run {req.run_id}")
 
         def status(st: Any) -> None:
@@ -526,12 +527,14 @@ def _run_id_arg(text: str) -> str:
 
 def _progress(con: Any, *, quiet: bool) -> tuple[Any, Any]:
     """Per-cell progress: a live bar on a terminal, one line per cell otherwise (CI logs)."""
+    from opsbook.display import safe_text
+
     if quiet:
         return None, lambda: None
     if not con.is_terminal or os.environ.get("CI", "").lower() in ("true", "1"):  # no bar in a CI log
         def log_line(event: str, index: int, total: int, label: str) -> None:
             if event == "start" and not label.startswith("(markdown)"):
-                con.print(f"[{index + 1}/{total}] {label}", markup=False)
+                con.print(f"[{index + 1}/{total}] {safe_text(label, markup=False, oneline=True)}", markup=False)
         return log_line, lambda: None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -542,7 +545,8 @@ def _progress(con: Any, *, quiet: bool) -> tuple[Any, Any]:
 
     def cb(event: str, index: int, total: int, label: str) -> None:
         if event == "start":
-            prog.update(task, total=total, completed=index, description=f"cell {index + 1}: {label[:50]}")
+            prog.update(task, total=total, completed=index,
+                        description=f"cell {index + 1}: {safe_text(label[:50], oneline=True)}")
         else:
             prog.update(task, completed=index + 1)
 

@@ -214,7 +214,10 @@ class Run:
 
             workdirs.claim_dir(evdir.parent)  # mode 0700, with an owner file
         path = evdir / rel
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        evdir.parent.mkdir(parents=True, exist_ok=True)
+        for d in (evdir, *(evdir.joinpath(*rel.parts[:i]) for i in range(1, len(rel.parts)))):
+            with contextlib.suppress(FileExistsError):
+                d.mkdir(mode=0o700)  # each folder private, not only the last one
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as fh:
             os.fchmod(fh.fileno(), 0o600)  # also when the file existed
