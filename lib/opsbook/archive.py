@@ -242,7 +242,8 @@ class LedgerEntry:
         for name in _OPTIONAL:
             if obj.get(name) is not None and not isinstance(obj[name], str):
                 raise ValueError(f"{name} must be a string")
-        return cls(**{n: obj.get(n) for n in _ENTRY_FIELDS})
+        values: dict[str, Any] = {n: obj.get(n) for n in _ENTRY_FIELDS}
+        return cls(**values)
 
     @property
     def started_at(self) -> datetime | None:
@@ -277,7 +278,7 @@ def chain_entry(*, prev: LedgerEntry | None | tuple[int, str], run_id: str, runb
         plan = consumed if isinstance(consumed, str) and consumed else None
     body: dict[str, Any] = dict(seq=prev_seq + 1, run_id=run_id, runbook_id=runbook_id, record=f"{runbook_id}/{run_id}",
                 manifest_sha256=manifest_sha256, prev=prev_hash, **values)
-    extra = {k: v for k, v in (("event", event), ("plan", plan), ("claim", claim)) if v is not None}
+    extra: dict[str, Any] = {k: v for k, v in (("event", event), ("plan", plan), ("claim", claim)) if v is not None}
     digest = _sha256_bytes(canonical_json({**body, **extra}))
     sig = signer.sign(digest) if signer is not None else None
     return LedgerEntry(**body, hash=digest, **extra, sig=sig)
@@ -963,9 +964,9 @@ class Archive(LedgerReader):
         # in both or in neither (never "not_in_ledger", never a torn last line). Records are immutable
         # once renamed, so they are hashed after the lock is released.
         with self._snapshot_lock(info):
-            raw = self._read_ledger()
+            ledger = self._read_ledger()
             listing = self._list_records()
-        lines = self._verify_ledger_lines(problems, raw)
+        lines = self._verify_ledger_lines(problems, ledger)
         head = lines[-1].entry.hash if lines else None
         self._verify_chain(lines, problems)
         self._verify_head(lines, head, expect_head, problems, info)
@@ -981,10 +982,10 @@ class Archive(LedgerReader):
         return VerifyReport(ok=not problems, head=head, records=count, problems=problems, info=info)
 
     def _verify_ledger_lines(self, problems: list[VerifyProblem],
-                             raw: tuple[list[tuple[int, bytes]], bool] | None = None) -> list[_Line]:
+                             snapshot: tuple[list[tuple[int, bytes]], bool] | None = None) -> list[_Line]:
         out: list[_Line] = []
         after_bad = False
-        raw_lines, torn = raw if raw is not None else self._read_ledger()
+        raw_lines, torn = snapshot if snapshot is not None else self._read_ledger()
         for lineno, raw in raw_lines:
             where = f"{LEDGER_NAME}:{lineno}"
             try:

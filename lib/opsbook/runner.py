@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from opsbook import approval as gate
 from opsbook import catalog, recording, secrets
 from opsbook.archive import Archive, open_archive
-from opsbook.errors import ApprovalError, RecordExists, RecordNotUploaded
+from opsbook.errors import ApprovalError, ArchiveError, RecordExists, RecordNotUploaded, UsageError
 from opsbook.ids import new_run_id, utcnow
 from opsbook.notebook import (
     ENV_APPROVED_PLAN,
@@ -49,6 +49,127 @@ if TYPE_CHECKING:
     from opsbook.s3archive import S3Archive, S3Path
 
 ProgressCallback = Callable[[str, int, int, str], None]  # (event, cell index, cell count, label)
+
+#: Space an archive must have free before a run (``Archive.check_writable``): a plan, or any run
+#: that is not an apply, needs RESERVE_FLOOR (a record of a few notebooks' size; refusing a plan
+#: into a full or read-only archive costs nothing, its record would be lost anyway); an apply
+#: approved from a plan RESERVE_FACTOR times that plan record's size plus RESERVE_FLOOR (the apply
+#: runs the same notebook with the same parameters, and usually prints a bit more); an apply
+#: without a plan to size it from RESERVE_NO_PLAN.
+RESERVE_FLOOR = 1 << 20
+RESERVE_FACTOR = 2
+RESERVE_NO_PLAN = 5 << 20
+
+#: Timeouts when neither --cell-timeout/--run-timeout, the target nor the runbook's metadata set
+#: one. The longest wait a shipped runbook declares by default is 300 s per rollout (several in one
+#: cell at most), and canary monitoring is a later plan run, not a wait in a cell: 30 min per cell
+#: is six such waits, so only a hung cell hits it. 4 h per run is eight cells at that limit, and
+#: bounds a run whose every cell is just under it; on a cluster --job-timeout (1 h) is tighter.
+DEFAULT_CELL_TIMEOUT = 1800
+DEFAULT_RUN_TIMEOUT = 4 * 3600
+
+
+def record_reserve(archive: Any, params: dict[str, Any], approval: dict[str, Any] | None) -> int:
+    """The free space (bytes) the archive must have before this run starts (see RESERVE_FLOOR)."""
+    if params.get("mode") != "apply":
+        return RESERVE_FLOOR
+    plan = (approval or {}).get("plan_run_id")
+    size = _record_size(archive, plan) if plan else None
+    return RESERVE_NO_PLAN if size is None else RESERVE_FACTOR * size + RESERVE_FLOOR
+
+
+def _record_size(archive: Any, run_id: str) -> int | None:
+    """Bytes of a record: its manifest plus every file its manifest lists (sizes from the S3
+    upload receipts, else the files on disk); ``None`` if that cannot be told."""
+    try:
+        ref = archive.find(run_id)
+        if ref is None:
+            return None
+        mbytes = ref.manifest_path.read_bytes()
+        doc = json.loads(mbytes)
+        stored = doc.get("s3_objects") or {}
+        total = len(mbytes)
+        for rel in doc.get("files") or {}:
+            size = (stored.get(rel) or {}).get("size") if isinstance(stored, dict) else None
+            total += size if isinstance(size, int) else os.stat(Path(ref.path) / rel).st_size
+        return total
+    except (OSError, ValueError, TypeError, AttributeError, ArchiveError):
+        return None
+
+
+def effective_timeouts(prep: Prepared, *, cell_timeout: int | None = None,
+                       run_timeout: int | None = None) -> dict[str, Any]:
+    """The per-cell and per-run timeouts (seconds) of a run and where each came from, first found of:
+    the caller (``--cell-timeout``/``--run-timeout``), the target, the runbook's metadata
+    (``opsbook.timeouts``), the defaults. Recorded in the manifest as ``timeouts``."""
+    out: dict[str, Any] = {}
+    source: dict[str, str] = {}
+    for kind, given, default in (("cell", cell_timeout, DEFAULT_CELL_TIMEOUT), ("run", run_timeout, DEFAULT_RUN_TIMEOUT)):
+        for value, where in ((given, f"--{kind}-timeout"),
+                             (getattr(prep.target, f"{kind}_timeout", None), f"target {prep.target.name}"),
+                             (getattr(prep.runbook, f"{kind}_timeout", None), f"runbook {prep.runbook.id} metadata"),
+                             (default, "default")):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"{kind} timeout {value!r} from {where}: expected a whole number of seconds, at least 1")
+            out[kind], source[kind] = value, where
+            break
+    out["source"] = source
+    return out
+
+
+class _RunWatchdog:
+    """Enforces the run timeout. In the main thread a timer sends this process SIGTERM when the run's
+    time is up: the path an operator's SIGTERM takes (``_sigterm_as_interrupt``: KeyboardInterrupt
+    inside papermill, the kernel shut down, the record written), told apart by ``fired``. In another
+    thread (no signal handler can be installed there) each cell's timeout is capped at the time left
+    instead (nbclient's ``timeout_func``), so the run still ends at its deadline."""
+
+    def __init__(self, seconds: int, t0: float):
+        self.seconds = seconds
+        self.deadline = t0 + seconds
+        self.fired = False
+        self._stopped = False
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._main = threading.current_thread() is threading.main_thread()
+
+    @property
+    def message(self) -> str:
+        return f"run timeout of {self.seconds} s exceeded"
+
+    def exceeded(self) -> bool:
+        return self.fired or time.monotonic() >= self.deadline - 0.5
+
+    def engine_kwargs(self, cell_timeout: int) -> dict[str, Any]:
+        if self._main:
+            return {}
+
+        def timeout_func(cell: Any) -> int:
+            return max(1, min(cell_timeout, int(self.deadline - time.monotonic() + 0.999)))
+
+        return {"timeout_func": timeout_func}
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self.fired = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def __enter__(self) -> _RunWatchdog:
+        if self._main:
+            self._timer = threading.Timer(max(0.0, self.deadline - time.monotonic()), self._fire)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:  # after this the timer cannot signal; one that already did raises here, still
+            self._stopped = True  # inside _sigterm_as_interrupt, and is caught as the run timeout
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 @dataclass
@@ -89,6 +210,11 @@ def prepare(runbook_id: str, given: dict[str, Any], *, text_values: set[str] | N
         given["target"] = target
         text_values.discard("target")
     params = validate(rb.spec, given, text_values=text_values)
+    for p in rb.spec:  # a relative file: reference is relative to the folder opsbook was started in, not the
+        ref = params.get(p.name)  # kernel's (notebooks/): made absolute here, so the record shows which file
+        if p.secret and isinstance(ref, str) and ref.startswith("file:") and not ref[5:].startswith("~"):
+            if not os.path.isabs(ref[5:]):
+                params[p.name] = "file:" + os.path.abspath(ref[5:])
     tgt = get_target(params.get("target", "local"))
     approval = None
     if approve and params.get("mode") != "apply":
@@ -97,7 +223,9 @@ def prepare(runbook_id: str, given: dict[str, Any], *, text_values: set[str] | N
         approval = gate.check(archive or open_archive(), rb, params, approve, approver=operator or _operator(),
                               target=tgt)
     if archive is not None:
-        archive.check_writable()  # e.g. S3: bucket, credentials, Object Lock for --retention; before any kernel
+        # before any kernel: on disk a write probe and the free space the record needs (an apply that
+        # made its change must not end without a record); S3: bucket, credentials, Object Lock
+        archive.check_writable(record_reserve(archive, params, approval))
     return Prepared(rb, params, tgt, approval)
 
 
@@ -243,14 +371,22 @@ def _read_events(path: Path) -> list[dict[str, Any]]:
 
 
 def execute(prep: Prepared, *, archive: Archive | S3Archive, progress: ProgressCallback | None = None,
-            operator: str | None = None, run_id: str | None = None, cell_timeout: int | None = None) -> RunOutcome:
+            operator: str | None = None, run_id: str | None = None, cell_timeout: int | None = None,
+            run_timeout: int | None = None) -> RunOutcome:
     """Execute a prepared run and archive its record, whatever happens. Never raises for a run that
-    failed or was interrupted: the outcome says so (``status``, ``exit_code``)."""
+    failed or was interrupted: the outcome says so (``status``, ``exit_code``). ``cell_timeout`` and
+    ``run_timeout`` (seconds) override the target's, the runbook's and the defaults
+    (``effective_timeouts``); a run that exceeds its run timeout is stopped and recorded as failed."""
     rb, params = prep.runbook, prep.params
+    timeouts = effective_timeouts(prep, cell_timeout=cell_timeout, run_timeout=run_timeout)
     run_id = run_id or new_run_id()
     operator = operator or _operator()
     started, t0 = utcnow(), time.monotonic()
-    staging = Path(tempfile.mkdtemp(prefix=f"opsbook-{run_id}-"))  # mode 0700
+    watchdog = _RunWatchdog(timeouts["run"], t0)
+    from opsbook import workdirs
+
+    workdirs.sweep_stale_workdirs()  # the staging folders of runs that were killed (SIGKILL)
+    staging = workdirs.make_workdir(f"opsbook-{run_id}-")  # mode 0700, with an owner file for that sweep
     out_nb = staging / "record" / recording.NOTEBOOK_NAME
     out_nb.parent.mkdir()
     events, secrets_file = staging / "events.jsonl", staging / "secrets.jsonl"
@@ -289,14 +425,18 @@ def execute(prep: Prepared, *, archive: Archive | S3Archive, progress: ProgressC
             pm_error = PapermillExecutionError
             warm.start()
             engine = _register_engine(progress)
-            papermill.execute_notebook(
-                str(rb.path), str(out_nb), parameters=params, engine_name=engine, progress_bar=False,
-                cwd=str(rb.path.parent), log_output=False, execution_timeout=cell_timeout,
-                # the kernel's own TCP-transport warning is noise in an operator's terminal
-                extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
+            with watchdog:
+                papermill.execute_notebook(
+                    str(rb.path), str(out_nb), parameters=params, engine_name=engine, progress_bar=False,
+                    cwd=str(rb.path.parent), log_output=False, execution_timeout=timeouts["cell"],
+                    # the kernel's own TCP-transport warning is noise in an operator's terminal
+                    extra_arguments=["--IPKernelApp.log_level=CRITICAL"], **watchdog.engine_kwargs(timeouts["cell"]))
     except KeyboardInterrupt as exc:
-        status = "aborted"
-        error = f"interrupted ({exc or 'Ctrl-C'})"
+        if watchdog.fired:  # a time limit like the cell timeout: failed (exit 1), not an operator's abort
+            status, failed_cell, error = "failed", {}, watchdog.message
+        else:
+            status = "aborted"
+            error = f"interrupted ({exc or 'Ctrl-C'})"
     except Exception as exc:  # a failing cell, a dead kernel, a timeout, a kernel that never started
         status = "failed"
         if pm_error is not None and isinstance(exc, pm_error):
@@ -309,6 +449,8 @@ def execute(prep: Prepared, *, archive: Archive | S3Archive, progress: ProgressC
             error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
             if "DeadKernel" in type(exc).__name__:
                 error = f"the kernel died (killed or out of memory): {exc}"
+        if "Timeout" in type(exc).__name__ and watchdog.exceeded():  # a cell capped at the run's time left
+            error = f"{watchdog.message} ({error})"
     finally:
         for k, v in saved_env.items():
             if v is None:
@@ -320,12 +462,13 @@ def execute(prep: Prepared, *, archive: Archive | S3Archive, progress: ProgressC
             outcome = _finalize(prep, archive=archive, staging=staging, out_nb=out_nb, events=events,
                                 secrets_file=secrets_file, run_id=run_id, operator=operator, started=started,
                                 seconds=time.monotonic() - t0, status=status, failed_cell=failed_cell,
-                                error=error, warm=warm)
+                                error=error, warm=warm, timeouts=timeouts)
         except (RecordExists, RecordNotUploaded):
             raise  # a refused run id; or S3 failed and the record is kept locally (the error says where)
         except Exception as exc:
             outcome = _minimal_record(prep, archive=archive, run_id=run_id, operator=operator, started=started,
-                                      status=status, error=error, finalize_error=exc, secrets_file=secrets_file)
+                                      status=status, error=error, finalize_error=exc, secrets_file=secrets_file,
+                                      timeouts=timeouts)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         if held and outcome.status == "succeeded":
@@ -334,7 +477,8 @@ def execute(prep: Prepared, *, archive: Archive | S3Archive, progress: ProgressC
 
 
 def _minimal_record(prep: Prepared, *, archive: Archive | S3Archive, run_id: str, operator: str, started: str, status: str,
-                    error: str | None, finalize_error: BaseException, secrets_file: Path) -> RunOutcome:
+                    error: str | None, finalize_error: BaseException, secrets_file: Path,
+                    timeouts: dict[str, Any] | None = None) -> RunOutcome:
     """The full record could not be built: keep a manifest-only record rather than nothing. The
     executed notebook is left out, since it may not have been redacted; the error texts are
     redacted, or left out if even that is not possible."""
@@ -350,6 +494,7 @@ def _minimal_record(prep: Prepared, *, archive: Archive | S3Archive, run_id: str
         "ended": utcnow(), "status": "failed" if status == "succeeded" else status,
         "error": (error or "") + f" [record incomplete: {type(finalize_error).__name__}: {finalize_error}; "
                                  "the executed notebook was not archived]",
+        "timeouts": timeouts,
     }
     if red is not None:
         manifest = red.redact_obj(manifest)
@@ -361,7 +506,8 @@ def _minimal_record(prep: Prepared, *, archive: Archive | S3Archive, run_id: str
 
 def _finalize(prep: Prepared, *, archive: Archive | S3Archive, staging: Path, out_nb: Path, events: Path,
               secrets_file: Path, run_id: str, operator: str, started: str, seconds: float, status: str,
-              failed_cell: dict[str, Any] | None, error: str | None, warm: _HtmlWarmup) -> RunOutcome:
+              failed_cell: dict[str, Any] | None, error: str | None, warm: _HtmlWarmup,
+              timeouts: dict[str, Any] | None = None) -> RunOutcome:
     import nbformat
 
     rb, params = prep.runbook, prep.params
@@ -397,7 +543,7 @@ def _finalize(prep: Prepared, *, archive: Archive | S3Archive, staging: Path, ou
         seconds=seconds, status=status, failed_cell=failed_cell, error=error, approval=prep.approval, steps=steps,
         evidence=[{k: v for k, v in e.items() if k in ("name", "description")} for e in evs
                   if e.get("event") == "evidence" and e.get("name") not in dropped],
-        evidence_dropped=dropped, red=red)
+        evidence_dropped=dropped, red=red, extra={"timeouts": timeouts} if timeouts is not None else None)
     ref = archive.record(runbook_id=rb.id, run_id=run_id, source_dir=out_nb.parent, manifest=manifest)
     return RunOutcome(run_id=run_id, runbook_id=rb.id, status=status, record_dir=ref.path,
                       failed_cell=failed_cell, error=manifest["error"], manifest=manifest)

@@ -140,9 +140,10 @@ _LEDGER_KEY_RE = re.compile(r"^(\d{12})\.json$")
 _PACK_KEY_RE = re.compile(r"^(\d{12})\.json$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _MAX_DAYS = 36500
-#: verify: a record without a ledger entry whose run claim is younger than ``append_timeout`` plus this
-#: many seconds (its files' upload, clock skew between writer and verifier) is "being written".
-_IN_FLIGHT_SLACK = 60.0
+#: verify: a record without a ledger entry whose run claim is younger than this many times
+#: ``append_timeout`` is "being written" (the append's own limit, plus half again for the uploads
+#: before it and clock skew between writer and verifier: 180 s by default).
+_IN_FLIGHT_FACTOR = 1.5
 
 
 # --------------------------------------------------------------------------------------------------
@@ -794,15 +795,15 @@ class S3Archive(LedgerReader):
         a record's objects are uploaded before its ledger entry. So the ledger is listed again after
         the records were: a folder whose entry is there now was finished while verify ran. A folder
         still without an entry whose run claim (``runs/<run_id>``, written first) is younger than
-        ``append_timeout`` plus a slack for the uploads and clock skew is being written. Anything
-        else is ``not_in_ledger``."""
+        1.5 x ``append_timeout`` (slack for the uploads and clock skew) is being written. Anything
+        else is ``not_in_ledger`` (so is a writer that failed, once its claim is that old)."""
         if not leftover:
             return set()
         finished: set[str] = set()
         newer = self._ledger_objects(after_seq=last_seq or None)[0]
         for data in self._fetch([o.key for _, o in newer]):
             with contextlib.suppress(ValueError, TypeError):
-                e = LedgerEntry.from_obj(json.loads(data))  # type: ignore[arg-type]
+                e = LedgerEntry.from_obj(json.loads(data))
                 if not e.is_start:
                     finished.add(e.record)
         done = [r for r in leftover if r in finished]
@@ -811,13 +812,13 @@ class S3Archive(LedgerReader):
                         f"its listing of the ledger) and were not checked; verify again to check them: "
                         + ", ".join(done[:5]) + (" ..." if len(done) > 5 else ""))
         rest = [r for r in leftover if r not in finished]
-        window = self.append_timeout + _IN_FLIGHT_SLACK
+        window = self.append_timeout * _IN_FLIGHT_FACTOR
         now = datetime.now(UTC)
         writing: list[str] = []
         claims = self._fetch([self._key(RUNS_DIR, r.split("/", 1)[1]) for r in rest])
         for rec, data in zip(rest, claims, strict=True):
             try:
-                claim = json.loads(data)  # type: ignore[arg-type]
+                claim = json.loads(data)
                 claimed = datetime.fromisoformat(claim["claimed"])
                 if claimed.tzinfo is None:
                     claimed = claimed.replace(tzinfo=UTC)

@@ -208,6 +208,7 @@ class TestRecord:
         kept = exc.value.fallback
         assert kept is not None and (kept / "files" / "notebook.html").read_text() == "<html><body>run </body></html>"
         assert json.loads((kept / "pending.json").read_text())["run_id"] == "r9"
+        archive.append_timeout = 0  # its claim is past the in-flight window (else: "being written", info)
         report = archive.verify()
         assert report.kinds() == {"not_in_ledger"}
 
@@ -404,6 +405,7 @@ class TestVerifyDetects:
 
     def test_entry_deleted_from_the_middle(self, raw, filled: S3Archive) -> None:
         _delete(raw, filled, "ledger/000000000002.json")
+        filled.append_timeout = 0  # the records' claims are past the in-flight window (else "being written")
         report = filled.verify()
         assert "reordered" in report.kinds() and "not_in_ledger" in report.kinds()
         assert any("missing" in p.detail for p in _kinds(report, "reordered"))
@@ -417,6 +419,7 @@ class TestVerifyDetects:
         old_head = filled.head()
         _delete(raw, filled, "ledger/000000000004.json")
         _delete(raw, filled, "ledger/HEAD")
+        filled.append_timeout = 0  # run-3's claim is past the in-flight window (else "being written", info)
         assert filled.verify().kinds() == {"not_in_ledger"}  # run-3's record is now unchained
         report = filled.verify(expect_head=old_head)
         assert "truncated" in report.kinds() and report.head != old_head
