@@ -196,7 +196,8 @@ class Summary:
             raise ValueError(f"summary needs a finite mean and std >= 0, got mean={self.mean!r} std={self.std!r}")
         if (self.log_mean is None) != (self.log_std is None):
             raise ValueError("log_mean and log_std go together: give both or neither")
-        if self.log_mean is not None and self.n > 0 and not (math.isfinite(self.log_mean) and self.log_std >= 0):
+        if (self.log_mean is not None and self.log_std is not None and self.n > 0
+                and not (math.isfinite(self.log_mean) and self.log_std >= 0)):
             raise ValueError(f"summary needs a finite log_mean and log_std >= 0, got log_mean={self.log_mean!r} "
                              f"log_std={self.log_std!r}")
 
