@@ -89,7 +89,7 @@ def check(archive: Any, rb: catalog.Runbook, params: dict[str, Any], plan_run_id
         raise ApprovalError(f"--approve {plan_run_id}: no such plan record in {archive.root} ({exc})") from None
     if ref is None:
         raise ApprovalError(f"--approve {plan_run_id}: no such plan record in {archive.root}")
-    report = archive.verify()
+    report = archive.verify(only=plan_run_id)  # the whole ledger, and the plan's own files
     problems = [p for p in report.problems if plan_run_id in (p.record or "")]
     if problems:
         raise ApprovalError(f"--approve {plan_run_id}: the plan record does not verify: "

@@ -951,11 +951,14 @@ class Archive(LedgerReader):
 
     # ---------------------------------------------------------------------------------- verify
 
-    def verify(self, *, expect_head: str | None = None, deep: bool = True, signers: Any = DEFAULT) -> VerifyReport:
+    def verify(self, *, expect_head: str | None = None, deep: bool = True, signers: Any = DEFAULT,
+               only: str | None = None) -> VerifyReport:
         """Recompute every hash of the ledger and of every record, and name what does not match.
 
         ``deep`` is accepted for the S3 archive's sake: on disk every file is always re-hashed.
-        ``signers`` (default: the project's ``allowed_signers``; ``None``: signatures not checked)."""
+        ``signers`` (default: the project's ``allowed_signers``; ``None``: signatures not checked).
+        ``only`` (a run id): the whole ledger is checked, but only that run's record files are hashed
+        (what an approval needs, at the cost of reading the ledger)."""
         problems: list[VerifyProblem] = []
         info: list[str] = []
 
@@ -972,7 +975,7 @@ class Archive(LedgerReader):
         self._verify_head(lines, head, expect_head, problems, info)
         verify_signatures(lines, _signers(signers), problems, info)
         note_unfinished((x.entry for x in lines), info)
-        count = self._verify_records(lines, problems, info, listing)
+        count = self._verify_records(lines, problems, info, listing, only=only)
 
         leftovers = self._incoming_leftovers()
         if leftovers:
@@ -1127,7 +1130,8 @@ class Archive(LedgerReader):
         return on_disk, problems, info
 
     def _verify_records(self, lines: list[_Line], problems: list[VerifyProblem], info: list[str],
-                        listing: tuple[dict[str, str], list[VerifyProblem], list[str]] | None = None) -> int:
+                        listing: tuple[dict[str, str], list[VerifyProblem], list[str]] | None = None,
+                        only: str | None = None) -> int:
         on_disk, stray, root_info = listing if listing is not None else self._list_records()
         on_disk = dict(on_disk)
         info.extend(root_info)
@@ -1135,7 +1139,8 @@ class Archive(LedgerReader):
 
         count, pairs = match_records(lines, on_disk, problems)
         for e, path in pairs:
-            problems.extend(_check_record(e, path))
+            if only is None or e.run_id == only:
+                problems.extend(_check_record(e, path))
 
         for rel in sorted(on_disk):
             run_id = rel.split("/", 1)[1]

@@ -727,7 +727,8 @@ class S3Archive(LedgerReader):
 
     # ---------------------------------------------------------------------------------- verify
 
-    def verify(self, *, expect_head: str | None = None, deep: bool = False, signers: Any = DEFAULT) -> VerifyReport:
+    def verify(self, *, expect_head: str | None = None, deep: bool = False, signers: Any = DEFAULT,
+               only: str | None = None) -> VerifyReport:
         """Check the ledger chain and every record, naming what does not match (the on-disk problem
         kinds). Default: ledger entries and manifests are downloaded and hashed, record files are
         checked by their listed ETag and size; ``deep``: every file is downloaded and sha256'd."""
@@ -740,9 +741,11 @@ class S3Archive(LedgerReader):
                                           f"{self._rel(o.key)} is not a ledger entry", file=self._rel(o.key)))
         # every ledger entry and every listed manifest (and in deep mode every file), all at once
         rec_base = self._key(RECORDS_DIR) + "/"
-        mkeys = [f"{rec_base}{rec}/{MANIFEST_NAME}" for rec, objs in folders.items() if MANIFEST_NAME in objs]
+        mkeys = [f"{rec_base}{rec}/{MANIFEST_NAME}" for rec, objs in folders.items() if MANIFEST_NAME in objs
+                 and (only is None or rec.endswith("/" + only))]  # only: that run's record (an approval)
         lkeys = [o.key for _, o in ledger_objs]
-        fkeys = [o.key for objs in folders.values() for rel, o in objs.items() if rel != MANIFEST_NAME] if deep else []
+        fkeys = [o.key for rec, objs in folders.items() for rel, o in objs.items() if rel != MANIFEST_NAME
+                 and (only is None or rec.endswith("/" + only))] if deep else []
         packed: dict[str, bytes] = {}
         if not deep:
             listed = {o.key: o for _, o in ledger_objs}
@@ -769,7 +772,8 @@ class S3Archive(LedgerReader):
         problems.extend(stray)
         count, pending = match_records(lines, folders, problems)
         for e, objs in pending:
-            problems.extend(self._check_record(e, objs, manifests, file_sha, deep=deep))
+            if only is None or e.run_id == only:
+                problems.extend(self._check_record(e, objs, manifests, file_sha, deep=deep))
         in_flight = self._in_flight(sorted(folders), ledger_objs[-1][0] if ledger_objs else 0, info)
         for rec in sorted(folders):
             if rec in in_flight:

@@ -357,3 +357,20 @@ def test_a_killed_apply_shows_as_started_never_finished(cli, outputs):
     assert last.run_id == started["run_id"]
     r = cli("history")
     assert started["run_id"] in r.stdout and "started" in r.stdout
+
+
+def test_an_approval_hashes_only_the_plans_files_but_the_whole_ledger(tmp_path):
+    from ..unit.test_archive import _manifest, _source
+
+    a = Archive(tmp_path / "o", fsync=False)
+    for rid in ("plan-a", "other-b"):
+        a.record(runbook_id="rb", run_id=rid, source_dir=_source(tmp_path, rid), manifest=_manifest(rid))
+    other = tmp_path / "o" / "rb" / "other-b" / "notebook.html"
+    other.chmod(0o644)
+    other.write_text("tampered")
+    assert a.verify(only="plan-a", signers=None).ok  # another record's files are not hashed for an approval
+    assert {p.record for p in a.verify(signers=None).problems} == {"other-b"}
+    mine = tmp_path / "o" / "rb" / "plan-a" / "notebook.html"
+    mine.chmod(0o644)
+    mine.write_text("tampered")
+    assert {p.record for p in a.verify(only="plan-a", signers=None).problems} == {"plan-a"}
