@@ -58,7 +58,20 @@ def _manifest(i: int, run_id: str) -> dict:
             "parameters": {"namespace": "ml", "replicas": 3}}
 
 
-def synthesise_direct(root: Path, n: int, kb: float) -> None:
+def make_signer(folder: Path):
+    """An Ed25519 signing key (OpenSSH format, as ``ssh-keygen -t ed25519`` writes it) and the trusted
+    signers that accept it."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+    from opsbook.signing import AllowedSigners, Signer
+
+    key = folder / "bench_key"
+    key.write_bytes(Ed25519PrivateKey.generate().private_bytes(Encoding.PEM, PrivateFormat.OpenSSH, NoEncryption()))
+    signer = Signer.load(key)
+    return signer, AllowedSigners(keys={signer.public_raw: "bench"})
+
+
+def synthesise_direct(root: Path, n: int, kb: float, signer=None) -> None:
     """Write N records and their ledger lines directly, with the archive's format functions."""
     root.mkdir(parents=True, exist_ok=True)
     prev = None
@@ -76,7 +89,7 @@ def synthesise_direct(root: Path, n: int, kb: float) -> None:
             mbytes = build_manifest(manifest, run_id=run_id, runbook_id=runbook_id, files=digests)
             (rec / "manifest.json").write_bytes(mbytes)
             prev = chain_entry(prev=prev, run_id=run_id, runbook_id=runbook_id, manifest=manifest,
-                               manifest_sha256=hashlib.sha256(mbytes).hexdigest())
+                               manifest_sha256=hashlib.sha256(mbytes).hexdigest(), signer=signer)
             ledger.write(prev.to_line())
 
 
@@ -121,15 +134,28 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-archive-") as tmp:
         root = args.keep or Path(tmp) / "outputs"
+        signer, trusted = make_signer(Path(tmp))
         t0 = time.perf_counter()
-        (synthesise_via_record if args.via_record else synthesise_direct)(root, args.records, args.file_kb)
+        if args.via_record:
+            synthesise_via_record(root, args.records, args.file_kb)
+        else:
+            synthesise_direct(root, args.records, args.file_kb, signer=signer)
         t_setup = time.perf_counter() - t0
-        archive = Archive(root)
+        archive = Archive(root, signer=None)
         paths = list(iter_record_files(root))
         size = sum(os.path.getsize(p) for p in paths)
 
-        t_verify, report = best_of(archive.verify, args.repeat)
+        t_verify, report = best_of(lambda: archive.verify(signers=None), args.repeat)
         assert report.ok and report.records == args.records, report  # type: ignore[union-attr]
+        rows_signed: list[tuple[str, float, float | None]] = []
+        if not args.via_record:
+            t_signed, rep = best_of(lambda: archive.verify(signers=trusted), args.repeat)
+            assert rep.ok, rep  # type: ignore[union-attr]
+            rows_signed.append((f"verify() checking {args.records} signatures", t_signed, VERIFY_TARGET))
+        one = f"run-{args.records // 2:06d}"
+        t_only, rep = best_of(lambda: archive.verify(signers=None, only=one), args.repeat)
+        assert rep.ok, rep  # type: ignore[union-attr]
+        t_used, _ = best_of(lambda: archive.plan_used_by(one), args.repeat)
         t_hist, hist = best_of(archive.history, args.repeat)
         assert len(hist) == args.records  # type: ignore[arg-type]
         t_hist_f, _ = best_of(lambda: archive.history(runbook="deploy-new-model", status="failed"), args.repeat)
@@ -137,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = [
         ("verify()", t_verify, VERIFY_TARGET),
+        *rows_signed,
+        ("verify(only=one run): what an approval hashes", t_only, None),
+        ("plan_used_by(): a plan's consumption check", t_used, None),
         ("history()", t_hist, HISTORY_TARGET),
         ("history(runbook, status)", t_hist_f, HISTORY_TARGET),
         ("baseline: bare sha256 of the same files", t_base, None),
