@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -34,19 +33,22 @@ URL_LINE = re.compile(r"open: (http://127\.0\.0\.1:\d+/lab\?token=\w+)")
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    """A runbook folder with environment-check as it is, and a copy whose preflight fails."""
+    """A runbook folder with a copy of environment-check, and a copy whose preflight fails. A copy
+    outside the catalogue may not use a catalogue runbook's id, so they are `env-walkthrough`."""
     d = tmp_path_factory.mktemp("lab")
     nbdir = d / "notebooks"
     nbdir.mkdir()
-    shutil.copy(ROOT / "notebooks" / "environment-check.ipynb", nbdir)
     nb = json.loads((ROOT / "notebooks" / "environment-check.ipynb").read_text())
+    for c in nb["cells"]:
+        c["source"] = "".join(c["source"]).replace('opsbook.start("environment-check"', 'opsbook.start("env-walkthrough"')
+    (nbdir / "env-walkthrough.ipynb").write_text(json.dumps(nb, indent=1))
     params = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
     src = "".join(params["source"])
     assert "min_free_gb: float = 1.0" in src
     params["source"] = src.replace("min_free_gb: float = 1.0", "min_free_gb: float = 1e9")
     # a second copy of the runbook under another file name: the kernel's runbook id stays the same
     (nbdir / "broken-preflight").mkdir()
-    (nbdir / "broken-preflight" / "environment-check.ipynb").write_text(json.dumps(nb, indent=1))
+    (nbdir / "broken-preflight" / "env-walkthrough.ipynb").write_text(json.dumps(nb, indent=1))
     return d
 
 
@@ -147,7 +149,7 @@ def shot(page, locator, path: Path) -> Path:
 
 def test_run_all_cells_shows_every_step_ok_or_planned(browser, lab):
     url, workdir = lab
-    page = open_and_run_all(browser, url, "environment-check.ipynb", "plan", workdir)
+    page = open_and_run_all(browser, url, "env-walkthrough.ipynb", "plan", workdir)
     heading = page.locator(".jp-OutputArea-output h3", has_text="Summary:")
     heading.wait_for(timeout=180_000)
     recorded = page.locator(".opsbook-recorded")
@@ -167,7 +169,7 @@ def test_run_all_cells_shows_every_step_ok_or_planned(browser, lab):
     assert page.locator(".opsbook-error").count() == 0
 
     archive = Archive(workdir / "outputs")
-    (entry,) = archive.history(runbook="environment-check")
+    (entry,) = archive.history(runbook="env-walkthrough")
     m = archive.load_manifest(entry.run_id)
     assert m["interactive"] is True and m["status"] == "succeeded" and m["mode"] == "plan"
     assert m["operator"] == "browser-test"
@@ -178,7 +180,7 @@ def test_run_all_cells_shows_every_step_ok_or_planned(browser, lab):
 
 def test_failed_preflight_shows_a_short_readable_error(browser, lab):
     url, workdir = lab
-    page = open_and_run_all(browser, url, "broken-preflight/environment-check.ipynb", "broken", workdir)
+    page = open_and_run_all(browser, url, "broken-preflight/env-walkthrough.ipynb", "broken", workdir)
     err = page.locator(".opsbook-error")
     try:
         err.wait_for(timeout=180_000)
