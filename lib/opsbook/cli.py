@@ -20,17 +20,24 @@ EPILOG = """\
 examples:
   opsbook list
   opsbook show initial-kubernetes-deployment
-  opsbook run initial-kubernetes-deployment -p namespace ml-platform          # plan mode (default)
-  opsbook run initial-kubernetes-deployment --mode apply --approve RUN_ID    # apply an approved plan
+  opsbook run initial-kubernetes-deployment -p namespace ml-platform   # plan
+  opsbook run initial-kubernetes-deployment --mode apply --approve RUN_ID
   opsbook history --runbook deploy-new-model --status failed --since 2026-11-01
   opsbook verify --expect-head HASH
-  opsbook run deploy-new-model --outputs s3://ops-records/prod --on-cluster --target staging
+  opsbook run deploy-new-model --outputs s3://ops-records/prod --on-cluster \\
+      --target staging
   opsbook run environment-check --ci --notify slack:env:SLACK_WEBHOOK
 
-environment: OPSBOOK_OUTPUTS (archive folder or s3://BUCKET/PREFIX), OPSBOOK_NOTEBOOKS (runbook
-folder), OPSBOOK_TARGETS (personal targets file), OPSBOOK_OPERATOR (who runs), OPSBOOK_CI,
-OPSBOOK_NOTIFY, OPSBOOK_IMAGE, OPSBOOK_S3_RETENTION, AWS_ENDPOINT_URL_S3 and boto3's AWS_* variables.
-exit codes: 0 ok, 1 runbook failed / verify found a problem, 2 invalid input, 130 interrupted."""
+environment:
+  OPSBOOK_OUTPUTS       archive folder or s3://BUCKET/PREFIX
+  OPSBOOK_NOTEBOOKS     runbook folder (outside the catalogue: high-risk)
+  OPSBOOK_TARGETS       personal targets file
+  OPSBOOK_OPERATOR      who runs (default: the login name)
+  OPSBOOK_SIGNING_KEY   Ed25519 key that signs ledger entries
+  OPSBOOK_CI, OPSBOOK_NOTIFY, OPSBOOK_IMAGE, OPSBOOK_S3_RETENTION,
+  AWS_ENDPOINT_URL_S3 and boto3's AWS_* variables
+exit codes: 0 ok, 1 runbook failed / verify found a problem, 2 invalid input,
+130 interrupted."""
 
 
 def _parser() -> argparse.ArgumentParser:

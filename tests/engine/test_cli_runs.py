@@ -339,3 +339,10 @@ def test_show_prints_help_text_that_looks_like_markup(cli, tmp_path):
 def test_no_verb_prints_help_and_exits_2():
     r = subprocess.run(OPSBOOK, capture_output=True, text=True)
     assert r.returncode == 2 and "usage: opsbook" in r.stdout
+
+
+def test_top_level_help_fits_80_columns_and_names_the_signing_key():
+    r = subprocess.run([*OPSBOOK, "--help"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "80"})
+    assert r.returncode == 0
+    assert [ln for ln in r.stdout.splitlines() if len(ln) > 80] == []
+    assert "OPSBOOK_SIGNING_KEY" in r.stdout and "outside the catalogue" in r.stdout
