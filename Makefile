@@ -29,6 +29,7 @@ lint: setup
 bench: setup
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_archive.py --records 10000
+	$(PY) benchmarks/bench_redact.py
 	$(PY) benchmarks/bench_s3.py
 	$(PY) benchmarks/bench_canary.py --reps 1000
 
