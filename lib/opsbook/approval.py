@@ -52,6 +52,30 @@ def _comparable(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k != "mode"}
 
 
+def _source_changed(manifest: dict[str, Any], rb: catalog.Runbook) -> bool:
+    """What the plan ran differs from the notebook now: by content (cells and opsbook metadata), or
+    for a plan recorded before the content digest existed, by the file's bytes."""
+    if manifest.get("source_content_sha256"):
+        return manifest["source_content_sha256"] != rb.content_sha256
+    return manifest.get("source_sha256") != rb.sha256
+
+
+def _show(values: dict[str, Any], key: str) -> str:
+    return repr(values[key]) if key in values else "(not set)"
+
+
+def plan_parameters(archive: Any, plan_run_id: str | None) -> dict[str, Any]:
+    """The parameters of the plan run an apply names (bar ``mode``), to take as the apply's defaults;
+    empty if there is no such record (``check`` then says why)."""
+    if not plan_run_id:
+        return {}
+    try:
+        params = archive.load_manifest(plan_run_id).get("parameters")
+    except (ArchiveError, OSError, ValueError):
+        return {}
+    return _comparable(params) if isinstance(params, dict) else {}
+
+
 def code_cells_ran(recorded: dict[str, Any], rb: catalog.Runbook) -> str | None:
     """``None`` if the recorded notebook shows every code cell of the runbook executed without an
     error (in order; injected cells may sit between them), else what is missing."""
@@ -102,13 +126,15 @@ def check(archive: Any, rb: catalog.Runbook, params: dict[str, Any], plan_run_id
     if manifest.get("status") != "succeeded":
         raise ApprovalError(f"--approve {plan_run_id}: that plan run {manifest.get('status')}; approve a "
                             "plan that succeeded")
-    if check_source and manifest.get("source_sha256") != rb.sha256:
+    if check_source and _source_changed(manifest, rb):
         raise ApprovalError(f"--approve {plan_run_id}: the runbook notebook changed since that plan was made "
-                            "(source sha256 differs); make a new plan")
+                            "(its cells or opsbook metadata differ); make a new plan")
     planned, now = _comparable(manifest.get("parameters", {})), _comparable(params)
     if planned != now:
         diff = sorted(k for k in set(planned) | set(now) if planned.get(k) != now.get(k))
-        raise ApprovalError(f"--approve {plan_run_id}: parameters differ from the plan's: {', '.join(diff)}")
+        shown = "; ".join(f"{k}: plan {_show(planned, k)}, apply {_show(now, k)}" for k in diff)
+        raise ApprovalError(f"--approve {plan_run_id}: parameters differ from the plan's: {shown} (an apply "
+                            "takes the plan's parameters when it is not given them)")
     try:
         recorded = json.loads((ref.path / "notebook.ipynb").read_bytes())
     except (OSError, ValueError, ArchiveError) as exc:

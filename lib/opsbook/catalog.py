@@ -226,6 +226,7 @@ class Runbook:
     declared_risk: str = ""  # the metadata's risk (differs from ``risk`` for an external notebook)
     cell_timeout: int | None = None  # metadata opsbook.timeouts.cell: seconds a cell may run
     run_timeout: int | None = None  # metadata opsbook.timeouts.run: seconds a whole run may take
+    content_sha256: str = ""  # what a run executes: see content_digest (``sha256`` is the file's bytes)
 
     @property
     def high_risk(self) -> bool:
@@ -234,6 +235,16 @@ class Runbook:
     @property
     def origin(self) -> str:
         return f"outside the catalogue ({self.path.parent})" if self.external else "catalogue"
+
+
+def content_digest(nb: dict[str, Any]) -> str:
+    """sha256 of what a run of the notebook executes and is judged by: each cell's type and source
+    (markdown included: it is the runbook's prose) and the ``opsbook`` metadata. Not the file's bytes:
+    saving it in JupyterLab without an edit (kernelspec display name, language_info, cell ids, key
+    order, indentation, outputs) changes the file, not this. An approval compares this digest."""
+    doc = {"cells": [[c.get("cell_type"), cell_source(c)] for c in nb.get("cells", [])],
+           "opsbook": nb.get("metadata", {}).get("opsbook")}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def load(path: Path) -> Runbook:
@@ -270,7 +281,7 @@ def load(path: Path) -> Runbook:
                    objective=str(meta["objective"]), risk="high" if external else str(meta["risk"]), spec=spec,
                    parameters_cell=tagged[0], sha256=hashlib.sha256(raw).hexdigest(), rbac=rbac,
                    external=external, declared_risk=str(meta["risk"]), cell_timeout=cell_timeout,
-                   run_timeout=run_timeout)
+                   run_timeout=run_timeout, content_sha256=content_digest(nb))
 
 
 def discover(directory: Path | None = None) -> list[Path]:

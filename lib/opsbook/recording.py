@@ -101,6 +101,7 @@ def manifest(*, rb: catalog.Runbook, params: dict[str, Any], target: Target, run
         "runbook_origin": rb.origin,
         "source_path": rb.path.name,
         "source_sha256": rb.sha256,
+        "source_content_sha256": rb.content_sha256,
         "git_commit": git_commit(catalog.project_root(rb.path.parent)),
         "parameters": params,
         "mode": params.get("mode", "plan"),
