@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import filelock
 
-from opsbook.errors import ArchiveError, ArchiveNotWritable, LedgerError, RecordExists
+from opsbook.errors import ArchiveError, ArchiveNotFound, ArchiveNotWritable, LedgerError, RecordExists
 
 if TYPE_CHECKING:
     from opsbook.s3archive import S3Archive
@@ -644,12 +644,22 @@ class Archive(LedgerReader):
 
     ``fsync=False`` skips the fsync calls (for benchmarks and tests that write thousands of
     records); the order of operations and the lock are unchanged.
+
+    ``create=False`` opens an existing archive only (the read verbs: verify, history, incident,
+    evidence): a folder that does not exist raises ``ArchiveNotFound`` (``origin`` says where the path
+    came from) instead of being created.
     """
 
-    def __init__(self, root: Path | str, *, fsync: bool = True, signer: Any = DEFAULT):
+    def __init__(self, root: Path | str, *, fsync: bool = True, signer: Any = DEFAULT, create: bool = True,
+                 origin: str = ""):
         self.root = Path(root).absolute()
         self.fsync = fsync
         self.signer = _signer(signer)
+        if not create:
+            if not self.root.is_dir():
+                what = "not a folder" if self.root.exists() else "nothing has been recorded there yet"
+                raise ArchiveNotFound(f"no archive at {self.root}{f' (from {origin})' if origin else ''}: {what}")
+            return
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -1217,8 +1227,13 @@ def iter_record_files(root: Path | str) -> Iterable[str]:
 
 
 def open_archive(location: str | os.PathLike[str] | None = None, *,
-                 retention: str | None = None) -> Archive | S3Archive:
+                 retention: str | None = None, create: bool = True) -> Archive | S3Archive:
     """The archive at ``location`` (``--outputs``), else ``$OPSBOOK_OUTPUTS``, else ``outputs/``.
+
+    ``create=False`` (the read verbs) never creates a folder: one that does not exist raises
+    ``ArchiveNotFound`` naming the path and whether it came from --outputs, $OPSBOOK_OUTPUTS or the
+    default (the same for all three). An S3 archive is not created either way (a missing bucket is an
+    error when it is used).
 
     ``s3://BUCKET/PREFIX`` opens an :class:`opsbook.s3archive.S3Archive` (endpoint from
     ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``, credentials from boto3's default chain);
@@ -1235,4 +1250,6 @@ def open_archive(location: str | os.PathLike[str] | None = None, *,
     if retention:
         raise UsageError(f"--retention {retention}: Object Lock retention applies to an S3 archive "
                          "(--outputs s3://BUCKET/PREFIX) only")
-    return Archive(catalog.outputs_dir(location))
+    origin = ("--outputs" if location else f"${catalog.ENV_OUTPUTS}" if os.environ.get(catalog.ENV_OUTPUTS)
+              else "the default outputs/ of the project")
+    return Archive(catalog.outputs_dir(location), create=create, origin=origin)

@@ -301,18 +301,25 @@ def _cmd_targets(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from opsbook.display import safe_text
-    from opsbook.targets import load_all
+    from opsbook.targets import scan
 
     table = Table(title="Targets")
     for col in ("name", "cluster", "namespace", "mlflow", "production", "approval", "source"):
         table.add_column(col, overflow="fold")
-    for t in load_all().values():
+    usable, broken = scan()
+    for t in usable.values():
         table.add_row(*(safe_text(x, oneline=True) for x in (
             t.name, t.kube_context or ("(kubeconfig)" if t.kubeconfig else "none: plan only"), t.namespace,
             t.mlflow_uri or "embedded", "YES" if t.production else "no", "required" if t.requires_approval else "-",
             t.source)))
-    _console().print(table)
-    return EXIT_OK
+    for b in broken:
+        table.add_row(safe_text(b.name if b.name is not None else "(whole file)", oneline=True),
+                      "[red]invalid[/red]", "", "", "", "", safe_text(b.source, oneline=True))
+    con = _console()
+    con.print(table)
+    for b in broken:  # the reason, one line each (not folded into a table cell)
+        con.print(f"[red]invalid[/red] {safe_text(b.reason, oneline=True)}", soft_wrap=True, highlight=False)
+    return EXIT_FAILED if broken else EXIT_OK
 
 
 def _given_parameters(args: argparse.Namespace) -> tuple[dict[str, Any], set[str]]:
@@ -332,18 +339,17 @@ def _given_parameters(args: argparse.Namespace) -> tuple[dict[str, Any], set[str
 def _cmd_run(args: argparse.Namespace) -> int:
     if args.on_cluster or args.dry_run:
         return _cmd_run_on_cluster(args)
-    from opsbook import catalog, runner
+    from opsbook import catalog, cireport, notify, runner
     from opsbook.archive import open_archive
 
+    ci_format = cireport.choose(args.ci)  # None: terminal output
+    # a bad --notify (or an env:/file: reference that cannot give a URL) is refused before anything runs
+    notify_to = notify.targets(args.notify)
     given, text_values = _given_parameters(args)
     archive = open_archive(args.outputs, retention=args.retention)
     nbdir = catalog.notebooks_dir(args.notebooks)
     prep = runner.prepare(args.runbook, given, text_values=text_values, mode=args.mode, target=args.target,
                           approve=args.approve, archive=archive, notebooks=nbdir)
-    from opsbook import cireport, notify
-
-    ci_format = cireport.choose(args.ci)  # None: terminal output
-    notify_to = notify.targets(args.notify)  # a bad --notify is refused before anything runs
     ci = cireport.make(ci_format, quiet=args.quiet) if ci_format else None
     err = _console(stderr=True)
     mode = prep.params.get("mode", "plan")
@@ -426,7 +432,8 @@ def _cmd_run_on_cluster(args: argparse.Namespace) -> int:
 
         archive = open_archive(outputs)
     prep = runner.prepare(args.runbook, given, text_values=text_values, mode=args.mode, target=args.target,
-                          approve=args.approve, archive=archive, notebooks=catalog.notebooks_dir(args.notebooks))
+                          approve=args.approve, archive=archive, notebooks=catalog.notebooks_dir(args.notebooks),
+                          check_paths=False)  # [path...] parameters name files in the pod, not here
     tgt = prep.target
     if not tgt.has_cluster:
         raise UsageError(f"--on-cluster needs a target with a cluster; {tgt.name} has none (see `opsbook targets`, "
@@ -580,7 +587,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
     from opsbook.archive import open_archive
 
-    archive = open_archive(args.outputs)
+    archive = open_archive(args.outputs, create=False)  # a read verb never creates an archive
     entries = archive.history(runbook=args.runbook, status=args.status, since=_parse_since(args.since),
                               limit=args.limit or None)
     if args.json:
@@ -606,7 +613,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from opsbook.archive import open_archive
 
-    archive = open_archive(args.outputs)
+    archive = open_archive(args.outputs, create=False)  # a mistyped --outputs is exit 2, not "OK: 0 record(s)"
     report = archive.verify(expect_head=args.expect_head, deep=args.deep)
     con = _console()
     for info in getattr(report, "info", []) or []:
@@ -658,9 +665,12 @@ def _cmd_incident(args: argparse.Namespace) -> int:
 
     from opsbook import incident_bundle
     from opsbook.archive import open_archive
+    from opsbook.errors import UsageError
 
-    archive = open_archive(args.outputs)
+    archive = open_archive(args.outputs, create=False)
     runs = incident_bundle.incident_runs(archive, args.incident_id)
+    if not runs:  # say what is missing (a typo in the id, or the wrong archive), as `evidence` does
+        raise UsageError(f"no archived run has incident_id {args.incident_id!r} in {archive.root}")
     if args.json:
         for r in runs:
             m = r.manifest
@@ -679,7 +689,7 @@ def _cmd_incident(args: argparse.Namespace) -> int:
         table.add_row(r.started, r.run_id, r.runbook_id, str(m.get("mode") or ""), str(m.get("status") or ""),
                       str(m.get("operator") or ""), ", ".join((m.get("parameters") or {}).get("phases") or []))
     _console().print(table)
-    return EXIT_OK if runs else EXIT_FAILED
+    return EXIT_OK
 
 
 def _cmd_evidence(args: argparse.Namespace) -> int:
@@ -702,7 +712,7 @@ def _cmd_evidence(args: argparse.Namespace) -> int:
         raise UsageError("evidence INCIDENT_ID --out FILE.tar.gz, or evidence --verify FILE.tar.gz")
     from opsbook.archive import open_archive
 
-    info = incident_bundle.export(open_archive(args.outputs), args.incident_id, args.out)
+    info = incident_bundle.export(open_archive(args.outputs, create=False), args.incident_id, args.out)
     con.print(f"bundle of incident {info.incident_id}: {len(info.runs)} run(s), {info.files} file(s) -> {info.path}")
     con.print(f"ledger head of the bundle: {info.head}")
     return EXIT_OK

@@ -21,6 +21,9 @@ where there is one, is chained (``raise ... from exc``).
     │   ├── RecordNotUploaded      an S3 archive could not take the record: it is kept locally (`opsbook upload`)
     │   ├── ArchiveNotWritable     checked before a kernel starts: the archive cannot take a record
     │   │                          (read-only, no space for it); also a UsageError (CLI exit code 2)
+    │   ├── ArchiveNotFound        a read verb (verify, history, incident, evidence) names an archive
+    │   │                          folder that does not exist; also a UsageError (CLI exit code 2)
+    │   ├── BundleUnreadable       evidence --verify: no such file, or not a tar.gz; also a UsageError
     │   └── LedgerError            the ledger cannot be parsed or appended
     └── ClientError                a call through ``opsbook.clients`` failed
         ├── NotFound
@@ -147,6 +150,17 @@ class LedgerError(ArchiveError):
 class ArchiveNotWritable(ArchiveError, UsageError):
     """Before a kernel starts: the archive cannot take the run's record (a read-only or missing
     folder, a full disk, less free space than the record needs). Nothing was run; the CLI exits 2."""
+
+
+class ArchiveNotFound(ArchiveError, UsageError):
+    """A read verb (``verify``, ``history``, ``incident``, ``evidence``) names an archive folder that
+    does not exist. Read verbs never create an archive; the message names the path and where it came
+    from (--outputs, $OPSBOOK_OUTPUTS or the default). The CLI exits 2."""
+
+
+class BundleUnreadable(ArchiveError, UsageError):
+    """``evidence --verify FILE``: FILE does not exist, or is not a (gzip'd) tar archive. The CLI exits 2;
+    a bundle that opens but fails its checks is exit 1."""
 
 
 class ClientError(OpsbookError):

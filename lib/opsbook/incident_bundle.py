@@ -39,7 +39,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from opsbook.archive import GENESIS, MANIFEST_NAME, Archive, LedgerEntry, canonical_json
-from opsbook.errors import ArchiveError, UsageError
+from opsbook.errors import ArchiveError, BundleUnreadable, UsageError
 
 if TYPE_CHECKING:
     from opsbook.s3archive import S3Archive, S3Path
@@ -299,11 +299,25 @@ class BundleReport:
 
 
 def _read_bundle(path: Path, problems: list[str]) -> dict[str, bytes]:
+    """The bundle's files. A missing file or one that does not open as a tar archive is
+    ``BundleUnreadable`` (invalid input, CLI exit 2); one that opens and breaks off while its members
+    are read is a damaged bundle, ``ArchiveError`` (a verification failure, exit 1)."""
+    if not path.exists():
+        raise BundleUnreadable(f"no such bundle: {path}")
+    if not path.is_file():
+        raise BundleUnreadable(f"{path}: not a file (a bundle is the FILE.tar.gz `opsbook evidence` wrote)")
     try:
-        with tarfile.open(path, "r:*") as tar:
+        tar = tarfile.open(path, "r:*")  # noqa: SIM115 (closed below, once it is known to open)
+    except OSError as exc:
+        raise BundleUnreadable(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    except (tarfile.TarError, EOFError) as exc:
+        raise BundleUnreadable(f"{path}: not a tar.gz bundle (it does not open as a tar archive)") from exc
+    try:
+        with tar:
             return _read_members(tar, problems)
     except (OSError, tarfile.TarError, EOFError) as exc:
-        raise ArchiveError(f"{path}: not a readable (or a damaged) tar archive: {exc}") from exc
+        why = " ".join(str(exc).split()) or type(exc).__name__
+        raise ArchiveError(f"{path}: a damaged tar archive ({why})") from exc
 
 
 def _read_members(tar: tarfile.TarFile, problems: list[str]) -> dict[str, bytes]:

@@ -45,7 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opsbook import catalog, interactive, secrets
+from opsbook import catalog, interactive, parameters, secrets
 from opsbook.errors import OpsbookError, ParameterError, PreflightFailed, RunbookError, RunFailed
 from opsbook.ids import new_run_id, utcnow
 from opsbook.parameters import validate
@@ -480,6 +480,25 @@ def _gate(rb: catalog.Runbook, params: dict[str, Any], target: Target, operator:
     return checked, own, False
 
 
+#: the runbook ``start`` loaded last in this kernel (``path_base`` resolves its relative defaults)
+_STARTED: dict[str, catalog.Runbook] = {}
+
+
+def path_base(name: str, value: Any) -> Path:
+    """The folder a relative path in parameter ``name`` is taken from, in the kernel: the runbook's own
+    folder for the default as written in its parameters cell (``chart = "../charts/ml-platform"``,
+    whatever folder papermill or JupyterLab started the kernel in), else the working folder (a value a
+    caller gave; ``opsbook run`` has already made those absolute against the caller's folder)."""
+    rb = _STARTED.get("runbook")
+    p = rb.spec.params.get(name) if rb is not None else None
+    if rb is not None and p is not None and value == p.default:
+        return rb.path.resolve().parent
+    source = os.environ.get(ENV_SOURCE)
+    if p is None and source and value:  # no start() in this process: the runner's notebook
+        return Path(source).resolve().parent
+    return Path.cwd()
+
+
 def start(runbook_id: str, namespace: dict[str, Any]) -> Run:
     """Create the run context from the notebook's parameters (validated again here, so that a
     notebook run directly in JupyterLab gets the same checks as ``opsbook run``) and show the banner."""
@@ -490,6 +509,11 @@ def start(runbook_id: str, namespace: dict[str, Any]) -> Run:
                            f"({source}): a runbook's setup cell names its own id")
     rb = catalog.load(Path(source)) if headless else catalog.get(runbook_id)
     given = {p.name: namespace[p.name] for p in rb.spec if p.name in namespace}
+    # a name assigned next to the parameters (`namespace_typo = 3` in the parameters cell, or papermill's
+    # injected cell) that is not one of them: validate() refuses it as an unknown parameter
+    given.update({n: namespace[n] for n in parameters.assigned_with_parameters(rb.spec, namespace.get("In"))
+                  if n not in rb.spec and n in namespace})
+    _STARTED["runbook"] = rb
     if not headless and (ip := interactive.shell()) is not None:
         interactive.install(ip)  # before validation, so that a ParameterError is shown readably
     try:
@@ -499,6 +523,15 @@ def start(runbook_id: str, namespace: dict[str, Any]) -> Run:
             _display("<pre>" + html.escape(str(exc)) + "</pre>", str(exc))
         raise
     target = get_target(params.get("target", "local"))
+    # [required...] markers are checked by `opsbook run` before the kernel only: a walkthrough (or nbmake)
+    # of a runbook with its defaults still runs, and shows its placeholders as placeholders
+    try:  # [path...] parameters exist (opsbook run checked them before the kernel)
+        if not headless:
+            parameters.check_paths(rb.spec, params, path_base)
+    except ParameterError as exc:
+        if headless or interactive.shell() is None:
+            _display("<pre>" + html.escape(str(exc)) + "</pre>", str(exc))
+        raise
     run_id = os.environ.get(ENV_RUN_ID) if headless else None
     operator = os.environ.get(ENV_OPERATOR) or getpass.getuser()
     approval, run_id, headless = _gate(rb, params, target, operator, headless=headless, run_id=run_id)

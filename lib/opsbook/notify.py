@@ -34,7 +34,7 @@ from opsbook import secrets
 from opsbook.clients.webhook import Delivery, check_url, masked
 from opsbook.errors import Invalid, SecretError, UsageError
 
-__all__ = ["ENV_NOTIFY", "FORMATS", "SCHEMA", "NotifyTarget", "Sent", "check_counts", "deliver",
+__all__ = ["ENV_NOTIFY", "FORMATS", "SCHEMA", "NotifyTarget", "Sent", "check_available", "check_counts", "deliver",
            "failed_checks", "failing_step", "generic_payload", "parse_target", "slack_payload", "targets"]
 
 SCHEMA = "opsbook.notification/v1"
@@ -101,14 +101,39 @@ def parse_target(text: str) -> NotifyTarget:
 
 def targets(cli: Iterable[str] | None, env: Mapping[str, str] | None = None) -> list[NotifyTarget]:
     """The destinations: ``--notify`` values if any were given, else ``$OPSBOOK_NOTIFY`` (whitespace
-    separated). Raises UsageError for any that does not parse."""
+    separated). Raises UsageError for any that does not parse, or whose reference cannot be resolved
+    (``env:NAME`` unset or empty in ``env``, default the environment; ``file:PATH`` not a readable
+    file): refused before the run, not found out when it ends."""
+    environ = env if env is not None else os.environ
     values = list(cli or [])
     if not values:
         try:
-            values = shlex.split((env if env is not None else os.environ).get(ENV_NOTIFY, ""))
+            values = shlex.split(environ.get(ENV_NOTIFY, ""))
         except ValueError as exc:  # an unbalanced quote
             raise UsageError(f"{ENV_NOTIFY}: {exc}; expected destinations separated by spaces") from None
-    return [parse_target(v) for v in values if v.strip()]
+    out = [parse_target(v) for v in values if v.strip()]
+    for t in out:
+        check_available(t, environ)
+    return out
+
+
+def check_available(t: NotifyTarget, env: Mapping[str, str] | None = None) -> None:
+    """UsageError (one line, naming the reference, never a value) if ``t``'s reference cannot give a URL
+    now: an unset or empty environment variable, a file that does not exist or is not a readable file.
+    The URL itself is read only when the notification is sent."""
+    where = f"--notify {t}"
+    if t.dest.startswith("env:"):
+        name = t.dest[4:]
+        if not (env if env is not None else os.environ).get(name, "").strip():
+            raise UsageError(f"{where}: environment variable {name} is not set (or empty); set it or drop "
+                             "this --notify")
+    elif t.dest.startswith("file:"):
+        path = os.path.expanduser(t.dest[5:])
+        if not os.path.isfile(path):
+            what = "is not a file" if os.path.exists(path) else "does not exist"
+            raise UsageError(f"{where}: {os.path.abspath(path)} {what}")
+        if not os.access(path, os.R_OK):
+            raise UsageError(f"{where}: {os.path.abspath(path)} is not readable")
 
 
 # -- facts about a finished run, read from its manifest (shared with opsbook.cireport) -----------------

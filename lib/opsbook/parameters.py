@@ -13,11 +13,27 @@ Types: ``str``, ``int``, ``float``, ``bool``, ``list``, ``dict``. Markers at the
 * ``[k8s-name]``        a DNS-1123 label (implied for ``namespace`` and ``*_namespace``)
 * ``[secret]``          a secret reference (``env:``, ``file:``, ``k8s:``), never a value; may be empty
 * ``[min: N]`` / ``[max: N]``  numeric bounds
+* ``[path]``, ``[path: file]``, ``[path: dir]``  a local path (empty: not given) that must exist (as a
+  file, a folder); see "Paths" below
+* ``[path-or-yaml]``    inline YAML, or the path of a YAML file: a path when it is one line, does not
+  start with ``{`` and ends in ``.yaml``/``.yml`` or names an existing file
+* ``[path-or-name]``    a path (``/x``, ``./x``, ``../x``, ``~/x``, ``x.tgz`` or an existing folder) or a
+  name looked up elsewhere (a chart in a repository): checked only when it is a path
+* ``[required]``        must not be empty
+* ``[required-unless: NAME, target.FIELD]``  must not be empty unless one of these is: another
+  parameter, or a field of the run's target (``opsbook.targets.Target``)
 
 Validation refuses, before a kernel starts: unknown names (with a suggestion), values that do not
 parse as the declared type, values outside the choices or bounds, invalid Kubernetes names, and
 literal secret values. Each problem names the parameter, the value (masked when it may be secret)
 and what was expected.
+
+Paths (``resolve_paths``): a relative path a caller gives is taken from the caller's working folder
+(where ``opsbook run`` was started); a relative default, as written in the parameters cell, from the
+notebook's own folder (``chart = "../charts/ml-platform"``). Both are made absolute, and a missing
+path is refused, before a kernel starts. In a kernel without the runner (papermill, JupyterLab)
+``opsbook.start`` does the same, with the kernel's working folder for values that differ from the
+default.
 """
 
 from __future__ import annotations
@@ -25,9 +41,12 @@ from __future__ import annotations
 import ast
 import difflib
 import io
+import os
 import re
 import tokenize
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from opsbook.errors import ParameterError, Problem, RunbookError
@@ -35,7 +54,9 @@ from opsbook.secrets import SECRETISH_NAME, looks_secret, mask, parse_ref
 
 TYPES = ("str", "int", "float", "bool", "list", "dict")
 DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_MARKER = re.compile(r"\[(?P<key>choices|k8s-name|secret|min|max)(?::\s*(?P<arg>[^\]]*))?\]\s*")
+_MARKER = re.compile(r"\[(?P<key>choices|k8s-name|secret|min|max|path-or-yaml|path-or-name|path|required-unless|"
+                     r"required)(?::\s*(?P<arg>[^\]]*))?\]\s*")
+PATH_KINDS = ("any", "file", "dir", "yaml", "name")  # [path], [path: file], [path: dir], [path-or-yaml], [path-or-name]
 MODES = ("plan", "apply")
 
 
@@ -50,6 +71,9 @@ class ParamSpec:
     secret: bool = False
     minimum: float | None = None
     maximum: float | None = None
+    path: str | None = None  # one of PATH_KINDS: the value (when not empty) is a local path
+    required: bool = False
+    required_unless: tuple[str, ...] = ()  # other parameters, or target.FIELD, any of which stands in
 
     @property
     def masked(self) -> bool:
@@ -62,6 +86,16 @@ class ParamSpec:
             return "a secret reference (env:NAME, file:PATH or k8s:NAMESPACE/SECRET/KEY)"
         if self.k8s_name:
             return "a Kubernetes name (DNS-1123 label: lowercase letters, digits and '-', at most 63)"
+        if self.path:
+            return {"any": "the path of an existing file or folder", "file": "the path of an existing file",
+                    "dir": "the path of an existing folder",
+                    "yaml": "inline YAML, or the path of an existing YAML file",
+                    "name": "a name, or the path of an existing folder or .tgz"}[self.path]
+        if self.required:
+            return "a string, not empty"
+        if self.required_unless:
+            alts = ", ".join(f"the target's {a[7:]}" if a.startswith("target.") else a for a in self.required_unless)
+            return f"a string; required unless one of {alts} is set"
         bounds = ""
         if self.minimum is not None:
             bounds += f" >= {self.minimum:g}"
@@ -137,7 +171,13 @@ def parse_parameters_cell(source: str, *, where: str = "parameters cell") -> Par
             secret="secret" in markers,
             minimum=float(markers["min"]) if "min" in markers else None,
             maximum=float(markers["max"]) if "max" in markers else None,
+            path=_path_kind(markers, where=f"{where}, line {node.lineno}"),
+            required="required" in markers,
+            required_unless=tuple(x.strip() for x in markers.get("required-unless", "").split(",") if x.strip()),
         )
+        if (p.path or p.required or p.required_unless) and type_name != "str":
+            raise RunbookError(f"{where}, line {node.lineno}: {name!r}: [path...] and [required...] markers "
+                               "apply to str parameters")
         if name in spec.params:
             raise RunbookError(f"{where}: parameter {name!r} is declared twice")
         spec.params[name] = p
@@ -288,3 +328,157 @@ def load_params_file(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UsageError(f"parameters file {path}: expected a mapping of name: value, got {type(data).__name__}")
     return {str(k): v for k, v in data.items()}
+
+
+def _path_kind(markers: dict[str, str], *, where: str) -> str | None:
+    if "path-or-yaml" in markers:
+        return "yaml"
+    if "path-or-name" in markers:
+        return "name"
+    if "path" not in markers:
+        return None
+    kind = markers["path"] or "any"
+    if kind not in ("any", "file", "dir"):
+        raise RunbookError(f"{where}: [path: {kind}]: expected [path], [path: file] or [path: dir]")
+    return kind
+
+
+def path_of(p: ParamSpec, value: Any, base: Path) -> Path | None:
+    """The absolute path a ``[path...]`` parameter's value names, taken from ``base`` when relative; None
+    when the value is empty, or is inline YAML (``[path-or-yaml]``) or a name (``[path-or-name]``)."""
+    if not p.path or not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    if p.path == "yaml" and ("\n" in text or text.startswith("{")):
+        return None
+    candidate = base / Path(text).expanduser()
+    try:
+        if p.path == "yaml" and candidate.suffix not in (".yaml", ".yml") and not candidate.is_file():
+            return None  # a one-line mapping such as `a: 1`
+        if p.path == "name" and not (text.startswith(("/", "./", "../", "~")) or text.endswith(".tgz")
+                                     or candidate.is_dir()):
+            return None  # a chart name in the repository
+    except OSError:  # a value longer than a file name may be
+        return None
+    return Path(os.path.normpath(candidate))
+
+
+def _path_problem(p: ParamSpec, value: Any, path: Path, base_note: str) -> Problem | None:
+    try:
+        ok = {"file": path.is_file, "yaml": path.is_file, "dir": path.is_dir}.get(p.path or "", path.exists)()
+    except OSError:
+        ok = False
+    if ok:
+        return None
+    what = "does not exist" if not path.exists() else "is not a file" if p.path in ("file", "yaml") else \
+        "is not a folder"
+    return Problem(p.name, _show(p, p.name, value), f"expected {p.describe()}: {path} {what}{base_note}")
+
+
+def resolve_path(p: ParamSpec, value: Any, *, mine: bool, cwd: Path, notebook_dir: Path) -> tuple[Any, Problem | None]:
+    """Before a kernel starts, one ``[path...]`` parameter: what it names must exist. A value the caller
+    gave (``mine``) is taken from ``cwd`` (the caller's working folder) and returned absolute, so that
+    the kernel (whose working folder is the notebook's) and the record see which file; a default, as
+    written in the parameters cell, from ``notebook_dir`` and returned as written (the kernel resolves
+    it the same way, ``opsbook.notebook.path_base``; records and approvals compare it as written).
+    Returns (the value to use, the problem or None)."""
+    mine = mine and value != p.default
+    path = path_of(p, value, cwd if mine else notebook_dir)
+    if path is None:
+        return value, None
+    note = "" if os.path.isabs(os.path.expanduser(str(value).strip())) else (
+        f" (a relative path is taken from the folder opsbook runs in, {cwd})" if mine else
+        f" (the default, relative to the runbook's folder {notebook_dir})")
+    problem = _path_problem(p, value, path, note)
+    return (str(path) if mine and problem is None else value), problem
+
+
+def refuse(problems: list[Problem]) -> None:
+    """Raise ParameterError listing ``problems``, if there are any."""
+    if problems:
+        raise ParameterError(problems)
+
+
+def resolve_paths(spec: ParameterSpec, params: dict[str, Any], *, given: Iterable[str], cwd: Path,
+                  notebook_dir: Path) -> dict[str, Any]:
+    """``resolve_path`` for every parameter; raises ParameterError listing every missing path."""
+    given = set(given)
+    out, problems = dict(params), []
+    for p in spec:
+        out[p.name], problem = resolve_path(p, params.get(p.name), mine=p.name in given, cwd=cwd,
+                                            notebook_dir=notebook_dir)
+        problems += [problem] if problem else []
+    if problems:
+        raise ParameterError(problems)
+    return out
+
+
+def check_paths(spec: ParameterSpec, params: dict[str, Any], base_for: Callable[[str, Any], Path]) -> None:
+    """In a kernel: every ``[path...]`` parameter names something that exists, relative paths taken
+    from ``base_for(name, value)`` (``opsbook.notebook.path_base``). Raises ParameterError."""
+    problems = []
+    for p in spec:
+        value = params.get(p.name)
+        path = path_of(p, value, base_for(p.name, value)) if p.path else None
+        if path is not None and (problem := _path_problem(p, value, path, "")):
+            problems.append(problem)
+    if problems:
+        raise ParameterError(problems)
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def check_required(spec: ParameterSpec, params: dict[str, Any], target: Any) -> None:
+    """``[required]`` parameters are not empty; a ``[required-unless: A, target.F]`` one is not empty
+    unless parameter A or the target's field F is set. ``target`` is the run's target, or a callable
+    returning it (looked up only when needed). Raises ParameterError, before a kernel starts."""
+    problems: list[Problem] = []
+    for p in spec:
+        if not (p.required or p.required_unless) or not _empty(params.get(p.name)):
+            continue
+        if p.required_unless:
+            tgt = target() if callable(target) else target
+            if any(not _empty(getattr(tgt, alt[7:], None) if alt.startswith("target.") else params.get(alt))
+                   for alt in p.required_unless):
+                continue
+            alts = " nor ".join(f"the target's {a[7:]}" if a.startswith("target.") else a for a in p.required_unless)
+            why = f"required when neither {alts} is set" if len(p.required_unless) > 1 else (
+                f"required when {alts} is not set")
+        else:
+            why = "required"
+        problems.append(Problem(p.name, _show(p, p.name, params.get(p.name)), why))
+    if problems:
+        raise ParameterError(problems)
+
+
+def assigned_with_parameters(spec: ParameterSpec, history: Any) -> list[str]:
+    """The names assigned in the cells the kernel ran alongside the parameters since the last
+    ``opsbook.start`` (IPython's input history ``In``, a list of cell sources; the last is the cell
+    running now): cells of nothing but ``name = value`` / ``name: type = value`` lines, at least one of
+    which sets a declared parameter (the parameters cell as edited, papermill's injected cell). A name
+    there that is not a parameter is a typo (``namespace_typo = 3``) or an unsupported one. Empty
+    without a history (plain Python)."""
+    if not isinstance(history, list) or len(history) < 2:
+        return []
+    cells = [c for c in history[:-1] if isinstance(c, str)]
+    last_start = max((i for i, c in enumerate(cells) if "opsbook.start(" in c), default=-1)
+    names: list[str] = []
+    for src in cells[last_start + 1:]:
+        try:
+            tree = ast.parse(src)
+        except SyntaxError:
+            continue
+        assigned = []
+        for node in tree.body:
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                assigned.append(node.target.id)
+            elif isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) for t in node.targets):
+                assigned.extend(t.id for t in node.targets if isinstance(t, ast.Name))
+            else:
+                assigned = []
+                break
+        if any(n in spec for n in assigned):
+            names.extend(n for n in assigned if n not in names)
+    return names

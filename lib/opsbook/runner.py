@@ -41,7 +41,7 @@ from opsbook.notebook import (
     ENV_RUN_ID,
     ENV_SOURCE,
 )
-from opsbook.parameters import validate
+from opsbook.parameters import check_required, refuse, resolve_path, validate
 from opsbook.targets import Target
 from opsbook.targets import get as get_target
 
@@ -198,8 +198,9 @@ class Prepared:
 def prepare(runbook_id: str, given: dict[str, Any], *, text_values: set[str] | None = None,
             mode: str | None = None, target: str | None = None, approve: str | None = None,
             archive: Archive | S3Archive | None = None, notebooks: Path | None = None,
-            operator: str | None = None) -> Prepared:
-    """Everything that is checked before a kernel starts. Raises UsageError subclasses."""
+            operator: str | None = None, check_paths: bool = True) -> Prepared:
+    """Everything that is checked before a kernel starts. Raises UsageError subclasses. ``check_paths=False``
+    (``--on-cluster``: the files are the pod's) leaves ``[path...]`` parameters as given."""
     rb = catalog.get(runbook_id, notebooks)
     given = dict(given)
     text_values = set(text_values or ())
@@ -209,12 +210,24 @@ def prepare(runbook_id: str, given: dict[str, Any], *, text_values: set[str] | N
     if target is not None:
         given["target"] = target
         text_values.discard("target")
+    if approve:  # apply what was planned: the plan's parameters, where this apply is not given them
+        declared = {p.name for p in rb.spec}
+        for name, value in gate.plan_parameters(archive or open_archive(), approve).items():
+            if name in declared:
+                given.setdefault(name, value)
     params = validate(rb.spec, given, text_values=text_values)
+    path_problems = []
     for p in rb.spec:  # a relative file: reference is relative to the folder opsbook was started in, not the
         ref = params.get(p.name)  # kernel's (notebooks/): made absolute here, so the record shows which file
         if p.secret and isinstance(ref, str) and ref.startswith("file:") and not ref[5:].startswith("~"):
             if not os.path.isabs(ref[5:]):
                 params[p.name] = "file:" + os.path.abspath(ref[5:])
+        if p.path and check_paths:  # [path...]: the same for path parameters, and a missing one is refused here
+            params[p.name], problem = resolve_path(p, ref, mine=p.name in given, cwd=Path.cwd(),
+                                                   notebook_dir=rb.path.resolve().parent)
+            path_problems += [problem] if problem else []
+    refuse(path_problems)
+    check_required(rb.spec, params, lambda: get_target(params.get("target", "local")))  # [required...]
     tgt = get_target(params.get("target", "local"))
     approval = None
     if approve and params.get("mode") != "apply":
@@ -489,7 +502,8 @@ def _minimal_record(prep: Prepared, *, archive: Archive | S3Archive, run_id: str
         error = "(the error text is left out: the redactor could not be built)"
     manifest: dict[str, Any] = {
         "run_id": run_id, "runbook_id": prep.runbook.id, "runbook_version": prep.runbook.version,
-        "source_sha256": prep.runbook.sha256, "parameters": prep.params, "mode": prep.params.get("mode", "plan"),
+        "source_sha256": prep.runbook.sha256, "source_content_sha256": prep.runbook.content_sha256,
+        "parameters": prep.params, "mode": prep.params.get("mode", "plan"),
         "target": prep.target.name, "operator": operator, "host": socket.gethostname(), "started": started,
         "ended": utcnow(), "status": "failed" if status == "succeeded" else status,
         "error": (error or "") + f" [record incomplete: {type(finalize_error).__name__}: {finalize_error}; "

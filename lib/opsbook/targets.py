@@ -23,7 +23,9 @@ store under ``.opsbook/mlflow`` and recorded metrics files. A production target 
 
 from __future__ import annotations
 
+import difflib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -79,27 +81,85 @@ def _files() -> list[Path]:
     return files
 
 
-def load_all() -> dict[str, Target]:
+@dataclass(frozen=True)
+class BrokenTarget:
+    """A target (or, with ``name`` None, a whole targets file) that cannot be used, and why, in one line."""
+
+    name: str | None
+    source: str
+    reason: str
+
+
+def _field_errors(exc: ValidationError) -> str:
+    """Pydantic's errors as one line of ours: the field, what is wrong and, for an unknown field, the
+    nearest known one. Never pydantic's text (several lines and a URL)."""
+    known = [f for f in Target.model_fields if f not in ("name", "source")]
+    out = []
+    for err in exc.errors(include_url=False):
+        field = ".".join(str(x) for x in err.get("loc", ())) or "?"
+        if err.get("type") == "extra_forbidden":
+            close = difflib.get_close_matches(field, known, n=1, cutoff=0.6)
+            out.append(f"unknown field {field!r}" + (f" (did you mean {close[0]!r}?)" if close else
+                                                    f" (known: {', '.join(known)})"))
+            continue
+        got = repr(err.get("input"))
+        got = got if len(got) <= 60 else got[:57] + "..."
+        msg = " ".join(str(err.get("msg", "invalid")).split())
+        out.append(f"field {field!r}: {msg[:1].lower() + msg[1:]} (got {got})")
+    return "; ".join(out) or "invalid"
+
+
+def scan() -> tuple[dict[str, Target], list[BrokenTarget]]:
+    """Every target that can be used, and every one that cannot (with its one-line reason). A broken
+    target breaks only the runs that use it (``get``); a targets file that does not parse at all breaks
+    every target it could define (all but ``local``)."""
     from opsbook import safeyaml
 
     targets = {"local": LOCAL}
+    broken: list[BrokenTarget] = []
     for f in _files():
         if not f.is_file():
             continue
         try:  # within opsbook.safeyaml's size, nesting and alias limits
             data = safeyaml.load_file(str(f), where=f"targets file {f}") or {}
         except safeyaml.YamlInputError as exc:
-            raise TargetError(str(exc)) from None
+            broken.append(BrokenTarget(None, str(f), " ".join(str(exc).split())))
+            continue
         if not isinstance(data, dict):
-            raise TargetError(f"targets file {f}: expected a mapping of target name to settings")
+            broken.append(BrokenTarget(None, str(f), f"targets file {f}: expected a mapping of target name to settings"))
+            continue
         for name, fields in data.items():
+            name = str(name)
+            where = f"targets file {f}: target {name!r}"
             if name == "local":
-                raise TargetError(f"targets file {f}: 'local' is built in and cannot be redefined")
+                broken.append(BrokenTarget(name, str(f), f"targets file {f}: 'local' is built in and cannot be "
+                                                         "redefined"))
+                continue
+            if fields is not None and not isinstance(fields, dict):
+                broken.append(BrokenTarget(name, str(f), f"{where}: expected a mapping of field: value, got "
+                                                         f"{type(fields).__name__}"))
+                continue
             try:
-                tgt = Target(name=str(name), source=str(f), **(fields or {}))
-            except (ValidationError, TypeError) as exc:
-                raise TargetError(f"targets file {f}: target {name!r}: {exc}") from None
-            targets[str(name)] = _keep_guards(targets.get(str(name)), tgt)
+                tgt = Target(name=name, source=str(f), **(fields or {}))
+            except ValidationError as exc:
+                broken.append(BrokenTarget(name, str(f), f"{where}: {_field_errors(exc)}"))
+                continue
+            except TypeError as exc:  # e.g. a field name that is not a string
+                broken.append(BrokenTarget(name, str(f), f"{where}: {' '.join(str(exc).split())}"))
+                continue
+            targets[name] = _keep_guards(targets.get(name), tgt)
+    for b in broken:  # a broken definition (shared or personal) is never replaced by the other file's
+        if b.name is not None:
+            targets.pop(b.name, None)
+    return targets, broken
+
+
+def load_all() -> dict[str, Target]:
+    """Every target; raises TargetError (one line) for the first that cannot be used. ``scan`` keeps
+    going past broken ones."""
+    targets, broken = scan()
+    if broken:
+        raise TargetError(broken[0].reason)
     return targets
 
 
@@ -115,7 +175,15 @@ def _keep_guards(shared: Target | None, personal: Target) -> Target:
 
 
 def get(name: str) -> Target:
-    targets = load_all()
+    """The target ``name``. Only its own definition can refuse it: a typo in another target (or
+    another file) does not break this one."""
+    targets, broken = scan()
+    mine = [b for b in broken if b.name == name]
+    if mine:
+        raise TargetError(mine[0].reason)
     if name not in targets:
+        unreadable = [b for b in broken if b.name is None]
+        if unreadable:  # it may be defined in a file that does not parse
+            raise TargetError(unreadable[0].reason)
         raise TargetError(f"unknown target {name!r} (known: {', '.join(sorted(targets))}; see `opsbook targets`)")
     return targets[name]

@@ -374,3 +374,46 @@ def test_an_approval_hashes_only_the_plans_files_but_the_whole_ledger(tmp_path):
     mine.chmod(0o644)
     mine.write_text("tampered")
     assert {p.record for p in a.verify(only="plan-a", signers=None).problems} == {"plan-a"}
+
+
+# --- apply what was planned (issue 16, section 3) ---------------------------------------------------
+
+def test_an_apply_takes_the_plans_parameters_and_shows_both_values_when_they_differ(cli, outputs, planned):
+    r = cli("run", "highrisk", "--quiet", "--mode", "apply", "--approve", planned, "-p", "replicas", "5")
+    assert r.returncode == 2 and "replicas: plan 4, apply 5" in r.stderr
+    r = cli("run", "highrisk", "--quiet", "--mode", "apply", "--approve", planned)  # no -p: the plan's
+    assert r.returncode == 0, r.stderr
+    (rec,) = [p for p in (outputs / "highrisk").iterdir()
+              if json.loads((p / "manifest.json").read_text())["mode"] == "apply"]
+    assert json.loads((rec / "manifest.json").read_text())["parameters"]["replicas"] == 4
+
+
+def test_saving_a_runbook_unchanged_keeps_its_plans_valid_an_edit_does_not(cli, outputs, tmp_path):
+    d = tmp_path / "nb"
+    _low_risk_copy(FIXTURE_NOTEBOOKS / "highrisk.ipynb", d, "walk.ipynb")
+    path = d / "walk.ipynb"
+    r = cli("run", "walk", "--quiet", notebooks=d)
+    assert r.returncode == 0, r.stderr
+    plan_id = next(e["run_id"] for e in entries(outputs) if e["mode"] == "plan")
+    # what JupyterLab's Ctrl-S does to an unedited notebook: kernelspec display name, language_info,
+    # cell ids, key order and indentation change; the cells and the opsbook metadata do not
+    nb = json.loads(path.read_text())
+    nb["metadata"]["kernelspec"]["display_name"] = "Python 3 (ipykernel)"
+    nb["metadata"]["language_info"] = {"name": "python", "version": "3.11.2", "mimetype": "text/x-python"}
+    for i, c in enumerate(nb["cells"]):
+        c["id"] = f"saved-{i}"
+        c["source"] = c["source"].splitlines(keepends=True)  # as a list of lines, as Jupyter writes it
+    path.write_text(json.dumps(nb, indent=1, sort_keys=True))
+    before = catalog.get("walk", d)
+    assert before.sha256 != json.loads(next((outputs / "walk").iterdir()).joinpath("manifest.json").read_text())[
+        "source_sha256"]  # the bytes changed...
+    # (a low-risk copy outside the catalogue is high-risk: its apply needs the plan)
+    r = cli("run", "walk", "--quiet", "--mode", "apply", "--approve", plan_id, notebooks=d)
+    assert r.returncode == 0, r.stderr  # ...what the run executes did not
+    # an edited cell invalidates the next plan's approval
+    r = cli("run", "walk", "--quiet", notebooks=d)
+    plan2 = [e["run_id"] for e in entries(outputs) if e["mode"] == "plan"][-1]
+    nb["cells"][-2]["source"] = ['run.check("Replicas positive", replicas > 1)']
+    path.write_text(json.dumps(nb, indent=1))
+    r = cli("run", "walk", "--quiet", "--mode", "apply", "--approve", plan2, notebooks=d)
+    assert r.returncode == 2 and "its cells or opsbook metadata differ" in r.stderr

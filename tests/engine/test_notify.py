@@ -301,12 +301,15 @@ def test_parse_target_refuses_with_the_url_masked(text, needle):
 
 
 def test_targets_from_cli_or_env():
-    env = {"OPSBOOK_NOTIFY": "slack:env:A  generic:env:B\n"}
+    env = {"OPSBOOK_NOTIFY": "slack:env:A  generic:env:B\n", "A": "https://a.example", "B": "https://b.example",
+           "C": "https://c.example"}
     assert [str(t) for t in notify.targets(None, env)] == ["slack:env:A", "generic:env:B"]
     assert [str(t) for t in notify.targets(["env:C"], env)] == ["generic:env:C"]  # --notify wins
     assert notify.targets(None, {}) == []
     with pytest.raises(UsageError, match="OPSBOOK_NOTIFY: No closing quotation"):
         notify.targets(None, {"OPSBOOK_NOTIFY": "'env:A"})
+    with pytest.raises(UsageError, match="environment variable D is not set"):  # refused before the run
+        notify.targets(["env:D"], env)
     shown = str(notify.parse_target(f"https://hooks.example.com/{TOKEN}"))
     assert shown == "generic:https://hooks.example.com/…"
 

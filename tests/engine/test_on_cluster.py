@@ -132,7 +132,8 @@ def test_job_rbac_and_logs_followed_to_success(oc, kube):
 
 
 def test_dry_run_shows_everything_and_creates_nothing(oc, kube):
-    r = oc("deploy-new-model", "-p", "namespace", kube.namespace, "--dry-run", "--run-id", new_run_id())
+    r = oc("deploy-new-model", "-p", "namespace", kube.namespace, "-p", "version", "2", "--dry-run",
+           "--run-id", new_run_id())
     assert r.returncode == 0, r.stderr
     docs = [d for d in yaml.safe_load_all(r.stdout) if d]
     assert [d["kind"] for d in docs] == ["ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Job"]
@@ -146,7 +147,7 @@ def test_dry_run_shows_everything_and_creates_nothing(oc, kube):
 @requires_test_server
 def test_a_failing_pod_exits_1_with_the_reason(oc, kube):
     run_id = new_run_id()
-    r = oc("deploy-new-model", "-p", "namespace", kube.namespace, "--run-id", run_id,
+    r = oc("deploy-new-model", "-p", "namespace", kube.namespace, "-p", "version", "2", "--run-id", run_id,
            "--pod-annotation", "opsbook.test/exit-code=1")
     assert r.returncode == 1, r.stdout + r.stderr
     assert f"failed run {run_id}" in r.stdout
@@ -161,7 +162,7 @@ def test_a_failing_pod_exits_1_with_the_reason(oc, kube):
 def test_an_image_that_cannot_be_pulled_is_reported_not_waited_for(oc, kube):
     run_id = new_run_id()
     t0 = time.monotonic()
-    r = oc("deploy-new-model", "-p", "namespace", kube.namespace, "--run-id", run_id,
+    r = oc("deploy-new-model", "-p", "namespace", kube.namespace, "-p", "version", "2", "--run-id", run_id,
            "--image", "registry.invalid/opsbook:nope", "--job-timeout", "600")
     assert r.returncode == 1, r.stdout + r.stderr
     assert time.monotonic() - t0 < 60  # far below --job-timeout
@@ -172,7 +173,8 @@ def test_an_image_that_cannot_be_pulled_is_reported_not_waited_for(oc, kube):
 @requires_test_server
 def test_job_timeout_deletes_the_job(oc, kube):
     run_id = new_run_id()
-    r = oc("deploy-new-model", "-p", "namespace", kube.namespace, "--run-id", run_id, "--job-timeout", "1",
+    r = oc("deploy-new-model", "-p", "namespace", kube.namespace, "-p", "version", "2", "--run-id", run_id,
+           "--job-timeout", "1",
            "--pod-annotation", "opsbook.test/run-seconds=120")
     assert r.returncode == 1, r.stdout + r.stderr
     assert "Timeout" in r.stdout and "--job-timeout 1 s" in r.stdout and "the Job was deleted" in r.stdout
@@ -199,7 +201,7 @@ def test_refused_before_anything_is_created(oc, kube, tmp_path, args, needle):
 
 def test_without_an_s3_archive_it_is_refused_in_one_line(oc, kube):
     for outputs in (None, "outputs/"):
-        r = oc("deploy-new-model", "-p", "namespace", kube.namespace, outputs=outputs)
+        r = oc("deploy-new-model", "-p", "namespace", kube.namespace, "-p", "version", "2", outputs=outputs)
         assert r.returncode == 2
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and "--on-cluster needs an S3 archive" in lines[0], r.stderr
@@ -211,7 +213,7 @@ def test_without_an_s3_archive_it_is_refused_in_one_line(oc, kube):
 @requires_test_server
 def test_ctrl_c_without_a_terminal_leaves_the_job_and_says_how_to_follow_it(oc, kube):
     run_id = new_run_id()
-    proc = oc.start("deploy-new-model", "-p", "namespace", kube.namespace, "--run-id", run_id,
+    proc = oc.start("deploy-new-model", "-p", "namespace", kube.namespace, "-p", "version", "2", "--run-id", run_id,
                     "--pod-annotation", "opsbook.test/run-seconds=60")
     try:
         pod_of(kube, run_id)

@@ -392,7 +392,7 @@ def test_notebook_plans_on_local_then_incident_and_evidence_bundle_via_the_cli(o
     listing = _cli("incident", "INC-99", "--json", "--outputs", out, cwd=tmp_path)
     assert listing.returncode == 0, listing.stderr
     assert [json.loads(x)["run_id"] for x in listing.stdout.splitlines()] == [m["run_id"]]
-    assert _cli("incident", "INC-404", "--outputs", out, cwd=tmp_path).returncode == 1
+    assert _cli("incident", "INC-404", "--outputs", out, cwd=tmp_path).returncode == 2  # no run of it
 
     bundle = tmp_path / "INC-99.tar.gz"
     exp = _cli("evidence", "INC-99", "--out", str(bundle), "--outputs", out, cwd=tmp_path)

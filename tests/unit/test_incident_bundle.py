@@ -195,7 +195,7 @@ def test_cli_verbs_delegate_and_exit_codes(archive, tmp_path, capsys):
     assert main(["incident", "INC-1", "--json", "--outputs", root]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [x["run_id"] for x in lines] == ["20260102T080000Z-aaaaaa", "20260102T100000Z-bbbbbb"]
-    assert main(["incident", "INC-9", "--outputs", root]) == 1
+    assert main(["incident", "INC-9", "--outputs", root]) == 2  # no run of it: say so (exit 2)
     out = tmp_path / "c.tar.gz"
     assert main(["evidence", "INC-1", "--out", str(out), "--outputs", root]) == 0
     assert main(["evidence", "--verify", str(out)]) == 0

@@ -17,7 +17,6 @@ Tests build a :class:`Deployment` directly with their own clients (``Helm``, ``K
 from __future__ import annotations
 
 import difflib
-import os
 import re
 import tempfile
 from collections.abc import Mapping
@@ -114,14 +113,14 @@ def is_chart_path(chart: str) -> bool:
 
 
 def resolve_chart_path(chart: str, *, base: Path | None = None) -> str:
-    """A relative chart path is taken from the current directory (the notebook's folder under
-    ``opsbook run``), else from ``base``."""
+    """A relative chart path is taken from ``base`` (``opsbook.notebook.path_base``: the runbook's
+    folder for the default as written, else the working folder), or the current directory without one."""
     if not is_chart_path(chart):
         return chart
     p = Path(chart).expanduser()
-    if p.is_absolute() or p.exists() or base is None:
+    if p.is_absolute() or base is None:
         return str(p)
-    return str((base / p).resolve()) if (base / p).exists() else str(p)
+    return str((base / p).resolve())
 
 
 # -- connect --------------------------------------------------------------------------------------
@@ -134,9 +133,12 @@ def connect(target: Any, params: Mapping[str, Any], *, mode: str | None = None) 
 
     context = params.get("kube_context") or target.kube_context
     kubeconfig = target.kubeconfig
-    source = os.environ.get("OPSBOOK_SOURCE")
-    chart = resolve_chart_path(str(params.get("chart") or "ml-platform"),
-                               base=Path(source).parent if source else None)
+    from opsbook.notebook import path_base
+
+    # the default "../charts/ml-platform" is relative to notebooks/, whatever folder the kernel runs in
+    # (papermill started from the project root); a path the caller gave, to the caller's folder
+    chart_param = str(params.get("chart") or "ml-platform")
+    chart = resolve_chart_path(chart_param, base=path_base("chart", chart_param))
     helm = Helm(kubeconfig=kubeconfig, kube_context=context, namespace=params["namespace"])
     kube: Any = None
     error, server = "", ""
