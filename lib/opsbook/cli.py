@@ -586,6 +586,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from opsbook.archive import open_archive
+    from opsbook.display import safe_text
 
     archive = open_archive(args.outputs, create=False)  # a read verb never creates an archive
     entries = archive.history(runbook=args.runbook, status=args.status, since=_parse_since(args.since),
@@ -604,8 +605,9 @@ def _cmd_history(args: argparse.Namespace) -> int:
         d = asdict(e)
         c = colours.get(d.get("status") or "", "magenta")
         status = "started, never finished" if e.is_start else d.get("status")
-        table.add_row(d["run_id"], d["runbook_id"], f"[{c}]{status}[/{c}]", str(d.get("mode") or ""),
-                      str(d.get("target") or ""), str(d.get("operator") or ""), str(d.get("started") or ""))
+        table.add_row(*(safe_text(v, oneline=True) for v in (d["run_id"], d["runbook_id"])),
+                      f"[{c}]{safe_text(status, oneline=True)}[/{c}]",
+                      *(safe_text(d.get(k) or "", oneline=True) for k in ("mode", "target", "operator", "started")))
     _console().print(table)
     return EXIT_OK
 
@@ -665,6 +667,7 @@ def _cmd_incident(args: argparse.Namespace) -> int:
 
     from opsbook import incident_bundle
     from opsbook.archive import open_archive
+    from opsbook.display import safe_text
     from opsbook.errors import UsageError
 
     archive = open_archive(args.outputs, create=False)
@@ -686,8 +689,9 @@ def _cmd_incident(args: argparse.Namespace) -> int:
         table.add_column(col, no_wrap=col in ("run id", "started"))
     for r in runs:
         m = r.manifest
-        table.add_row(r.started, r.run_id, r.runbook_id, str(m.get("mode") or ""), str(m.get("status") or ""),
-                      str(m.get("operator") or ""), ", ".join((m.get("parameters") or {}).get("phases") or []))
+        phases = ", ".join(str(p) for p in (m.get("parameters") or {}).get("phases") or [])
+        table.add_row(*(safe_text(v, oneline=True) for v in (r.started, r.run_id, r.runbook_id, m.get("mode") or "",
+                                                             m.get("status") or "", m.get("operator") or "", phases)))
     _console().print(table)
     return EXIT_OK
 

@@ -174,3 +174,11 @@ def test_relative_file_reference_resolves_against_the_cwd(tmp_path):
         if p.is_file():
             assert FIXTURE_SECRET not in p.read_text(errors="replace"), p
     assert FIXTURE_SECRET not in r.stdout + r.stderr
+
+
+def test_history_and_incident_escape_what_a_record_holds(cli, outputs):
+    evil = "mallory\x1b]0;pwned\x07\x1b[31m"
+    r = cli("run", "passing", "--quiet", env={"OPSBOOK_OPERATOR": evil})
+    assert r.returncode == 0, r.stderr
+    r = cli("history")
+    assert r.returncode == 0 and "\x1b" not in r.stdout and "\\x1b" in r.stdout
