@@ -131,19 +131,24 @@ def test_verify_with_concurrent_writers_reports_no_record_being_written(tmp_path
     src = _source(tmp_path)
     errors: list = []
     writers = [threading.Thread(target=_writer, args=(root, src, f"w{k}", 60, errors)) for k in range(3)]
+    reader = Archive(root, fsync=False, signer=None)
+    verify_while_writing(reader, writers, errors, seconds=90)
+    final = reader.verify(signers=None)
+    assert final.ok and final.records == 180, final
+
+
+def verify_while_writing(reader, writers: list, errors: list, *, seconds: float) -> None:
+    """Start ``writers`` and verify ``reader`` over and over until they end: no verify may report a
+    problem, and at least five must overlap the writers (shared with the S3 snapshot test)."""
     for w in writers:
         w.start()
-    reader = Archive(root, fsync=False, signer=None)
     bad, runs = [], 0
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + seconds
     while any(w.is_alive() for w in writers) and time.monotonic() < deadline:
-        report = reader.verify(signers=None)
+        bad += reader.verify(signers=None).problems
         runs += 1
-        bad += report.problems
     for w in writers:
         w.join(60)
     assert not errors, errors
     assert runs >= 5, f"only {runs} verify runs overlapped the writers"
     assert not bad, bad[:5]
-    final = reader.verify(signers=None)
-    assert final.ok and final.records == 180, final

@@ -7,7 +7,6 @@ name, and calls a folder whose run claim is recent "being written" (info) rather
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +16,7 @@ from opsbook.archive import canonical_json
 from opsbook.s3archive import S3Archive, _scan_source
 
 from .test_archive import _manifest, _source
+from .test_archive_snapshot import verify_while_writing
 from .test_s3archive import RB, _client, _key
 
 pytestmark = pytest.mark.services
@@ -84,21 +84,9 @@ def test_verify_with_concurrent_writers_reports_no_record_being_written(s3, wher
             a.close()
 
     writers = [threading.Thread(target=writer, args=(k,)) for k in range(3)]
-    for w in writers:
-        w.start()
     reader = S3Archive(where, s3=_client(s3), workers=8, signer=None)
-    bad, runs = [], 0
-    deadline = time.monotonic() + 180
     try:
-        while any(w.is_alive() for w in writers) and time.monotonic() < deadline:
-            report = reader.verify(signers=None)
-            runs += 1
-            bad += report.problems
-        for w in writers:
-            w.join(60)
-        assert not errors, errors
-        assert runs >= 5, f"only {runs} verify runs overlapped the writers"
-        assert not bad, bad[:5]
+        verify_while_writing(reader, writers, errors, seconds=180)
         final = reader.verify(signers=None)
         assert final.ok and final.records == 45, final
     finally:
