@@ -151,12 +151,20 @@ class _RunWatchdog:
 
         return {"timeout_func": timeout_func}
 
+    #: after the first SIGTERM, again every this many seconds until the run has stopped: a SIGTERM that
+    #: lands in a kernel's start or in papermill's clean-up can leave it waiting on a kernel that is
+    #: going away; the next KeyboardInterrupt breaks that wait (the record is still written)
+    REPEAT = 15.0
+
     def _fire(self) -> None:
         with self._lock:
             if self._stopped:
                 return
             self.fired = True
             os.kill(os.getpid(), signal.SIGTERM)
+            self._timer = threading.Timer(self.REPEAT, self._fire)
+            self._timer.daemon = True
+            self._timer.start()
 
     def __enter__(self) -> _RunWatchdog:
         if self._main:
