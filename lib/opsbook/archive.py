@@ -548,10 +548,11 @@ def check_start(archive: Any, *, run_id: str, plan: str | None) -> None:
     """Before a ``started`` entry is appended: the run id has none yet, and the plan is unused."""
     from opsbook.errors import PlanConsumed
 
-    if archive.start_entry(run_id) is not None:
+    entries = archive.entries()  # one read of the ledger for both checks (on S3, a listing and many GETs)
+    if archive.start_entry(run_id, entries=entries) is not None:
         raise RecordExists(f"run {run_id} has already started (a write-ahead entry exists in {archive.root})")
     if plan:
-        used = archive.plan_used_by(plan, other_than=run_id)
+        used = archive.plan_used_by(plan, other_than=run_id, entries=entries)
         if used is not None:
             raise PlanConsumed(f"plan {plan} was already carried out by apply run {used.run_id} (started "
                                f"{used.started}); a plan is consumed once: make a new plan run and approve that",
@@ -616,13 +617,17 @@ class LedgerReader:
         shown = [e for e in entries if not (e.is_start and e.run_id in finished)]  # unfinished runs stay
         return filter_history(shown, runbook=runbook, status=status, since=since, limit=limit)
 
-    def plan_used_by(self, plan_run_id: str, *, other_than: str | None = None) -> LedgerEntry | None:
-        """The first ledger entry of a run (other than ``other_than``) that consumed ``plan_run_id``."""
-        return next((e for e in self.entries() if e.plan == plan_run_id and e.run_id != other_than), None)
+    def plan_used_by(self, plan_run_id: str, *, other_than: str | None = None,
+                     entries: list[LedgerEntry] | None = None) -> LedgerEntry | None:
+        """The first ledger entry of a run (other than ``other_than``) that consumed ``plan_run_id``
+        (in ``entries`` when the caller has read them already)."""
+        return next((e for e in (self.entries() if entries is None else entries)
+                     if e.plan == plan_run_id and e.run_id != other_than), None)
 
-    def start_entry(self, run_id: str) -> LedgerEntry | None:
+    def start_entry(self, run_id: str, *, entries: list[LedgerEntry] | None = None) -> LedgerEntry | None:
         """The write-ahead ``started`` entry of ``run_id``, if any."""
-        return next((e for e in self.entries() if e.run_id == run_id and e.is_start), None)
+        return next((e for e in (self.entries() if entries is None else entries)
+                     if e.run_id == run_id and e.is_start), None)
 
     def load_manifest(self, run_id: str) -> dict[str, Any]:
         ref = self.find(run_id)
