@@ -292,6 +292,32 @@ def _signals_held() -> Iterator[list[int]]:
             signal.signal(s, h)
 
 
+#: a Unix socket's path must fit in ``sun_path`` (108 bytes on Linux, 104 on macOS)
+_MAX_SOCKET_PATH = 100
+
+
+def _kernel_manager_class(kernel_dir: Path | None) -> type | None:
+    """A kernel manager that talks to its kernel over Unix sockets in ``kernel_dir`` (the run's 0700
+    staging folder) instead of TCP ports on localhost. jupyter_client picks a TCP port by binding port
+    0 and releasing it before the kernel binds it, so two runs starting at once can pick the same port
+    and one kernel dies with "Address already in use" (papermill#511, still open); a socket file in a
+    folder of the run's own cannot collide, and no other local user can connect to it. ``None`` (keep
+    TCP) where sockets are not available or the folder's path is too long for one."""
+    if kernel_dir is None or os.name != "posix" or len(str(kernel_dir / "kernel-ipc-99")) > _MAX_SOCKET_PATH:
+        return None
+    from jupyter_client.manager import AsyncKernelManager
+
+    connection_file = str(kernel_dir / "kernel.json")
+
+    class RunKernelManager(AsyncKernelManager):
+        def __init__(self, **kw: Any) -> None:
+            kw.setdefault("transport", "ipc")
+            kw.setdefault("connection_file", connection_file)
+            super().__init__(**kw)
+
+    return RunKernelManager
+
+
 def _register_engine(progress: ProgressCallback | None) -> str:
     """A papermill engine that reports each cell's start and end to ``progress``."""
     from papermill.engines import NBClientEngine, papermill_engines
@@ -446,12 +472,14 @@ def execute(prep: Prepared, *, archive: Archive | S3Archive, progress: ProgressC
             pm_error = PapermillExecutionError
             warm.start()
             engine = _register_engine(progress)
+            manager = _kernel_manager_class(staging)
             with watchdog:
                 papermill.execute_notebook(
                     str(rb.path), str(out_nb), parameters=params, engine_name=engine, progress_bar=False,
                     cwd=str(rb.path.parent), log_output=False, execution_timeout=timeouts["cell"],
                     # the kernel's own TCP-transport warning is noise in an operator's terminal
-                    extra_arguments=["--IPKernelApp.log_level=CRITICAL"], **watchdog.engine_kwargs(timeouts["cell"]))
+                    extra_arguments=["--IPKernelApp.log_level=CRITICAL"], **watchdog.engine_kwargs(timeouts["cell"]),
+                    **({"kernel_manager_class": manager} if manager is not None else {}))
     except KeyboardInterrupt as exc:
         if watchdog.fired:  # a time limit like the cell timeout: failed (exit 1), not an operator's abort
             status, failed_cell, error = "failed", {}, watchdog.message

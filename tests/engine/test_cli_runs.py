@@ -231,7 +231,8 @@ def test_twenty_concurrent_runs_leave_twenty_records_and_a_valid_chain(outputs):
              for _ in range(20)]
     outs = [p.communicate(timeout=600) for p in procs]
     codes = [p.returncode for p in procs]
-    failures = [err.decode()[-1500:] for (_, err), code in zip(outs, codes, strict=True) if code != 0]
+    failures = [(out.decode()[-2000:], err.decode()[-6000:])
+                for (out, err), code in zip(outs, codes, strict=True) if code != 0]
     assert codes == [0] * 20, failures
     assert len(records(outputs, "trivial")) == 20
     report = Archive(outputs).verify()
