@@ -12,6 +12,7 @@ from opsbook.canary import (
     DISSONANCE,
     LATENCY,
     CanaryJudge,
+    JudgeConfig,
     MetricSpec,
     Summary,
     inputs_from_frame,
@@ -123,7 +124,8 @@ def test_judge_refuses_latency_samples_with_a_zero():
 
 
 def _latency_change(stable: Summary, canary: Summary) -> float:
-    return CanaryJudge((LATENCY,)).update({"latency": stable}, {"latency": canary}).metrics["latency"].relative_change
+    judge = CanaryJudge((LATENCY,), JudgeConfig(warmup=0))  # one interval, judged
+    return judge.update({"latency": stable}, {"latency": canary}).metrics["latency"].relative_change
 
 
 def test_judge_uses_the_log_fields_of_a_summary():
@@ -138,7 +140,7 @@ def test_judge_uses_the_log_fields_of_a_summary():
 def test_judge_relative_change_is_the_ratio_of_geometric_means():
     rng = np.random.default_rng(6)
     xs, xc = rng.lognormal(MU, SIGMA, 400), rng.lognormal(MU + 0.05, SIGMA, 400)
-    r = CanaryJudge((LATENCY,)).update({"latency": xs}, {"latency": xc}).metrics["latency"]
+    r = CanaryJudge((LATENCY,), JudgeConfig(warmup=0)).update({"latency": xs}, {"latency": xc}).metrics["latency"]
     assert r.relative_change == pytest.approx(math.expm1(np.log(xc).mean() - np.log(xs).mean()), rel=1e-9)
     assert r.stable == pytest.approx(math.exp(np.log(xs).mean()), rel=1e-12)
 
@@ -302,21 +304,29 @@ def test_sample_fields_log_and_linear():
 
 
 @pytest.mark.parametrize("higher_is_worse", [True, False])
-def test_estimates_continuous_log_branch_pools_log_means(higher_is_worse):
+def test_estimates_continuous_log_branch_stratifies_log_means_by_interval(higher_is_worse):
+    """theta is the within-interval difference of mean logs, weighted by n_c n_s / (n_c + n_s), and
+    its variance sum(w**2 (s_c**2/n_c + s_s**2/n_s)) / sum(w)**2; the reported estimates are the pooled
+    geometric means. With equal counts per interval theta equals the pooled difference."""
     spec = MetricSpec("lat", "continuous", higher_is_worse, scale="log", column="lat")
     rng = np.random.default_rng(8)
     arms = []
-    for shift in (0.0, 0.07):
-        xs = [rng.lognormal(MU + shift, SIGMA, k) for k in (100, 40, 250)]
+    for shift, sizes in ((0.0, (100, 40, 250)), (0.07, (30, 200, 250))):
+        xs = [rng.lognormal(MU + shift, SIGMA, k) for k in sizes]
         ln = [np.log(x) for x in xs]
         fields = {"n": np.array([[len(v) for v in ln]], float), "mean": np.array([[v.mean() for v in ln]]),
                   "std": np.array([[v.std(ddof=1) for v in ln]])}
         arms.append((fields, ln))
     r = estimates_continuous(spec, arms[0][0], arms[1][0])
+    num = wsum = vsum = 0.0
     for t in range(3):
+        s_t, c_t = arms[0][1][t], arms[1][1][t]
+        w = s_t.size * c_t.size / (s_t.size + c_t.size)
+        num += w * (c_t.mean() - s_t.mean())
+        wsum += w
+        vsum += w * w * (c_t.var(ddof=1) / c_t.size + s_t.var(ddof=1) / s_t.size)
         ls, lc = np.concatenate(arms[0][1][: t + 1]), np.concatenate(arms[1][1][: t + 1])
-        assert r["theta"][0, t] == pytest.approx(spec.sign * (lc.mean() - ls.mean()), rel=1e-9)
+        assert r["theta"][0, t] == pytest.approx(spec.sign * num / wsum, rel=1e-9)
         assert r["est_s"][0, t] == pytest.approx(math.exp(ls.mean()), rel=1e-12)
         assert r["est_c"][0, t] == pytest.approx(math.exp(lc.mean()), rel=1e-12)
-        var = lc.var(ddof=1) / lc.size + ls.var(ddof=1) / ls.size
-        assert r["info"][0, t] == pytest.approx(1.0 / var, rel=1e-9)
+        assert r["info"][0, t] == pytest.approx(wsum * wsum / vsum, rel=1e-9)

@@ -96,7 +96,7 @@ References
 from __future__ import annotations
 
 from opsbook.canary.frames import IntervalInput, inputs_from_frame, judge_frame
-from opsbook.canary.judge import CanaryJudge, MetricResult, TailResult, Verdict, history_frame
+from opsbook.canary.judge import CanaryJudge, ExceedResult, MetricResult, TailResult, Verdict, history_frame
 from opsbook.canary.spec import (
     ACCURACY,
     DEFAULT_METRICS,
@@ -111,6 +111,6 @@ from opsbook.canary.spec import (
 
 __all__ = [
     "ACCURACY", "DEFAULT_METRICS", "DISSONANCE", "ERROR_RATE", "LATENCY",
-    "CanaryJudge", "Counts", "IntervalInput", "JudgeConfig", "MetricResult", "MetricSpec", "Summary",
+    "CanaryJudge", "Counts", "ExceedResult", "IntervalInput", "JudgeConfig", "MetricResult", "MetricSpec", "Summary",
     "TailResult", "Verdict", "history_frame", "inputs_from_frame", "judge_frame",
 ]

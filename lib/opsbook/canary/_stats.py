@@ -7,6 +7,7 @@ Everything here is vectorised over numpy arrays and free of I/O; numpy is the on
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -139,6 +140,42 @@ def log_tail_e(wins: np.ndarray, losses: np.ndarray) -> np.ndarray:
     return top + np.log(np.mean(np.exp(logs - top[..., None]), axis=-1))
 
 
+#: alternatives of the exceedance test, as multiples of the null's boundary ratio (1 + tolerance): the
+#: e-process is the uniform average of the binomial likelihood ratios at these (a discrete mixture)
+EXCEED_GRID = np.array([1.5, 2.0, 3.0, 5.0])
+
+
+def log_exceed_e(x_c: np.ndarray, x_s: np.ndarray, n_c: np.ndarray, n_s: np.ndarray,
+                 tolerance: float) -> np.ndarray:
+    """log e-process of the exceedance test of H0 "the canary's share of requests above the threshold
+    is at most (1 + tolerance) times the stable's", cumulative over intervals (last axis).
+
+    In an interval with m = x_c + x_s requests above its threshold, given m, the canary's count is
+    (for rare exceedances) binomial with probability pi = n_c r / (n_c r + n_s), r the ratio of the
+    arms' exceedance rates; under H0 r <= 1 + tolerance, so pi <= pi0. The likelihood ratio of
+    pi1 (r = k (1 + tolerance), k > 1) against pi0 is a bet whose expectation is at most 1 under H0,
+    given the past (for equal rates the count is hypergeometric, less spread than the binomial, which
+    only lowers the bet's expectation: Hoeffding 1963); their running product is an e-process and so
+    is the average over :data:`EXCEED_GRID`. The threshold and the interval's traffic split only change
+    pi0, so shared time effects and unequal traffic do not bias it.
+    """
+    x_c = np.asarray(x_c, dtype=float)[..., None]
+    x_s = np.asarray(x_s, dtype=float)[..., None]
+    n_c = np.asarray(n_c, dtype=float)[..., None]
+    n_s = np.asarray(n_s, dtype=float)[..., None]
+    r0 = 1.0 + tolerance
+    r1 = r0 * EXCEED_GRID
+    used = (n_c > 0) & (n_s > 0) & (x_c + x_s > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pi0 = n_c * r0 / (n_c * r0 + n_s)
+        pi1 = n_c * r1 / (n_c * r1 + n_s)
+        step = x_c * np.log(pi1 / pi0) + x_s * np.log((1.0 - pi1) / (1.0 - pi0))
+    logs = np.cumsum(np.where(used, step, 0.0), axis=-2)
+    top = logs.max(axis=-1)
+    return top + np.log(np.mean(np.exp(logs - top[..., None]), axis=-1))
+
+
+@functools.lru_cache(maxsize=256)
 def information_needed(effect: float, rho: float, alpha: float, power: float,
                        point: float = 0.0, point_weight: float = 0.0) -> float:
     """Smallest information at which a regression of ``effect`` (log scale) is rolled back with

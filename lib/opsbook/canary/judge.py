@@ -30,6 +30,31 @@ class TailResult:
 
 
 @dataclass(frozen=True)
+class ExceedResult:
+    """The exceedance test of one metric: requests above the stable's ``quantile`` bucket boundary (set
+    from the stable's earlier intervals) in each arm so far, and the binomial e-value against its
+    threshold. ``tolerance``: the canary may have up to (1 + tolerance) times the stable's share."""
+
+    quantile: float
+    tolerance: float
+    stable_above: int
+    stable_requests: int
+    canary_above: int
+    canary_requests: int
+    e_value: float
+    threshold: float
+    regressed: bool
+
+    @property
+    def stable_share(self) -> float | None:
+        return self.stable_above / self.stable_requests if self.stable_requests else None
+
+    @property
+    def canary_share(self) -> float | None:
+        return self.canary_above / self.canary_requests if self.canary_requests else None
+
+
+@dataclass(frozen=True)
 class MetricResult:
     """One metric at one interval. Relative changes are canary/stable - 1 (natural orientation:
     negative means lower). ``ci_low``/``ci_high`` are the anytime-valid bounds of the two tests
@@ -60,6 +85,7 @@ class MetricResult:
     samples_canary: float
     needed_per_interval: float | None
     tail: TailResult | None = None
+    exceed: ExceedResult | None = None
 
     def row(self) -> dict[str, Any]:
         d = asdict(self)
@@ -67,7 +93,15 @@ class MetricResult:
         tail = d.pop("tail")
         if tail:
             d.update({f"tail_{k}": v for k, v in tail.items()})
+        exceed = d.pop("exceed")
+        if exceed:
+            d.update({f"exceed_{k}": v for k, v in exceed.items()})
         return d
+
+    @property
+    def tail_leans(self) -> bool:
+        """Some tail test's evidence leans towards a tail regression (e-value > 1, not certain)."""
+        return any(x is not None and x.e_value > 1.0 for x in (self.tail, self.exceed))
 
 
 @dataclass(frozen=True)
@@ -92,6 +126,14 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x * 100:+.1f}%"
 
 
+def _bound(x: float | None) -> str:
+    """A confidence bound as a relative change; "unbounded" where the data do not bound it yet (a
+    bound at or beyond -100% or +1000% says nothing an operator can use)."""
+    if x is None or not math.isfinite(x) or x <= -0.999 or x >= 10.0:
+        return "unbounded"
+    return _pct(x)
+
+
 def _num(x: float) -> str:
     if not math.isfinite(x):
         return "inf"
@@ -113,6 +155,8 @@ class CanaryJudge:
         self.plans = _engine.make_plans(self.specs, self.config)
         self._rows: dict[str, dict[str, dict[str, list[float]]]] = {
             s.name: {"s": {}, "c": {}} for s in self.specs}
+        self._hists: dict[str, dict[str, dict[int, Any]]] = {s.name: {"s": {}, "c": {}} for s in self.specs}
+        self._hist_width: dict[str, int] = {}
         self.history: list[Verdict] = []
 
     @property
@@ -128,12 +172,24 @@ class CanaryJudge:
         unknown = (set(stable) | set(canary)) - {s.name for s in self.specs}
         if unknown:
             raise ValueError(f"unknown metric(s) {sorted(unknown)}; the judge knows {[s.name for s in self.specs]}")
+        t = len(self.history)
+        staged = []
         for spec in self.specs:
             for arm, obs in (("s", stable.get(spec.name)), ("c", canary.get(spec.name))):
                 fields = _fields(spec, obs)
-                store = self._rows[spec.name][arm]
-                for k, v in fields.items():
-                    store.setdefault(k, []).append(v)
+                hist = fields.pop("hist", None)
+                if hist is not None:
+                    width = self._hist_width.setdefault(spec.name, len(hist))
+                    if len(hist) != width:
+                        raise ValueError(f"metric {spec.name!r}: a histogram of {len(hist)} buckets after earlier ones "
+                                         f"of {width}: every interval must use the same bucket bounds")
+                staged.append((spec.name, arm, fields, hist))
+        for name, arm, fields, hist in staged:
+            store = self._rows[name][arm]
+            for k, v in fields.items():
+                store.setdefault(k, []).append(v)
+            if hist is not None:
+                self._hists[name][arm][t] = hist
         verdict = self._evaluate()
         self.history.append(verdict)
         return verdict
@@ -148,6 +204,13 @@ class CanaryJudge:
             rows = self._rows[plan.spec.name]
             st = {k: np.array([v]) for k, v in rows["s"].items()}
             ca = {k: np.array([v]) for k, v in rows["c"].items()}
+            width = self._hist_width.get(plan.spec.name)
+            if width is not None:  # histograms seen: intervals without one have no exceedance evidence
+                for arm, fields in (("s", st), ("c", ca)):
+                    h = np.zeros((1, t, width))
+                    for i, v in self._hists[plan.spec.name][arm].items():
+                        h[0, i] = v
+                    fields["hist"] = h
             state = _engine.evaluate_metric(plan, cfg, st, ca)
             states.append(state)
             results[plan.spec.name] = self._metric_result(plan, state, t, st, ca)
@@ -180,6 +243,12 @@ class CanaryJudge:
         if projected < plan.info_needed:
             rate = (n_s + n_c) / (2.0 * t)
             needed = math.inf if projected <= 0 else rate * plan.info_needed / projected
+        exceed = None
+        if s.get("log_e_exceed") is not None:
+            exceed = ExceedResult(spec.exceed_quantile, spec.exceed_tolerance, int(last["exceed_s"]),
+                                  int(last["exceed_ns"]), int(last["exceed_c"]), int(last["exceed_nc"]),
+                                  float(np.exp(last["log_e_exceed"])), 1.0 / plan.alpha_exceed,
+                                  bool(last["exceed_regressed"]))
         tail = None
         if s.get("log_e_tail") is not None:
             wins, losses = int(last["tail_wins"]), int(last["tail_losses"])
@@ -189,7 +258,13 @@ class CanaryJudge:
         status: Status
         if bool(last["regressed"]):
             status = "regressed"
-            if bool(last["mean_regressed"]) or not (tail and tail.regressed):
+            if exceed is not None and exceed.regressed and not bool(last["mean_regressed"]):
+                q = f"p{_qname(spec.exceed_quantile)}"
+                reason = (f"tail regression: {_share(exceed.canary_share)} of the canary's requests above the stable's "
+                          f"{q} bucket boundary against {_share(exceed.stable_share)} of the stable's "
+                          f"(tolerated: x{1 + spec.exceed_tolerance:g}), e-value {_num(exceed.e_value)} >= "
+                          f"{_num(exceed.threshold)}")
+            elif bool(last["mean_regressed"]) or not (tail and tail.regressed):
                 what = "geometric mean: " if spec.scale == "log" else ""
                 reason = (f"regression certain: {what}canary {_num(est_c or math.nan)} vs stable {_num(est_s or math.nan)} "
                           f"({_pct(nat)}), e-value {_num(math.exp(last['log_e_roll']))} >= {_num(1 / plan.alpha_rollback)}")
@@ -207,16 +282,27 @@ class CanaryJudge:
             reason = (f"within tolerance: {_pct(nat)}, bound {_pct(ci_high if spec.higher_is_worse else ci_low)} "
                       f"better than {_pct(spec.sign * spec.tolerance)}, e-value {_num(math.exp(last['log_e_prom']))} "
                       f">= {_num(1 / plan.alpha_promote)}")
+        elif t <= cfg.warmup:
+            status = "pending"
+            reason = (f"warm-up: interval {t} of the first {cfg.warmup} is not judged (a new version's first "
+                      "minutes are not its steady state)")
         else:
             status = "pending"
             if not bool(last["active"]):
-                reason = f"warming up: {_num(min(n_s, n_c))} of {cfg.min_samples} samples per arm before testing"
+                reason = f"gathering data: {_num(min(n_s, n_c))} of {cfg.min_samples} samples per arm before testing"
             else:
-                reason = f"{_pct(nat)} (bounds {_pct(ci_low)} .. {_pct(ci_high)}): not decided yet"
-            if tail and bool(last["tail_leans"]):
-                reason += (f"; held from passing while the tail guard leans towards a tail regression "
-                           f"(p{round(spec.tail_quantile * 100)} worse in {tail.worse_intervals} of "
-                           f"{tail.compared_intervals} intervals, e-value {_num(tail.e_value)} > 1)")
+                reason = f"{_pct(nat)} (bounds {_bound(ci_low)} .. {_bound(ci_high)}): not decided yet"
+            if bool(last["tail_leans"]):
+                leaning = []
+                if tail and tail.e_value > 1.0:
+                    leaning.append(f"p{round(spec.tail_quantile * 100)} worse in {tail.worse_intervals} of "
+                                   f"{tail.compared_intervals} intervals, e-value {_num(tail.e_value)}")
+                if exceed and exceed.e_value > 1.0:
+                    leaning.append(f"{_share(exceed.canary_share)} of the canary's requests above the stable's "
+                                   f"p{_qname(spec.exceed_quantile)} against {_share(exceed.stable_share)}, "
+                                   f"e-value {_num(exceed.e_value)}")
+                reason += "; held from passing while a tail test leans towards a tail regression (" + \
+                    "; ".join(leaning) + ")"
             if needed is not None:
                 reason += (f"; too little traffic: projected information {_num(projected)} < {_num(plan.info_needed)} "
                            f"needed to judge a {spec.tolerance:.0%} change, needs about {_num(needed)} "
@@ -229,7 +315,7 @@ class CanaryJudge:
             e_rollback=float(np.exp(last["log_e_roll"])), e_promote=float(np.exp(last["log_e_prom"])),
             threshold_rollback=1.0 / plan.alpha_rollback, threshold_promote=1.0 / plan.alpha_promote,
             information=info, information_needed=plan.info_needed, projected_information=projected,
-            samples_stable=n_s, samples_canary=n_c, needed_per_interval=needed, tail=tail,
+            samples_stable=n_s, samples_canary=n_c, needed_per_interval=needed, tail=tail, exceed=exceed,
         )
 
     def _final_status(self, r: MetricResult, decision: Decision, t: int) -> MetricResult:
@@ -239,11 +325,11 @@ class CanaryJudge:
             return r
         plan = next(p for p in self.plans if p.spec.name == r.name)
         theta = math.log1p(r.relative_change) * plan.spec.sign if r.relative_change is not None else math.nan
-        tail_leans = r.tail is not None and r.tail.e_value > 1.0
-        if tail_leans:
+        if r.tail_leans:
+            e = max(x.e_value for x in (r.tail, r.exceed) if x is not None)
             return _replace(r, status="insufficient", reason=(
-                f"{_pct(r.relative_change)} so far, but the tail guard leans towards a tail regression "
-                f"(e-value {_num(r.tail.e_value if r.tail else math.nan)} > 1, not certain): cannot pass"))
+                f"{_pct(r.relative_change)} so far, but a tail test leans towards a tail regression "
+                f"(e-value {_num(e)} > 1, not certain): cannot pass"))
         if r.information >= plan.info_needed and theta < plan.log_tol:
             return _replace(r, status="ok", reason=(
                 f"window ended without regression and with enough traffic ({_pct(r.relative_change)}, "
@@ -267,10 +353,21 @@ class CanaryJudge:
         if decision == "promote":
             return f"promote at interval {t}: no metric regressed beyond its tolerance"
         if decision == "inconclusive":
+            so_far = ", ".join(f"{n} {_pct(r.relative_change)}" for n, r in results.items()
+                               if r.relative_change is not None)
             return (f"inconclusive at interval {t}: too little traffic to judge {names('insufficient', 'pending')}; "
-                    "never promote on this evidence")
+                    f"never promote on this evidence (estimates so far: {so_far or 'none'})")
         pending = names("pending", "no_data")
         return f"continue: interval {t} of {self.config.window}; undecided: {pending or 'none'}"
+
+
+def _qname(q: float) -> str:
+    """0.99 -> "99", 0.999 -> "99.9"."""
+    return f"{q * 100:.10g}"
+
+
+def _share(x: float | None) -> str:
+    return "n/a" if x is None else f"{x * 100:.2g}%"
 
 
 def _replace(r: MetricResult, **changes: Any) -> MetricResult:
@@ -284,7 +381,7 @@ def _natural(spec: MetricSpec, theta: float) -> float:
     return math.expm1(spec.sign * theta) if math.isfinite(theta) else math.nan
 
 
-def _fields(spec: MetricSpec, obs: Observation | Any) -> dict[str, float]:
+def _fields(spec: MetricSpec, obs: Observation | Any) -> dict[str, Any]:
     """One arm's observation for one interval as the engine's per-interval fields."""
     nan = math.nan
     if spec.kind == "bernoulli":
@@ -310,15 +407,16 @@ def _fields(spec: MetricSpec, obs: Observation | Any) -> dict[str, float]:
             if bad.any():
                 raise ValueError(f"metric {spec.name!r} is judged on the log scale (geometric mean): its values must "
                                  f"be positive, got {int(bad.sum())} value(s) <= 0 (e.g. {float(x[bad][0])!r})")
-        obs = Summary.from_samples(obs, spec.tail_quantile)
+        obs = Summary.from_samples(obs, spec.tail_quantile, bounds=spec.bucket_bounds() if spec.tail else None)
     tail = nan if obs.tail is None else float(obs.tail)
+    hist: dict[str, Any] = {} if obs.hist is None or not spec.tail else {"hist": np.asarray(obs.hist, dtype=float)}
     if spec.scale == "log" and obs.n > 0:
         log_mean, log_std = obs.log_moments()
         if not (math.isfinite(log_mean) and math.isfinite(log_std)):
             raise ValueError(f"metric {spec.name!r} is judged on the log scale (geometric mean): its values must be "
                              f"positive, got a summary with mean {obs.mean!r} and no log_mean/log_std")
-        return {"n": float(obs.n), "mean": log_mean, "std": log_std, "tail": tail}
-    return {"n": float(obs.n), "mean": float(obs.mean), "std": float(obs.std), "tail": tail}
+        return {"n": float(obs.n), "mean": log_mean, "std": log_std, "tail": tail, **hist}
+    return {"n": float(obs.n), "mean": float(obs.mean), "std": float(obs.std), "tail": tail, **hist}
 
 
 def history_frame(verdicts: Sequence[Verdict]):  # -> pandas.DataFrame

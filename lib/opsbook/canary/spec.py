@@ -36,9 +36,18 @@ class MetricSpec:
     promoted only when the metric is shown to be less than this much worse; it is rolled back as soon
     as it is shown to be worse at all.
     ``weight``: share of the false-alarm budget (alpha is split across metrics by weight).
-    ``tail``: also run the tail guard: after every interval, is the canary's ``tail_quantile``
-    (default p90) above the stable's times (1 + tolerance)? A sign test on these comparisons catches
-    a rise in spread or tail that the mean may hide. Only for continuous, higher-is-worse metrics.
+    ``tail``: also run the two tail tests (only for continuous, higher-is-worse metrics):
+
+    * the **quantile guard**: after every interval, is the canary's ``tail_quantile`` (default p90)
+      above the stable's times (1 + tolerance)? A sign test on these comparisons catches a rise in
+      spread that the mean may hide;
+    * the **exceedance test** (needs per-interval histograms: Prometheus ``_bucket`` series, or
+      per-request values, binned on :meth:`bucket_bounds`): in each interval, the requests of both
+      arms above the stable's ``exceed_quantile`` (default p99) bucket boundary, as measured on the
+      stable's earlier intervals, are counted; the canary may have up to (1 + ``exceed_tolerance``)
+      times the stable's share of them (default 1.5x: 1.5% where the stable has 1%). A binomial
+      e-process on the canary's share of those slow requests, interval by interval, catches a
+      tail-only regression (p99 up, geometric mean held) that the other tests promote.
 
     Column names for :func:`opsbook.canary.frames.inputs_from_frame`: Bernoulli specs read
     ``successes`` and ``trials``; continuous specs read ``{column}_mean``, ``{column}_std`` (or
@@ -54,6 +63,9 @@ class MetricSpec:
     weight: float = 1.0
     tail: bool = False
     tail_quantile: float = 0.9
+    exceed_quantile: float = 0.99
+    exceed_tolerance: float = 0.5
+    buckets: tuple[float, ...] | None = None
     scale: Scale = "linear"
     successes: str | None = None
     trials: str | None = None
@@ -78,6 +90,15 @@ class MetricSpec:
                              "on the log scale already)")
         if not (0.5 <= self.tail_quantile < 1.0):
             raise ValueError(f"metric {self.name!r}: tail_quantile {self.tail_quantile!r} must be in [0.5, 1)")
+        if not (0.5 <= self.exceed_quantile < 1.0):
+            raise ValueError(f"metric {self.name!r}: exceed_quantile {self.exceed_quantile!r} must be in [0.5, 1)")
+        if not (0.0 <= self.exceed_tolerance < 100.0):
+            raise ValueError(f"metric {self.name!r}: exceed_tolerance {self.exceed_tolerance!r} must be in [0, 100)")
+        if self.buckets is not None:
+            b = np.asarray(self.buckets, dtype=float)
+            if b.ndim != 1 or b.size < 2 or not np.all(np.isfinite(b)) or not np.all(np.diff(b) > 0):
+                raise ValueError(f"metric {self.name!r}: buckets must be at least two finite, strictly increasing "
+                                 f"upper bounds, got {self.buckets!r}")
 
     @property
     def sign(self) -> float:
@@ -91,6 +112,35 @@ class MetricSpec:
     @property
     def tail_column(self) -> str:
         return f"{self.prefix}_p{round(self.tail_quantile * 100)}"
+
+    def bucket_bounds(self) -> np.ndarray:
+        """Finite upper bounds of the histogram buckets that per-request values are binned on for the
+        exceedance test (a last bucket, +Inf, is implied): ``buckets``, or by default 2**(1/8)-spaced
+        bounds (9% apart, the resolution of a Prometheus native histogram of schema 3) from 1e-4 to
+        1e6, which fits latencies in seconds or milliseconds alike."""
+        if self.buckets is not None:
+            return np.asarray(self.buckets, dtype=float)
+        return _DEFAULT_BOUNDS
+
+
+#: 2**(1/8)-spaced bucket bounds over [1e-4, 1e6]: 267 bounds
+_DEFAULT_BOUNDS = np.exp(np.arange(math.ceil(math.log(1e-4) / (math.log(2) / 8)),
+                                   math.floor(math.log(1e6) / (math.log(2) / 8)) + 1) * (math.log(2) / 8))
+
+
+def histogram(bounds: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Per-bucket counts of the values ``x`` (..., requests) on ``bounds`` (upper bounds, inclusive,
+    as Prometheus' ``le``) plus an overflow bucket: shape (..., len(bounds) + 1). NaN values are
+    not counted."""
+    x = np.asarray(x, dtype=float)
+    idx = np.searchsorted(bounds, x, side="left")  # x <= bounds[i]: bucket i
+    B = len(bounds) + 1
+    lead = x.shape[:-1]
+    flat_rows = np.arange(int(np.prod(lead, dtype=np.int64))).reshape(lead + (1,)) * B if lead else np.zeros(1, int)
+    keep = np.isfinite(x)
+    flat = (flat_rows + idx)[keep] if lead else idx[keep]
+    counts = np.bincount(flat.ravel(), minlength=int(np.prod(lead, dtype=np.int64)) * B if lead else B)
+    return counts.reshape(lead + (B,)).astype(np.float32)
 
 
 ACCURACY = MetricSpec("accuracy", "bernoulli", higher_is_worse=False, successes="correct", trials="labelled")
@@ -120,7 +170,10 @@ class JudgeConfig:
     that must be caught; for the promote test, an unchanged canary), the rest a half-normal of spread
     ``mixture_scale`` (so that larger regressions stop within an interval or two). Both are fixed
     before the first look, so any values keep the guarantees; they only move where the test is fastest.
-    ``point_mass=0`` is the plain half-normal mixture. Measured on the issue-7 benchmark (1,000 runs
+    ``point_mass=0`` is the plain half-normal mixture. ``warmup``: the first intervals excluded from
+    judgement (a new pod's caches are cold, its first minute is slow: that is not the version's
+    latency); they count towards the window. ``exceed_share``: part of the tail tests' alpha that goes
+    to the exceedance test when a metric has both (the rest to the quantile guard). Measured on the issue-7 benchmark (1,000 runs
     per scenario, seeds 1, 2, 3 and 7; benchmarks/bench_canary.py and its targets), the defaults (0.7
     at one tolerance, the rest a half-normal of 3 tolerances) against the earlier 0.5 and 2: a 5%
     regression is rolled back by twice the oracle's median interval in 52-55% of runs for latency and
@@ -141,10 +194,17 @@ class JudgeConfig:
     tail_min_samples: int = 20
     mixture_scale: float = 3.0
     point_mass: float = 0.7
+    warmup: int = 1
+    exceed_share: float = 0.5
 
     def __post_init__(self) -> None:
         if self.window < 1:
             raise ValueError(f"window {self.window!r} must be at least 1 interval")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or not 0 <= self.warmup < self.window:
+            raise ValueError(f"warmup {self.warmup!r} must be a whole number of intervals, at least 0 and less "
+                             f"than the window ({self.window})")
+        if not 0.0 < self.exceed_share < 1.0:
+            raise ValueError(f"exceed_share {self.exceed_share!r} must be in (0, 1)")
         for name in ("alpha", "alpha_promote", "tail_share"):
             value = getattr(self, name)
             if not 0.0 < value < 1.0:
@@ -180,7 +240,10 @@ class Summary:
     """One arm's continuous observations in one interval: count, mean, sample std (ddof=1),
     optionally the tail quantile the metric's spec names (p90 by default), and optionally the mean and
     sample std of ln(x) (what a ``scale="log"`` metric is judged on; without them they are derived
-    from ``mean``/``std`` assuming a log-normal interval, see :meth:`log_moments`)."""
+    from ``mean``/``std`` assuming a log-normal interval, see :meth:`log_moments`), and optionally
+    ``hist``: per-bucket counts (not cumulative) of the interval's values on fixed bucket bounds, the
+    same bounds in every interval and arm, with the overflow (+Inf) bucket last: what the exceedance
+    test reads (:meth:`MetricSpec.bucket_bounds` for values binned by the judge)."""
 
     n: float
     mean: float
@@ -188,8 +251,13 @@ class Summary:
     tail: float | None = None
     log_mean: float | None = None
     log_std: float | None = None
+    hist: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.hist is not None:
+            h = np.asarray(self.hist, dtype=float)
+            if h.ndim != 1 or h.size < 2 or not np.all(np.isfinite(h)) or (h < 0).any():
+                raise ValueError(f"hist must be at least two non-negative bucket counts, got {self.hist!r}")
         if not self.n >= 0:
             raise ValueError(f"count must be non-negative, got {self.n!r}")
         if self.n > 0 and not (math.isfinite(self.mean) and self.std >= 0):
@@ -209,17 +277,20 @@ class Summary:
         return lognormal_moments(self.mean, self.std)
 
     @classmethod
-    def from_samples(cls, values: Sequence[float] | np.ndarray, tail_quantile: float = 0.9) -> Summary:
+    def from_samples(cls, values: Sequence[float] | np.ndarray, tail_quantile: float = 0.9,
+                     bounds: np.ndarray | None = None) -> Summary:
+        """The summary of per-request values; with ``bounds``, also their histogram (``hist``)."""
         x = np.asarray(values, dtype=float)
         x = x[np.isfinite(x)]
+        hist = None if bounds is None else tuple(float(c) for c in histogram(bounds, x))
         if x.size == 0:
-            return cls(0, math.nan, math.nan)
+            return cls(0, math.nan, math.nan, hist=hist)
         std = float(x.std(ddof=1)) if x.size > 1 else 0.0
         log_mean = log_std = None
         if (x > 0).all():
             lx = np.log(x)
             log_mean, log_std = float(lx.mean()), float(lx.std(ddof=1)) if x.size > 1 else 0.0
-        return cls(int(x.size), float(x.mean()), std, float(np.quantile(x, tail_quantile)), log_mean, log_std)
+        return cls(int(x.size), float(x.mean()), std, float(np.quantile(x, tail_quantile)), log_mean, log_std, hist)
 
 
 def lognormal_moments(mean: np.ndarray | float, std: np.ndarray | float) -> tuple:
