@@ -14,8 +14,9 @@ feeds it one analysis interval at a time and acts on its verdict::
 
 Verdicts: ``rollback`` as soon as some metric is *certainly worse* (early stop); ``promote`` when
 every metric is shown to be less than its tolerance worse, or when the planned window ends with no
-regression and enough traffic; ``inconclusive`` when the traffic cannot support a decision (with the
-traffic that would be needed): never promote on it; ``continue`` otherwise.
+regression and enough traffic; ``inconclusive`` when the window ends and the traffic could not
+support a decision (with the traffic that would be needed and the estimates so far): never promote
+on it; ``continue`` otherwise.
 
 Method
 ------
@@ -29,9 +30,17 @@ requests dominates the raw mean's), so the same traffic decides sooner (for a lo
 0.5, 14% more information per request); a rise of the spread or tail at an unchanged median is the tail
 guard's to catch. The moments of ln(latency) come from a recorded file's ``latency_logmean`` /
 ``latency_logstd``, from Prometheus histogram buckets (``frames.log_moments_from_buckets``), or, when
-neither is there, from the mean and standard deviation assuming a log-normal interval. After every interval the cumulative estimate
-theta_hat and its information I = 1/Var(theta_hat) (delta method, plug-in variances; rates smoothed as
-(K + 1/2)/(N + 1)) are formed; S = theta_hat * I behaves like a Brownian motion with drift theta in
+neither is there, from the mean and standard deviation assuming a log-normal interval.
+
+**Stratified by interval.** Each analysis interval is a stratum: the arms are compared within it and
+the evidence is combined across intervals, so anything that moves both arms over time (diurnal load,
+a shared latency drift, a shared shock) cancels whatever the traffic split (a canary whose traffic
+ramps up, intervals where the canary had no traffic: those contribute nothing). Rates: the
+Mantel-Haenszel rate ratio with the Greenland-Robins variance of its log (valid for a few large
+intervals and for many sparse ones). Means: the within-interval differences (log scale) or the
+Mantel-Haenszel-type ratio of weighted means (linear scale), weights n_c n_s / (n_c + n_s), variances
+from each interval's own spread. After every interval the cumulative estimate theta_hat and its
+information I = 1/Var(theta_hat) are formed; S = theta_hat * I behaves like a Brownian motion with drift theta in
 intrinsic time I. Two one-sided **mixture e-processes** (mixture SPRTs) run on it:
 
 * rollback: H0 theta <= 0 ("canary no worse"), E = integral of exp(l*S - l**2*I/2) over a mixing
@@ -59,7 +68,23 @@ over a grid of betting odds is an e-process (``_stats.log_tail_e``); it gets ``t
 metric's alpha. It catches a spread-only increase (sigma 0.5 -> 0.75 at the same median), which the
 log-scale test of latency (a test of the median) does not see.
 
-**Guards.** A metric's tests start only after ``min_samples`` per arm. A metric with no data on an arm
+**Exceedance test** (the p99), for metrics with ``tail=True`` when per-interval histograms are there
+(Prometheus ``_bucket`` series, or per-request values binned by the judge): in each interval, the
+requests of both arms above the stable's ``exceed_quantile`` (default p99) bucket boundary, as
+measured on the stable's *earlier* intervals (a threshold fixed before the interval, so that any
+threshold is a fair bet), are counted. Given their total m, the canary's count is about binomial with
+probability n_c r / (n_c r + n_s), r the ratio of the arms' exceedance rates; under "r <= 1 +
+``exceed_tolerance``" a product of binomial likelihood ratios, averaged over a grid of alternatives,
+is an e-process (``_stats.log_exceed_e``). It gets ``exceed_share`` of the metric's tail alpha, the
+quantile guard the rest: alpha = alpha_mean + alpha_quantile_guard + alpha_exceedance per metric
+(0.8/0.1/0.1 by default). It catches a tail-only regression (p99 up by a third or a half, the
+geometric mean held), which users' SLOs are written on and the mean test promotes.
+
+**Warm-up.** The first ``warmup`` intervals (default one) are not judged: a new pod's first minute
+(cold caches, lazy loading) is not the version's steady state. They count towards the window.
+
+**Guards.** A metric's tests start only after ``min_samples`` per arm (in intervals where both arms
+were served). A metric with no data on an arm
 is ``no_data``: the judge never promotes while it lasts and rolls back at the window's end (a metric
 that cannot be checked fails). A metric with a tail guard is not passed while the guard's evidence leans
 towards a tail regression (its e-value above 1): that only delays a promote. Traffic: from the
@@ -67,13 +92,16 @@ information rate so far the judge projects the information at the window's end; 
 is where a tolerance-sized regression would be rolled back with probability ``power``. At the window's
 end a metric passes only if it reached that information without regression (and its estimate is within
 tolerance); otherwise the verdict is ``inconclusive`` with the requests per interval that would be
-needed. Before it, once ``min_intervals`` have passed, the judge says ``inconclusive`` early when no
-undecided metric can reach enough information within the window.
+needed. "Inconclusive" is only ever decided at the window's end: a large regression can still be
+caught with little traffic (at 5 requests per interval, every metric 20% worse is rolled back around
+interval 22). Before the end, once ``min_intervals`` have been judged, a metric whose projected
+information falls short says so in its reason (the projection), and the analysis goes on.
 
 Assumptions
 -----------
 Intervals are independent given the past (requests in different intervals do not share state that
-matters), the two arms receive comparable traffic mixes, and the normal approximation of theta_hat
+matters), within an interval the two arms receive comparable traffic mixes (what changes over time
+may change both arms: it cancels), and the normal approximation of theta_hat
 holds once ``min_samples`` are in (the guarantee is then the asymptotic, time-uniform one of
 Waudby-Smith et al.; it is exact for Gaussian data with known variance). Rates and means must be
 positive (log-scale metrics: their values). For the tail guard, the sample quantiles of equal distributions are exchangeable between
@@ -91,6 +119,12 @@ References
 * G. Shafer, V. Vovk (2019). Game-theoretic foundations for probability and finance; I. Waudby-Smith,
   A. Ramdas (2023). Estimating means of bounded random variables by betting. JRSS B. (betting e-processes)
 * A. Wald (1945). Sequential tests of statistical hypotheses. (the oracle SPRT of the benchmark)
+* N. Mantel, W. Haenszel (1959). Statistical aspects of the analysis of data from retrospective studies
+  of disease. J. Natl. Cancer Inst. 22. (the stratified rate ratio)
+* S. Greenland, J. M. Robins (1985). Estimation of a common effect parameter from sparse follow-up
+  data. Biometrics 41. (its variance, for large and sparse strata)
+* W. Hoeffding (1963). Probability inequalities for sums of bounded random variables. JASA 58.
+  (sampling without replacement is less spread than with: the exceedance test's binomial bet)
 """
 
 from __future__ import annotations

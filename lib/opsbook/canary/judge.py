@@ -240,7 +240,7 @@ class CanaryJudge:
         n_s, n_c = float(last["Ns"]), float(last["Nc"])
         projected = float(last["projected"])
         needed = None
-        if projected < plan.info_needed:
+        if projected < plan.info_needed and (t - cfg.warmup >= cfg.min_intervals or t >= cfg.window):
             rate = (n_s + n_c) / (2.0 * t)
             needed = math.inf if projected <= 0 else rate * plan.info_needed / projected
         exceed = None

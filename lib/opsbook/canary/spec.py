@@ -161,7 +161,8 @@ class JudgeConfig:
     must be able to catch a tolerance-sized regression for "enough traffic" (used at the window's
     end and for the inconclusive projection). ``min_samples``: per arm and metric, the cumulative
     count before that metric's test may decide (the normal approximation needs it).
-    ``min_intervals``: intervals before an early "inconclusive" (the traffic rate must be seen first).
+    ``min_intervals``: judged intervals before a metric reports the projection that the window's
+    traffic will not suffice (the traffic rate must be seen first); it never ends the analysis.
     ``tail_share``: part of a metric's alpha given to its tail guard. ``tail_min_samples``: per arm
     and interval, the count below which an interval's quantiles are not compared.
     ``mixture_scale`` and ``point_mass``: the mixing distribution of both tests' e-processes, over
