@@ -10,8 +10,12 @@ Exit codes: 0 success, 1 the runbook failed (or verify found a problem), 2 inval
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -207,7 +211,18 @@ def _bare_ci(argv: list[str]) -> list[str]:
     return out
 
 
+def _skip_unused_imports() -> None:
+    """nbformat imports jsonschema, which imports ``rfc3987_syntax`` when it is installed (JupyterLab's
+    jupyter-events pulls it in) and that compiles a lark grammar at import: 1.4 s of CPU in every
+    ``opsbook`` command that reads or runs a notebook (5 s of wall time on a busy 2-CPU machine), for
+    jsonschema's optional "iri" format checks, which no notebook schema uses. In this process only
+    (never in a kernel or a Jupyter server), jsonschema is told it is not installed."""
+    if "rfc3987_syntax" not in sys.modules:
+        sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]
+
+
 def main(argv: list[str] | None = None) -> int:
+    _skip_unused_imports()
     parser = _parser()
     args = parser.parse_args(_bare_ci(sys.argv[1:] if argv is None else list(argv)))
     if args.version:
@@ -339,7 +354,7 @@ def _given_parameters(args: argparse.Namespace) -> tuple[dict[str, Any], set[str
 def _cmd_run(args: argparse.Namespace) -> int:
     if args.on_cluster or args.dry_run:
         return _cmd_run_on_cluster(args)
-    from opsbook import catalog, cireport, notify, runner
+    from opsbook import catalog, cireport, notify, runner, runview
     from opsbook.archive import open_archive
 
     ci_format = cireport.choose(args.ci)  # None: terminal output
@@ -353,6 +368,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     ci = cireport.make(ci_format, quiet=args.quiet) if ci_format else None
     err = _console(stderr=True)
     mode = prep.params.get("mode", "plan")
+    progress_cb: Any
+    view: Any = None
     if ci is not None:
         ci.banner(runbook=prep.runbook.id, version=prep.runbook.version, mode=mode, target=prep.target.describe(),
                   approve=args.approve)
@@ -363,28 +380,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
         err.print(f"[bold]{prep.runbook.id}[/bold] v{safe_text(prep.runbook.version, oneline=True)}: mode "
                   f"[bold]{safe_text(mode)}[/bold], target {safe_text(prep.target.describe(), oneline=True)}"
                   + (f", approved plan {safe_text(args.approve)}" if args.approve else ""))
-        progress_cb, stop = _progress(err, quiet=args.quiet)
+        view = runview.RunView(err, quiet=args.quiet)
+        view.start()
+        progress_cb, stop = (None if args.quiet else view.callback), view.stop
     try:
-        outcome = runner.execute(prep, archive=archive, progress=progress_cb, cell_timeout=args.cell_timeout,
-                                 run_timeout=args.run_timeout,
-                                 run_id=args.run_id)
+        with _say_interrupting(view, err):
+            outcome = runner.execute(prep, archive=archive, progress=progress_cb, cell_timeout=args.cell_timeout,
+                                     run_timeout=args.run_timeout, run_id=args.run_id)
     finally:
         stop()
     result = cireport.run_result(outcome)
     if ci is not None:
         ci.report(result, outcome.manifest)
     else:
-        colour = {"succeeded": "green", "failed": "red", "aborted": "yellow"}[outcome.status]
-        out = _console()
-        out.print(f"[{colour}]{outcome.status}[/{colour}] run {outcome.run_id}")
-        if outcome.failed_cell:
-            fc = outcome.failed_cell
-            out.print(f"  failing cell: #{fc.get('index')} of the runbook (code cell {fc.get('code_cell')})")
-            if fc.get("source"):
-                out.print("  " + safe_text(fc["source"].splitlines()[0][:100]))
-        if outcome.error:
-            out.print(f"  error: {safe_text(outcome.error)}")
-        out.print(f"  record: {outcome.record_dir}")
+        view.report(status=outcome.status, run_id=outcome.run_id, manifest=outcome.manifest,
+                    record=outcome.record_dir, error=outcome.error, failed_cell=outcome.failed_cell, out=_console())
 
     def warn(text: str) -> None:  # one line on stderr, in the CI format when there is one
         print(ci.format_warning(text) if ci is not None else f"opsbook: warning: {text}", file=sys.stderr, flush=True)
@@ -539,32 +549,32 @@ def _run_id_arg(text: str) -> str:
     return text
 
 
-def _progress(con: Any, *, quiet: bool) -> tuple[Any, Any]:
-    """Per-cell progress: a live bar on a terminal, one line per cell otherwise (CI logs)."""
-    from opsbook.display import safe_text
+@contextlib.contextmanager
+def _say_interrupting(view: Any, con: Any) -> Iterator[None]:
+    """The first Ctrl-C prints "interrupting…" at once, then interrupts as usual (the run stops, its
+    record is written): stopping a kernel that is still starting takes a moment, and silence reads as
+    a hang."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
 
-    if quiet:
-        return None, lambda: None
-    if not con.is_terminal or os.environ.get("CI", "").lower() in ("true", "1"):  # no bar in a CI log
-        def log_line(event: str, index: int, total: int, label: str) -> None:
-            if event == "start" and not label.startswith("(markdown)"):
-                con.print(f"[{index + 1}/{total}] {safe_text(label, markup=False, oneline=True)}", markup=False)
-        return log_line, lambda: None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, previous)  # a second Ctrl-C is an ordinary one
+        try:
+            if view is not None:
+                view.interrupting()
+            else:
+                print("opsbook: interrupting… the kernel is stopped and the run's record written",
+                      file=sys.stderr, flush=True)
+        finally:
+            raise KeyboardInterrupt("Ctrl-C")
 
-    prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=con, transient=False)
-    task = prog.add_task("starting kernel", total=None)
-    prog.start()
-
-    def cb(event: str, index: int, total: int, label: str) -> None:
-        if event == "start":
-            prog.update(task, total=total, completed=index,
-                        description=f"cell {index + 1}: {safe_text(label[:50], oneline=True)}")
-        else:
-            prog.update(task, completed=index + 1)
-
-    return cb, prog.stop
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _parse_since(text: str | None) -> Any:

@@ -74,6 +74,7 @@ class StepRecord:
     started: str = ""
     seconds: float = 0.0
     rows: list[dict[str, Any]] | None = None  # the table shown, kept in the manifest (first MAX_ROWS)
+    headline: str = ""  # the run's main finding, if this step has it (``Result.headline``)
 
 
 def _display(html_text: str, plain: str) -> None:
@@ -390,19 +391,21 @@ class Run:
             raise
         if isinstance(value, Result):
             self._record(kind, title, value.outcome or default_outcome, value.summary, value.details, value.rows,
-                         t0, started)
+                         t0, started, headline=value.headline)
             return value.value if value.value is not None else value
         self._record(kind, title, default_outcome, "", {}, None, t0, started)
         return value
 
     def _record(self, kind: str, title: str, outcome: str, summary: str, details: dict[str, Any],
-                rows: list[dict[str, Any]] | None, t0: float, started: str) -> StepRecord:
+                rows: list[dict[str, Any]] | None, t0: float, started: str, headline: str = "") -> StepRecord:
         summary = secrets.REDACTOR.redact(summary)
+        headline = secrets.REDACTOR.redact(" ".join(str(headline).split()))[:300]
         if rows:
             rows = secrets.REDACTOR.redact_obj(_jsonable(rows))
         rec = StepRecord(kind=kind, title=title, outcome=outcome, summary=summary,
                          details=secrets.REDACTOR.redact_obj(_jsonable(details)), started=started,
-                         seconds=round(time.monotonic() - t0, 3), rows=rows[:MAX_ROWS] if rows else None)
+                         seconds=round(time.monotonic() - t0, 3), rows=rows[:MAX_ROWS] if rows else None,
+                         headline=headline)
         if rows and len(rows) > MAX_ROWS:
             rec.details["rows_truncated"] = f"{len(rows)} rows, the first {MAX_ROWS} kept in the manifest"
         self.records.append(rec)

@@ -22,6 +22,9 @@ class Result:
     details: dict[str, Any] = field(default_factory=dict)
     rows: list[dict[str, Any]] | None = None  # shown as a table
     value: Any = None  # what the cell gets back
+    #: the run's main finding, when this step has it (a canary verdict, what an apply would change,
+    #: what a check found): one line, shown after the run above the step table and in CI
+    headline: str = ""
 
     def __post_init__(self) -> None:
         if self.outcome is not None and self.outcome not in OUTCOMES:

@@ -48,7 +48,9 @@ from opsbook.targets import get as get_target
 if TYPE_CHECKING:
     from opsbook.s3archive import S3Archive, S3Path
 
-ProgressCallback = Callable[[str, int, int, str], None]  # (event, cell index, cell count, label)
+#: (event, cell index, cell count, label): "start" and "complete" of every cell, label what the cell
+#: does (``cell_labels``); after a cell, a "step" event per step it finished, label the step as JSON
+ProgressCallback = Callable[[str, int, int, str], None]
 
 #: Space an archive must have free before a run (``Archive.check_writable``): a plan, or any run
 #: that is not an apply, needs RESERVE_FLOOR (a record of a few notebooks' size; refusing a plan
@@ -292,6 +294,9 @@ def _signals_held() -> Iterator[list[int]]:
             signal.signal(s, h)
 
 
+#: seconds a kernel has to exit after its shutdown request before SIGTERM (half) and SIGKILL (all)
+KERNEL_SHUTDOWN_WAIT = 2.0
+
 #: a Unix socket's path must fit in ``sun_path`` (108 bytes on Linux, 104 on macOS)
 _MAX_SOCKET_PATH = 100
 
@@ -313,28 +318,34 @@ def _kernel_manager_class(kernel_dir: Path | None) -> type | None:
         def __init__(self, **kw: Any) -> None:
             kw.setdefault("transport", "ipc")
             kw.setdefault("connection_file", connection_file)
+            # a kernel that does not exit within half of this after its shutdown request is sent
+            # SIGTERM, then SIGKILL: 5 s by default, which made a Ctrl-C during kernel start take 6 s
+            kw.setdefault("shutdown_wait_time", KERNEL_SHUTDOWN_WAIT)
             super().__init__(**kw)
 
     return RunKernelManager
 
 
-def _register_engine(progress: ProgressCallback | None) -> str:
-    """A papermill engine that reports each cell's start and end to ``progress``."""
+def _register_engine() -> str:
+    """A papermill engine that reports each cell's start and end to the ``opsbook_progress`` callback
+    given to ``papermill.execute_notebook`` (per call: concurrent runs in threads keep theirs)."""
     from papermill.engines import NBClientEngine, papermill_engines
 
     class OpsbookEngine(NBClientEngine):
         @classmethod
         def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, **kwargs: Any) -> Any:
+            progress: ProgressCallback | None = kwargs.pop("opsbook_progress", None)
             if progress is not None:
                 total = len(nb_man.nb.cells)
+                labels = cell_labels(nb_man.nb.cells)
                 start, complete = nb_man.cell_start, nb_man.cell_complete
 
                 def cell_start(cell: Any, cell_index: int | None = None, **kw: Any) -> Any:
-                    progress("start", cell_index or 0, total, _cell_label(cell))
+                    progress("start", cell_index or 0, total, labels[cell_index or 0])
                     return start(cell, cell_index, **kw)
 
                 def cell_complete(cell: Any, cell_index: int | None = None, **kw: Any) -> Any:
-                    progress("complete", cell_index or 0, total, _cell_label(cell))
+                    progress("complete", cell_index or 0, total, labels[cell_index or 0])
                     return complete(cell, cell_index, **kw)
 
                 nb_man.cell_start, nb_man.cell_complete = cell_start, cell_complete
@@ -344,21 +355,73 @@ def _register_engine(progress: ProgressCallback | None) -> str:
     return "opsbook"
 
 
-def _cell_label(cell: Any) -> str:
-    tags = cell.get("metadata", {}).get("tags", [])
-    if "injected-parameters" in tags:
-        return "(parameters given to this run)"
-    if "parameters" in tags:
-        return "(parameter defaults)"
+def _heading(cell: Any) -> str:
     src = cell.get("source", "")
-    if cell.get("cell_type") == "markdown":
-        heading = next((ln.lstrip("#").strip() for ln in src.splitlines() if ln.startswith("#")), "")
-        return f"(markdown) {heading}"[:70]
-    for line in src.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            return line[:70]
-    return ""
+    return next((ln.lstrip("#").strip() for ln in src.splitlines() if ln.startswith("#")), "")
+
+
+def cell_labels(cells: Any) -> list[str]:
+    """What the progress display calls each cell: a markdown cell ``(markdown) <its heading>``; a code
+    cell the heading of the markdown above it (the step it belongs to, as the runbook names it),
+    else its first line of code; the parameter cells say so."""
+    out: list[str] = []
+    heading = ""
+    for cell in cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if cell.get("cell_type") == "markdown":
+            heading = _heading(cell) or heading
+            out.append(f"(markdown) {heading}")
+        elif "injected-parameters" in tags:
+            out.append("(parameters given to this run)")
+        elif "parameters" in tags:
+            out.append("(parameter defaults)")
+        else:
+            code = next((ln.strip() for ln in cell.get("source", "").splitlines()
+                         if ln.strip() and not ln.strip().startswith("#")), "")
+            out.append(heading or code)
+    return out
+
+
+class _StepFeed:
+    """The step records the kernel has written so far (its events file), read after every cell so
+    that the progress display can show each step's outcome as it happens; redacted again here with
+    the run's own redactor (parameters, registered secrets) before anything is shown."""
+
+    def __init__(self, events: Path, redact: Callable[[], Any]):
+        self.events, self._redactor, self._offset = events, redact, 0
+
+    def new_steps(self) -> list[dict[str, Any]]:
+        try:
+            with open(self.events, "rb") as fh:
+                fh.seek(self._offset)
+                data = fh.read()
+        except OSError:
+            return []
+        end = data.rfind(b"\n") + 1  # complete lines only: the kernel may be writing the next one
+        self._offset += end
+        steps = []
+        for line in data[:end].decode("utf-8", "replace").splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                ev = json.loads(line)
+                if isinstance(ev, dict) and ev.get("event") == "step":
+                    steps.append({k: ev.get(k) for k in ("kind", "title", "outcome", "summary", "seconds", "headline")})
+        if steps:
+            red = self._redactor()
+            steps = [red.redact_obj(s) for s in steps]
+        return steps
+
+
+def _with_steps(progress: ProgressCallback, feed: _StepFeed) -> ProgressCallback:
+    """``progress`` also gets a ``"step"`` event per finished step, its label the step as JSON (kind,
+    title, outcome, summary, seconds, headline)."""
+
+    def cb(event: str, index: int, total: int, label: str) -> None:
+        progress(event, index, total, label)
+        if event == "complete":
+            for step in feed.new_steps():
+                progress("step", index, total, json.dumps(step, default=str))
+
+    return cb
 
 
 class _HtmlWarmup(threading.Thread):
@@ -471,21 +534,23 @@ def execute(prep: Prepared, *, archive: Archive | S3Archive, progress: ProgressC
 
             pm_error = PapermillExecutionError
             warm.start()
-            engine = _register_engine(progress)
+            engine = _register_engine()
             manager = _kernel_manager_class(staging)
+            feed = _StepFeed(events, lambda: recording.redactor_for(params, rb, secrets.read_registered(secrets_file)))
             with watchdog:
                 papermill.execute_notebook(
                     str(rb.path), str(out_nb), parameters=params, engine_name=engine, progress_bar=False,
                     cwd=str(rb.path.parent), log_output=False, execution_timeout=timeouts["cell"],
                     # the kernel's own TCP-transport warning is noise in an operator's terminal
                     extra_arguments=["--IPKernelApp.log_level=CRITICAL"], **watchdog.engine_kwargs(timeouts["cell"]),
-                    **({"kernel_manager_class": manager} if manager is not None else {}))
+                    **({"kernel_manager_class": manager} if manager is not None else {}),
+                    opsbook_progress=_with_steps(progress, feed) if progress is not None else None)
     except KeyboardInterrupt as exc:
         if watchdog.fired:  # a time limit like the cell timeout: failed (exit 1), not an operator's abort
             status, failed_cell, error = "failed", {}, watchdog.message
         else:
             status = "aborted"
-            error = f"interrupted ({exc or 'Ctrl-C'})"
+            error = f"interrupted ({str(exc) or 'Ctrl-C'})"
     except Exception as exc:  # a failing cell, a dead kernel, a timeout, a kernel that never started
         status = "failed"
         if pm_error is not None and isinstance(exc, pm_error):

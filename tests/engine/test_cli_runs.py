@@ -110,9 +110,9 @@ def _start_and_wait_for_kernel(args, outputs):
     while time.monotonic() < deadline:  # wait until the sleeping cell has started
         line = proc.stderr.readline()
         seen += line
-        if "time.sleep" in line or "sleeping" in line or "[5/" in line:
+        if "Sleeps so that" in line:  # the progress line of the runbook's first code cell (after the kernel start)
             break
-    time.sleep(1.0)
+    time.sleep(2.5)
     return proc, seen
 
 

@@ -1,0 +1,96 @@
+"""What an operator sees in the terminal during and after `opsbook run` (issue 16, section 1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from opsbook.runview import RunView, headlines, step_line
+from rich.console import Console
+
+from ..conftest import FIXTURE_NOTEBOOKS, FIXTURE_SECRET, OPSBOOK
+
+
+def _manifest(outputs: Path, runbook: str) -> dict:
+    (rec,) = [p for p in (outputs / runbook).iterdir() if p.is_dir()]
+    return json.loads((rec / "manifest.json").read_text())
+
+
+def test_each_step_is_shown_as_it_finishes_with_outcome_and_seconds(cli, outputs):
+    r = cli("run", "passing", "-p", "replicas", "3")
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    # like a test runner: one line per finished step, outcome and seconds first
+    step_lines = [ln for ln in lines if ln.startswith("  ") and " s  " in ln]
+    assert [ln.split()[0] for ln in step_lines] == ["ok", "planned", "ok"], r.stderr
+    assert any("Compute: 3 replicas" in ln for ln in step_lines)
+    # the step's heading, not a cut line of code
+    assert "[4/8] Passing fixture" in r.stderr and "opsbook.start(" not in r.stderr
+    # after the run: the status with the tally of outcomes and the record
+    assert "succeeded run " in r.stdout and "(3 steps: 2 ok, 1 planned)" in r.stdout
+
+
+def test_quiet_keeps_only_the_status_and_headline(cli, outputs):
+    r = cli("run", "passing", "--quiet")
+    assert r.returncode == 0
+    assert "Compute" not in r.stderr + r.stdout
+    assert "succeeded run " in r.stdout
+
+
+def test_a_step_with_a_headline_is_the_runs_headline():
+    manifest = {"steps": [{"title": "Judge the canary", "outcome": "ok", "seconds": 0.7,
+                           "summary": "ROLLBACK at interval 2", "headline": "ROLLBACK: latency +19.3%"},
+                          {"title": "Decide", "outcome": "ok", "seconds": 0.0, "summary": "would roll back"}]}
+    assert headlines(manifest) == ["ROLLBACK: latency +19.3%"]
+    con = Console(width=80, record=True, force_terminal=False)
+    RunView(con, quiet=True, live=False).report(status="succeeded", run_id="20261204T000000Z-abcdef",
+                                                manifest=manifest, record="/x")
+    text = con.export_text()
+    assert "ROLLBACK: latency +19.3%" in text and "succeeded run 20261204T000000Z-abcdef" in text
+    # a step's text cannot drive the terminal or inject markup
+    line = step_line({"title": "[bold]x\x1b[2J", "outcome": "ok", "seconds": 1, "summary": "a\rb"})
+    assert "\x1b" not in line and "\r" not in line and "\\[bold]" in line
+
+
+def test_without_streamed_steps_the_report_shows_the_step_table_at_80_columns():
+    manifest = {"steps": [{"title": "initial-kubernetes-deployment-very-long-step-title", "outcome": "failed",
+                           "seconds": 1.5, "summary": "helm upgrade failed: " + "x" * 150}]}
+    con = Console(width=80, record=True, force_terminal=False)
+    RunView(con, live=False).report(status="failed", run_id="20261204T000000Z-abcdef", manifest=manifest,
+                                    record="/x", error="RunFailed: 1 step failed")
+    text = con.export_text()
+    lines = text.splitlines()
+    a, b = lines[0].index("step"), lines[0].index("summary")
+    table_rows = lines[1: lines.index(next(ln for ln in lines if ln.startswith("failed run")))]
+    # the step title wraps inside its column; never cut with an ellipsis
+    assert "".join(ln[a:b].strip() for ln in table_rows) == "initial-kubernetes-deployment-very-long-step-title"
+    assert "…" not in text
+    assert "failed run 20261204T000000Z-abcdef" in text  # the id whole
+    assert all(len(ln) <= 80 for ln in text.splitlines())
+
+
+def test_ctrl_c_during_kernel_start_says_interrupting_at_once_and_stops_soon(outputs):
+    env = {**os.environ, "OPSBOOK_FIXTURE_SECRET": FIXTURE_SECRET}
+    proc = subprocess.Popen([*OPSBOOK, "run", "sleeper", "-p", "seconds", "60", "--notebooks", str(FIXTURE_NOTEBOOKS),
+                             "--outputs", str(outputs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if "starting the kernel" in proc.stderr.readline():
+            break
+    time.sleep(0.3)  # the kernel is starting
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 130, err
+    assert "interrupting…" in err
+    assert elapsed < 8.0, f"took {elapsed:.1f} s to stop"  # was 11-13 s: a hang to the operator
+    m = _manifest(outputs, "sleeper")
+    assert m["status"] == "aborted" and m["error"] == "interrupted (Ctrl-C)"  # never "interrupted ()"
+    assert "error: interrupted (Ctrl-C)" in out
