@@ -153,7 +153,17 @@ def run_result(outcome: Any) -> dict[str, Any]:
         "failing_step": failing_step(m),
         "error": getattr(outcome, "error", None),
         "checks": check_counts(m),
+        "headline": run_headline(m),
     }
+
+
+def run_headline(manifest: Mapping[str, Any]) -> list[str]:
+    """What the run found, in one line or a few: the headlines its steps marked (a canary verdict),
+    else what failed, changed or would change (``opsbook.runview``)."""
+    from opsbook.runview import derived_headline, headlines
+
+    lines = headlines(manifest) or [derived_headline(manifest)]
+    return [ln for ln in lines if ln]
 
 
 # -- reporters --------------------------------------------------------------------------------------------
@@ -231,6 +241,8 @@ class Reporter:
             self._close(f"opsbook_step_{i}")
         self._annotations(result, manifest)
         status = str(result.get("status"))
+        for line in result.get("headline") or []:
+            self._w(f"headline: {_clean(line)}")
         self._status_line(f"{status} run {result.get('run_id')}", status)
         fc = result.get("failed_cell")
         if fc and (fc.get("index") is not None or fc.get("code_cell")):
@@ -385,6 +397,8 @@ def step_summary_markdown(result: Mapping[str, Any], manifest: Mapping[str, Any]
            f"| Mode | {_md(result.get('mode'))} |",
            f"| Status | {status} |",
            f"| Run id | `{_md(result.get('run_id'))}` |"]
+    for line in result.get("headline") or []:
+        out.append(f"| Headline | **{_md(line, 300)}** |")
     if result.get("approved_plan"):
         out.append(f"| Approved plan | `{_md(result.get('approved_plan'))}` |")
     checks = result.get("checks") or {}

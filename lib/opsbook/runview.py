@@ -45,6 +45,25 @@ def headlines(manifest: Mapping[str, Any]) -> list[str]:
     return [str(s["headline"]) for s in manifest.get("steps") or [] if isinstance(s, Mapping) and s.get("headline")]
 
 
+def derived_headline(manifest: Mapping[str, Any]) -> str:
+    """For a run whose steps marked no headline: what failed, else what changed or would change,
+    else how many checks passed."""
+    steps = [s for s in manifest.get("steps") or [] if isinstance(s, Mapping)]
+    if not steps:
+        return ""
+    failed = [str(s.get("title")) for s in steps if s.get("outcome") == "failed"]
+    if failed:
+        return f"{len(failed)} failed: " + ", ".join(failed)
+    changed = [str(s.get("title")) for s in steps if s.get("outcome") == "changed"]
+    planned = [str(s.get("title")) for s in steps if s.get("outcome") == "planned"]
+    if changed:
+        return f"changed: {', '.join(changed)}" + (f"; still to do: {', '.join(planned)}" if planned else "")
+    if planned:
+        return f"would change: {', '.join(planned)}"
+    checks = [s for s in steps if s.get("kind") in ("check", "preflight")]
+    return f"nothing to change; {len(checks)} check(s) passed" if checks else "nothing to change"
+
+
 class RunView:
     """The terminal display of one run. ``callback`` is the runner's progress callback."""
 
@@ -134,8 +153,9 @@ class RunView:
         counts: dict[str, int] = {}
         for s in steps:
             counts[str(s.get("outcome"))] = counts.get(str(s.get("outcome")), 0) + 1
-        for line in headlines(manifest):
-            out.print(f"[bold]▶ {safe_text(line, oneline=True)}[/bold]", highlight=False)
+        for line in headlines(manifest) or [derived_headline(manifest)]:
+            if line:
+                out.print(f"[bold]▶ {safe_text(line, oneline=True)}[/bold]", highlight=False)
         style = STATUS_STYLE.get(status, "")
         tally = ", ".join(f"{n} {o}" for o, n in counts.items())
         out.print(f"[{style}]{safe_text(status)}[/{style}] run {safe_text(run_id)}"

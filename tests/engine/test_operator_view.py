@@ -65,10 +65,11 @@ def test_without_streamed_steps_the_report_shows_the_step_table_at_80_columns():
     text = con.export_text()
     lines = text.splitlines()
     a, b = lines[0].index("step"), lines[0].index("summary")
-    table_rows = lines[1: lines.index(next(ln for ln in lines if ln.startswith("failed run")))]
+    table_rows = lines[1: lines.index(next(ln for ln in lines if ln.startswith("▶")))]
     # the step title wraps inside its column; never cut with an ellipsis
     assert "".join(ln[a:b].strip() for ln in table_rows) == "initial-kubernetes-deployment-very-long-step-title"
     assert "…" not in text
+    assert "▶ 1 failed: initial-kubernetes-deployment-very-long-step-title" in text  # derived headline
     assert "failed run 20261204T000000Z-abcdef" in text  # the id whole
     assert all(len(ln) <= 80 for ln in text.splitlines())
 
@@ -94,3 +95,17 @@ def test_ctrl_c_during_kernel_start_says_interrupting_at_once_and_stops_soon(out
     m = _manifest(outputs, "sleeper")
     assert m["status"] == "aborted" and m["error"] == "interrupted (Ctrl-C)"  # never "interrupted ()"
     assert "error: interrupted (Ctrl-C)" in out
+
+
+def test_a_run_without_a_headline_says_what_failed_changed_or_would_change():
+    from opsbook.runview import derived_headline
+
+    step = {"kind": "change", "seconds": 0.1, "summary": ""}
+    assert derived_headline({"steps": [{**step, "title": "Install", "outcome": "planned"},
+                                       {**step, "title": "Scale", "outcome": "planned"}]}) == \
+        "would change: Install, Scale"
+    assert derived_headline({"steps": [{**step, "title": "Install", "outcome": "changed"},
+                                       {**step, "kind": "check", "title": "Pods Ready", "outcome": "failed"}]}) == \
+        "1 failed: Pods Ready"
+    assert derived_headline({"steps": [{**step, "kind": "check", "title": "A", "outcome": "ok"}]}) == \
+        "nothing to change; 1 check(s) passed"

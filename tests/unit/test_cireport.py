@@ -291,3 +291,14 @@ def test_bare_ci_before_the_runbook_id_does_not_swallow_it() -> None:
     assert (args.runbook, args.ci) == ("environment-check", "gitlab")
     args = _parser().parse_args(_bare_ci(["run", "environment-check", "--ci"]))
     assert args.ci == "auto"
+
+
+def test_the_headline_is_in_the_log_the_json_and_the_job_summary():
+    m = manifest()
+    m["steps"][2]["headline"] = "ROLLBACK: latency +19.3% (bounds +12.0% .. +27.1%)"
+    result = cireport.run_result(outcome(m))
+    assert result["headline"] == ["ROLLBACK: latency +19.3% (bounds +12.0% .. +27.1%)"]
+    assert "headline: ROLLBACK: latency +19.3%" in render("plain", m)
+    assert "| Headline | **ROLLBACK: latency +19.3%" in cireport.step_summary_markdown(result, m)
+    # without a step's headline: what failed (else what changed or would change)
+    assert cireport.run_result(outcome())["headline"] == ["2 failed: Preflight, Pods: Ready, all"]
