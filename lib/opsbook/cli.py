@@ -264,8 +264,40 @@ def _console(stderr: bool = False) -> Any:
     return con
 
 
-def _cmd_list(args: argparse.Namespace) -> int:
+def _fitted_table(title: str, columns: list[tuple[str, bool]], rows: list[list[str]], *, width: int,
+                  drop_first: tuple[str, ...] = ()) -> Any:
+    """A table that never cuts what people copy: a column marked whole (ids, statuses, times) is as
+    wide as its longest value and never wraps; the others wrap. When even that does not fit in
+    ``width``, the columns in ``drop_first`` are left out, in that order (the title says which)."""
     from rich.table import Table
+    from rich.text import Text
+
+    def cell_len(markup: str) -> int:
+        return Text.from_markup(markup).cell_len
+
+    names = [c for c, _ in columns]
+    whole = {c for c, w in columns if w}
+    need = {c: (max([cell_len(c)] + [cell_len(r[i]) for r in rows]) if c in whole else min(
+        10, max([len(c)] + [cell_len(r[i]) for r in rows]))) for i, c in enumerate(names)}
+    dropped: list[str] = []
+    for c in drop_first:
+        if sum(need[n] for n in names if n not in dropped) + 3 * (len(names) - len(dropped)) + 1 <= width:
+            break
+        dropped.append(c)
+    keep = [i for i, c in enumerate(names) if c not in dropped]
+    table = Table(title=title + (f" (not shown at this width: {', '.join(dropped)})" if dropped else ""))
+    for i in keep:
+        c = names[i]
+        if c in whole:
+            table.add_column(c, no_wrap=True, min_width=need[c])
+        else:
+            table.add_column(c, overflow="fold")
+    for r in rows:
+        table.add_row(*(r[i] for i in keep))
+    return table
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
 
     from opsbook import catalog
     from opsbook.display import safe_text
@@ -273,20 +305,21 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     d = catalog.notebooks_dir(args.notebooks)
     books = catalog.all_runbooks(d)
-    table = Table(title=f"Runbooks in {safe_text(d)}")
-    for col in ("id", "title", "version", "risk", "parameters"):
-        table.add_column(col)
+    rows: list[list[str]] = []
     broken = 0
     for rb in books:
         if isinstance(rb, RunbookError):
             broken += 1
-            table.add_row("[red]invalid[/red]", safe_text(rb), "", "", "")
+            rows.append(["[red]invalid[/red]", safe_text(rb), "", "", ""])
         else:
             risk = ("[bold red]high[/bold red]" if rb.high_risk else "low") + (
                 f" (declared {rb.declared_risk}; outside the catalogue)" if rb.external else "")
-            table.add_row(safe_text(rb.id), safe_text(rb.title, oneline=True), safe_text(rb.version, oneline=True),
-                          risk, str(len(rb.spec.params)))
-    _console().print(table)
+            rows.append([safe_text(rb.id), safe_text(rb.title, oneline=True), safe_text(rb.version, oneline=True),
+                         risk, str(len(rb.spec.params))])
+    con = _console()
+    con.print(_fitted_table(f"Runbooks in {safe_text(d)}", [("id", True), ("title", False), ("version", True),
+                                                          ("risk", False), ("parameters", True)], rows,
+                            width=con.width, drop_first=("parameters", "version")))
     return EXIT_FAILED if broken else EXIT_OK
 
 
@@ -605,20 +638,21 @@ def _cmd_history(args: argparse.Namespace) -> int:
         for e in entries:
             print(json.dumps(asdict(e), sort_keys=True))
         return EXIT_OK
-    from rich.table import Table
 
-    table = Table(title=f"Runs in {archive.root} ({len(entries)} shown)")
-    for col in ("run id", "runbook", "status", "mode", "target", "operator", "started"):
-        table.add_column(col, no_wrap=col in ("run id", "started", "status"))
     colours = {"succeeded": "green", "failed": "red", "aborted": "yellow"}
+    rows = []
     for e in entries:
         d = asdict(e)
         c = colours.get(d.get("status") or "", "magenta")
         status = "started, never finished" if e.is_start else d.get("status")
-        table.add_row(*(safe_text(v, oneline=True) for v in (d["run_id"], d["runbook_id"])),
-                      f"[{c}]{safe_text(status, oneline=True)}[/{c}]",
-                      *(safe_text(d.get(k) or "", oneline=True) for k in ("mode", "target", "operator", "started")))
-    _console().print(table)
+        rows.append([*(safe_text(v, oneline=True) for v in (d["run_id"], d["runbook_id"])),
+                     f"[{c}]{safe_text(status, oneline=True)}[/{c}]",
+                     *(safe_text(d.get(k) or "", oneline=True) for k in ("mode", "target", "operator", "started"))])
+    con = _console()
+    con.print(_fitted_table(f"Runs in {archive.root} ({len(entries)} shown)",
+                            [("run id", True), ("runbook", True), ("status", True), ("mode", True), ("target", True),
+                             ("operator", False), ("started", True)], rows, width=con.width,
+                            drop_first=("operator", "started", "target", "mode")))
     return EXIT_OK
 
 
@@ -692,17 +726,18 @@ def _cmd_incident(args: argparse.Namespace) -> int:
                               "operator": m.get("operator"), "seq": r.entry.seq,
                               "phases": (m.get("parameters") or {}).get("phases")}, sort_keys=True))
         return EXIT_OK
-    from rich.table import Table
 
-    table = Table(title=f"Incident {args.incident_id}: {len(runs)} run(s) in {archive.root}")
-    for col in ("started", "run id", "runbook", "mode", "status", "operator", "phases"):
-        table.add_column(col, no_wrap=col in ("run id", "started"))
+    rows = []
     for r in runs:
         m = r.manifest
         phases = ", ".join(str(p) for p in (m.get("parameters") or {}).get("phases") or [])
-        table.add_row(*(safe_text(v, oneline=True) for v in (r.started, r.run_id, r.runbook_id, m.get("mode") or "",
-                                                             m.get("status") or "", m.get("operator") or "", phases)))
-    _console().print(table)
+        rows.append([safe_text(v, oneline=True) for v in (r.started, r.run_id, r.runbook_id, m.get("mode") or "",
+                                                           m.get("status") or "", m.get("operator") or "", phases)])
+    con = _console()
+    con.print(_fitted_table(f"Incident {args.incident_id}: {len(runs)} run(s) in {archive.root}",
+                            [("started", True), ("run id", True), ("runbook", True), ("mode", True), ("status", True),
+                             ("operator", False), ("phases", False)], rows, width=con.width,
+                            drop_first=("operator", "phases", "started", "mode")))
     return EXIT_OK
 
 

@@ -109,3 +109,41 @@ def test_a_run_without_a_headline_says_what_failed_changed_or_would_change():
         "1 failed: Pods Ready"
     assert derived_headline({"steps": [{**step, "kind": "check", "title": "A", "outcome": "ok"}]}) == \
         "nothing to change; 1 check(s) passed"
+
+
+def _archive_with_incident_runs(outputs: Path, n: int = 2) -> None:
+    import tempfile
+
+    from opsbook.archive import Archive
+    from opsbook.ids import new_run_id
+
+    archive = Archive(outputs)
+    for i in range(n):
+        run_id = new_run_id()
+        manifest = {"run_id": run_id, "runbook_id": "security-incident-response", "mode": "plan",
+                    "status": "succeeded", "operator": "a-very-long-operator-name@example.com",
+                    "started": f"2026-12-04T10:0{i}:00Z", "ended": f"2026-12-04T10:0{i}:30Z",
+                    "parameters": {"incident_id": "INC-42", "phases": ["triage", "contain", "recover"]}}
+        with tempfile.TemporaryDirectory() as empty:
+            archive.record(runbook_id="security-incident-response", run_id=run_id, source_dir=Path(empty),
+                           manifest=manifest)
+
+
+def test_ids_and_statuses_are_never_cut_at_80_or_100_columns(cli, outputs):
+    for width in ("80", "100"):
+        r = cli("list", env={"COLUMNS": width})
+        assert r.returncode == 0, r.stderr
+        assert "…" not in r.stdout and "passing" in r.stdout and "highrisk" in r.stdout
+        assert all(len(ln) <= int(width) for ln in r.stdout.splitlines())
+    _archive_with_incident_runs(outputs)
+    ids = [p.name for p in (outputs / "security-incident-response").iterdir()]
+    for width in ("80", "100"):
+        h = cli("history", env={"COLUMNS": width})
+        i = subprocess.run([*OPSBOOK, "incident", "INC-42", "--outputs", str(outputs)], capture_output=True,
+                           text=True, env={**os.environ, "COLUMNS": width})
+        for r in (h, i):
+            assert r.returncode == 0, r.stderr
+            assert "…" not in r.stdout, r.stdout
+            assert all(run_id in r.stdout for run_id in ids), r.stdout
+            assert "security-incident-response" in r.stdout and "succeeded" in r.stdout
+            assert all(len(ln) <= int(width) for ln in r.stdout.splitlines())
