@@ -256,8 +256,23 @@ def test_plan_on_local_judges_the_recorded_canary(opsbook_run):
     assert steps["Promote to every instance"]["outcome"] == "planned"
     assert steps[rollout.SERVING_STEP]["details"]["version"] == "1"
     assert steps["Plot the analysis"]["details"]["png_bytes"] > 1000
+    assert judged["warmup_intervals"] == 1 and steps["Plot the analysis"]["details"]["warmup_intervals"] == 1
     nb = (next((opsbook_run.outputs / RUNBOOK).iterdir()) / "notebook.ipynb").read_text()
     assert "image/png" in nb
+    assert "the first 1 interval(s), 1 min, are not judged" in nb  # the settings table
+
+
+def test_a_warmup_as_long_as_the_monitoring_period_is_refused_naming_it(opsbook_run):
+    r = opsbook_run(RUNBOOK, "-p", "version", "2", "-p", "serving_version", "1", "-p", "monitor_minutes", "10",
+                    "-p", "warmup_intervals", "10")
+    assert r.returncode != 0, r.stdout + r.stderr
+    out = " ".join((r.stdout + r.stderr).split())  # the terminal output wraps long lines
+    assert ("warmup_intervals=10: expected at most 9: the warm-up must leave at least one of the monitoring "
+            "period's 10 intervals of 60 s (monitor_minutes=10) to judge") in out, out
+    (m,) = manifests_of(opsbook_run.outputs, RUNBOOK)
+    assert m["status"] == "failed" and rollout.JUDGE_STEP not in _steps(m)  # stopped at the settings
+    r = opsbook_run(RUNBOOK, "-p", "warmup_intervals", "-2")
+    assert r.returncode == 2 and "warmup_intervals: got '-2'; expected a value >= 0" in r.stderr, r.stdout + r.stderr
 
 
 def test_regressed_canary_plan_then_approved_apply_acts_on_the_plans_verdict(opsbook_run):

@@ -6,6 +6,8 @@ whose canary track is clearly worse, and no ``metrics_file``.
 Round 1: the plan finds no canary (nothing to collect), its approved apply starts the canary and holds.
 Round 2, once two full analysis intervals have passed since the canary's creation: the plan judges it
 from Prometheus (rollback), and its approved apply deletes the canary; stable stays on v1.
+
+And the collect step alone against the same Prometheus: the latency buckets reach the judge as histograms.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import datetime as dt
 import math
 import time
 
+import numpy as np
 import pytest
 import yaml
 from opsbook.errors import NotFound
@@ -114,6 +117,7 @@ def test_two_rounds_with_prometheus_start_the_canary_then_roll_the_worse_one_bac
             judged = steps[rollout.JUDGE_STEP]["details"]
             assert judged["decision"] == "rollback", judged
             assert judged["intervals_available"] >= 2, judged
+            assert judged["warmup_intervals"] == 1, judged  # the default: one interval, not judged
             status = {x["metric"]: x["status"] for x in judged["metrics"]}
             assert "regressed" in (status["latency"], status["error_rate"]), status
             assert steps["Decide"]["details"]["decision"] == "rollback"
@@ -140,3 +144,56 @@ def test_two_rounds_with_prometheus_start_the_canary_then_roll_the_worse_one_bac
             assert rollout.model_of(dep)[:2] == ("1", "models:/proposer/1")
         finally:
             prometheus.remove_target(exporter.host_port, job=JOB)
+
+
+@pytest.mark.services
+def test_collect_from_prometheus_gives_the_judge_the_latency_histograms(prometheus, metrics_exporter):
+    """The runbook's collect step against the real Prometheus: the latency buckets arrive as cumulative
+    ``latency_le_*`` columns (one per exporter bucket, +Inf last), and become per-interval histograms
+    in which the worse canary has more requests above the stable's p99 bucket."""
+    from opsbook.canary import inputs_from_frame
+    from opsbook.clients.prometheus import Prometheus
+    from opsbook.ops.canary_metrics import le_column
+    from opsbook.targets import LOCAL
+    from opsbook.testing.model_exporter import DEFAULT_BUCKETS
+
+    step, job = 3, JOB + "-buckets"
+    exporter = metrics_exporter()
+    with ModelServer(exporter.registry, model="proposer", rate=RATE, tracks={"stable": HEALTHY, "canary": WORSE},
+                     seed=5):
+        try:
+            prometheus.add_target(exporter.host_port, job=job)  # waits for the first scrape
+            prometheus.wait_for_series(f'count_over_time(model_requests_total{{job="{job}"}}[{step}s]) >= {step}',
+                                       timeout=30)
+            end = math.ceil(time.time() / step) * step + 3 * step
+            time.sleep(end - time.time() + 1.5)  # the last interval's final scrape is in
+        finally:
+            prometheus.remove_target(exporter.host_port, job=job)
+    staging = LOCAL.model_copy(update={"name": "staging"})
+    ctx = rollout.configure({"mode": "plan", "monitor_minutes": 1, "interval_seconds": step}, staging,
+                            prom=Prometheus(prometheus.url, timeout=10)).value
+    collected = rollout.collect(ctx, now=end)
+    assert collected.details["source"].startswith(f"Prometheus {prometheus.url}"), collected.summary
+    frame = ctx.frame
+    les = [c for c in frame.columns if c.startswith("latency_le_")]
+    assert les == [le_column("latency", b) for b in DEFAULT_BUCKETS] + ["latency_le_+Inf"]
+
+    inputs = inputs_from_frame(frame, rollout.metric_specs())
+    full = inputs[-3:]  # the last three intervals: every scrape in
+    pooled = {}
+    for item in full:
+        for arm in ("stable", "canary"):
+            s = getattr(item, arm)["latency"]
+            assert s is not None and s.hist is not None and len(s.hist) == len(DEFAULT_BUCKETS) + 1
+            row = frame[(frame["interval"] == item.interval) & (frame["arm"] == arm)].iloc[0]
+            assert sum(s.hist) == pytest.approx(row["latency_le_+Inf"], rel=1e-9)
+            assert 0.7 * RATE * step <= sum(s.hist) <= 1.3 * RATE * step, s.hist
+            pooled[arm] = pooled.get(arm, 0) + np.asarray(s.hist)
+    early = [item for item in inputs if not (frame.loc[frame["interval"] == item.interval, "requests"] > 0).any()]
+    assert early, "intervals before the first scrape have no data"
+    assert all(item.stable["latency"] is None for item in early)
+    # above the stable's p90 bucket (its p99 is a handful of requests in 9 s), the canary (latency x1.5)
+    # has several times the stable's share: what the exceedance test measures at p99
+    j = int(np.argmax(np.cumsum(pooled["stable"]) >= 0.9 * pooled["stable"].sum()))
+    share = {arm: pooled[arm][j + 1:].sum() / pooled[arm].sum() for arm in pooled}
+    assert share["canary"] > 2 * share["stable"], share

@@ -202,6 +202,27 @@ class TestPlots:
         assert len(fig.get_axes()) == 1
         assert not any(line.get_gid() == "rollback-boundary" for line in fig.get_axes()[0].get_lines())
 
+    def test_warmup_is_shaded_and_labelled_on_every_panel(self, regressed):
+        fig = plot_canary(regressed.value.frame, regressed.value.history, warmup=3)
+        for ax in fig.get_axes():
+            (span,) = [patch for patch in ax.patches if patch.get_gid() == "warmup"]
+            bbox = span.get_bbox()
+            assert (bbox.x0, bbox.x1) == (0.5, 3.5)  # intervals 1-3
+            assert span.get_label() == "warm-up (not judged)"
+        assert "warm-up (not judged)" in [t.get_text() for t in fig.legends[0].get_texts()]
+        none = plot_canary(regressed.value.frame, regressed.value.history, warmup=0)
+        assert not [patch for ax in none.get_axes() for patch in ax.patches if patch.get_gid() == "warmup"]
+
+    def test_the_analysis_plot_shades_the_judges_warmup(self):
+        from opsbook.canary import JudgeConfig
+
+        frame = cm.load_metrics(REGRESSED)
+        for warmup in (0, 2):
+            result = cm.judge_metrics(frame, config=JudgeConfig(warmup=warmup))
+            spans = [patch.get_bbox().x1 for ax in plot_analysis(result.value).get_axes() for patch in ax.patches
+                     if patch.get_gid() == "warmup"]
+            assert spans == ([warmup + 0.5] * len(DEFAULT_METRICS) if warmup else [])
+
     def test_verdict_timeline(self, healthy):
         fig = plot_verdict_timeline(healthy.value.history)
         (ax,) = fig.get_axes()
@@ -385,6 +406,67 @@ class TestQueryMetrics:
 
         with pytest.raises(Invalid, match="2 series"):
             cm.query_metrics(Two(None), model="m", start=0, end=60, interval=60)
+
+
+class BucketProm(FakeProm):
+    """As FakeProm, but the histogram's answer is ``buckets``: (le label, timestamp index, value) rows."""
+
+    def __init__(self, value, buckets) -> None:
+        super().__init__(value)
+        self.buckets = buckets
+
+    def query_range(self, promql, start, end, step):
+        if not promql.startswith("sum by (le)"):
+            return super().query_range(promql, start, end, step)
+        self.queries.append((promql, start, end, step))
+        ts = np.arange(start, end + step / 2, step)
+        return pd.DataFrame([{"le": le, "timestamp": ts[i], "value": v} for le, i, v in self.buckets])
+
+
+def _flat(promql, ts):
+    if "model_dissonance" in promql or "model_feedback" in promql:
+        return np.full(len(ts), 100.0)
+    return np.full(len(ts), 0.0 if "code=~" in promql else 150.0 if "quantile" not in promql else 0.2)
+
+
+class TestBucketColumns:
+    def test_prometheus_buckets_become_le_columns_and_the_judges_histograms(self):
+        frame = cm.query_metrics(FakeProm(_flat), model="proposer", start=0, end=180, interval=60)
+        assert [c for c in frame.columns if "_le_" in c] == [
+            "latency_le_0.1", "latency_le_0.2", "latency_le_0.4", "latency_le_+Inf"]
+        assert frame["latency_le_0.2"].tolist() == [75.0] * 6 and frame["latency_le_+Inf"].tolist() == [150.0] * 6
+        frame = cm.validate_metrics(frame)
+        for item in cm.inputs_from_frame(frame, DEFAULT_METRICS):
+            for arm in (item.stable, item.canary):  # 150 requests: 25% / 50% / 90% / 100% cumulative
+                assert arm["latency"].hist == (37.5, 37.5, 60.0, 15.0)
+
+    def test_le_labels_are_normalised_artefacts_tidied_and_gaps_left_missing(self):
+        rows = [("0.5", 0, 40.0), ("1.0", 0, 90.0), ("+Inf", 0, 100.0),  # interval 1
+                ("0.5", 1, 50.0), ("1.0", 1, 49.99), ("+Inf", 1, -0.0),  # 2: increase() artefacts
+                ("0.5", 2, 10.0), ("+Inf", 2, 12.0)]  # 3: no le="1.0" sample
+        frame = cm.query_metrics(BucketProm(_flat, rows), model="m", start=0, end=180, interval=60)
+        s = frame[frame["arm"] == "stable"].set_index("interval")
+        assert [c for c in frame.columns if "_le_" in c] == ["latency_le_0.5", "latency_le_1", "latency_le_+Inf"]
+        assert s.loc[1, ["latency_le_0.5", "latency_le_1", "latency_le_+Inf"]].tolist() == [40.0, 90.0, 100.0]
+        assert s.loc[2, ["latency_le_0.5", "latency_le_1", "latency_le_+Inf"]].tolist() == [50.0, 50.0, 50.0]
+        assert math.isnan(s.loc[3, "latency_le_1"]) and s.loc[3, "latency_le_+Inf"] == 12.0
+        frame = frame.assign(latency_logmean=-1.0, latency_logstd=0.5)  # the moments are not this test's concern
+        hists = {item.interval: item.stable["latency"].hist for item in cm.inputs_from_frame(frame, [LATENCY])}
+        assert hists == {1: (40.0, 50.0, 10.0), 2: (50.0, 0.0, 0.0), 3: None}
+
+    def test_one_bound_spelt_twice_is_invalid(self):
+        rows = [("1", 0, 5.0), ("1.0", 0, 5.0), ("+Inf", 0, 6.0)]
+        with pytest.raises(Invalid, match="same bucket bound twice"):
+            cm.query_metrics(BucketProm(_flat, rows), model="m", start=0, end=60, interval=60)
+
+    @pytest.mark.parametrize(("bound", "name"), [
+        (0.005, "latency_le_0.005"), (0.1, "latency_le_0.1"), (1.0, "latency_le_1"), (2.5, "latency_le_2.5"),
+        (1e-05, "latency_le_1e-05"), (0.0125, "latency_le_0.0125"), (float("inf"), "latency_le_+Inf"),
+        ("+Inf", "latency_le_+Inf"), ("0.30000000000000004", "latency_le_0.30000000000000004"),
+    ])
+    def test_column_names_are_the_shortest_text_of_the_bound(self, bound, name):
+        assert cm.le_column("latency", bound) == name
+        assert float(name.rsplit("_", 1)[1]) == float(bound)
 
 
 def test_collect_metrics_from_a_file_or_prometheus():

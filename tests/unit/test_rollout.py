@@ -8,7 +8,7 @@ import copy
 from pathlib import Path
 
 import pytest
-from opsbook.errors import OpsbookError
+from opsbook.errors import OpsbookError, ParameterError
 from opsbook.ops import rollout
 from opsbook.targets import LOCAL
 
@@ -100,6 +100,77 @@ def test_settings_tolerances_and_decision_choices():
     assert specs["accuracy"].higher_is_worse is False and specs["latency"].tail is True
     with pytest.raises(OpsbookError, match="decision 'maybe'"):
         rollout.settings_from({"decision": "maybe"}, LOCAL)
+
+
+@pytest.mark.parametrize(("params", "warmup"), [
+    ({}, 1),  # the default: one analysis interval
+    ({"interval_seconds": 10, "monitor_minutes": 1}, 1),  # one interval, whatever its length
+    ({"warmup_intervals": 0}, 0),
+    ({"warmup_intervals": 59}, 59),
+])
+def test_the_warmup_is_a_number_of_intervals(params, warmup):
+    assert rollout.settings_from(params, LOCAL).warmup_intervals == warmup
+
+
+@pytest.mark.parametrize(("params", "problem"), [
+    ({"warmup_intervals": 60}, "warmup_intervals=60: expected at most 59: the warm-up must leave at least one of "
+                               "the monitoring period's 60 intervals of 60 s (monitor_minutes=60) to judge"),
+    ({"monitor_minutes": 1}, "warmup_intervals=1: expected at most 0: the warm-up must leave at least one of the "
+                             "monitoring period's 1 intervals of 60 s (monitor_minutes=1) to judge"),
+    ({"warmup_intervals": -1}, "warmup_intervals=-1: expected a whole number of intervals >= 0 (0: none)"),
+    ({"warmup_intervals": "soon"}, "warmup_intervals='soon': expected a whole number of intervals >= 0"),
+    ({"warmup_intervals": True}, "warmup_intervals=True: expected a whole number of intervals >= 0"),
+    ({"tail_tolerance": 100.0}, "tail_tolerance=100.0: expected a number >= 0 and < 100"),
+    ({"tail_tolerance": -0.1}, "tail_tolerance=-0.1: expected a number >= 0 and < 100"),
+])
+def test_a_bad_warmup_or_tail_tolerance_is_refused_naming_it_its_value_and_what_was_expected(params, problem):
+    with pytest.raises(ParameterError) as excinfo:
+        rollout.settings_from(params, LOCAL)
+    (p,) = excinfo.value.problems
+    assert str(p).startswith(problem), str(p)
+    assert problem in str(excinfo.value)
+
+
+def test_the_notebook_bounds_warmup_and_tail_tolerance_before_any_kernel_starts():
+    from opsbook import catalog
+    from opsbook.parameters import validate
+
+    spec = catalog.load(ROOT / "notebooks" / "deploy-new-model.ipynb").spec
+    assert spec.params["warmup_intervals"].default == 1 and spec.params["tail_tolerance"].default == 0.25
+    assert spec.params["tail_tolerance"].default == rollout.Settings.tail_tolerance  # one default, not two
+    assert validate(spec, {"warmup_intervals": "2", "tail_tolerance": "1"},
+                    text_values={"warmup_intervals", "tail_tolerance"})["warmup_intervals"] == 2
+    with pytest.raises(ParameterError) as excinfo:
+        validate(spec, {"warmup_intervals": "-3", "tail_tolerance": "150"}, text_values={"warmup_intervals",
+                                                                                        "tail_tolerance"})
+    assert {(p.name, p.value, p.expected) for p in excinfo.value.problems} == {
+        ("warmup_intervals", "'-3'", "expected a value >= 0"), ("tail_tolerance", "'150'", "expected a value <= 99")}
+
+
+def test_tail_tolerance_is_latencys_exceedance_tolerance_and_warmup_reaches_the_judge_and_the_plot():
+    specs = {m.name: m for m in rollout.metric_specs(0.05, 1.0, tail_tolerance=2.0)}
+    assert specs["latency"].exceed_tolerance == 2.0
+    assert specs["d"].exceed_tolerance == rollout.metric_specs()[3].exceed_tolerance == 0.25  # no tail tests: as is
+    ctx = _ctx(metrics_file=str(REGRESSED), error_rate_tolerance=1.0, warmup_intervals=2, tail_tolerance=1.0)
+    rows = {r["setting"]: r["value"] for r in rollout.configure(
+        {"mode": "plan", "metrics_file": str(REGRESSED), "warmup_intervals": 2, "tail_tolerance": 1.0}, LOCAL).rows}
+    assert rows["warm-up"].startswith("the first 2 interval(s), 2 min, are not judged (warmup_intervals 2)")
+    assert "p99 latency: the canary's share of requests above the stable's p99 up to 2x the stable's" in rows[
+        "tolerances"]
+    default_rows = {r["setting"]: r["value"] for r in rollout.configure({"mode": "plan"}, LOCAL).rows}
+    assert default_rows["warm-up"].startswith("the first 1 interval(s), 1 min, are not judged (warmup_intervals 1)")
+    assert "up to 1.25x the stable's" in default_rows["tolerances"]
+    none = {r["setting"]: r["value"] for r in rollout.configure({"mode": "plan", "warmup_intervals": 0}, LOCAL).rows}
+    assert none["warm-up"] == "none: every interval is judged"
+
+    rollout.collect(ctx)
+    judged = rollout.judge(ctx)
+    assert ctx.analysis.judge.config.warmup == 2 and judged.details["warmup_intervals"] == 2
+    assert {s.name: s.exceed_tolerance for s in ctx.analysis.judge.specs}["latency"] == 1.0
+    plot = rollout.plot(ctx)
+    assert plot.details["warmup_intervals"] == 2 and "warm-up (2 interval(s), not judged) shaded" in plot.summary
+    spans = [p.get_bbox() for ax in plot.value.get_axes() for p in ax.patches if p.get_gid() == "warmup"]
+    assert len(spans) == 4 and all((b.x0, b.x1) == (0.5, 2.5) for b in spans)
 
 
 def test_local_uses_the_bundled_recorded_file_by_default_and_a_real_target_never_does():

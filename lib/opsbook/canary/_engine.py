@@ -112,8 +112,9 @@ def estimates_bernoulli(spec: MetricSpec, stable: Mapping[str, np.ndarray],
     variance of its log, which holds both for a few large intervals and for many sparse ones. Each
     interval compares the arms within itself, so anything that moves both arms over time (diurnal
     load, a shared drift or shock) cancels whatever the traffic split, and an interval where one arm
-    has no traffic contributes nothing. Half a pseudo-event per arm, added in the first interval with
-    both arms, keeps zero counts finite and the first intervals of a rare event uninformative. The
+    has no traffic contributes nothing. One pseudo-event, added in the first interval with
+    both arms (split in proportion to the arms' traffic, so that it is neutral), keeps zero counts finite
+    and the first intervals of a rare event uninformative. The
     estimates reported (``est_s``/``est_c``) are the pooled rates K/N.
     """
     ks = np.nan_to_num(np.asarray(stable["successes"], dtype=float))
@@ -127,14 +128,15 @@ def estimates_bernoulli(spec: MetricSpec, stable: Mapping[str, np.ndarray],
     R = np.cumsum(kc * ns_b / N, axis=-1)
     S = np.cumsum(ks * nc_b / N, axis=-1)
     P = np.cumsum((nc_b * ns_b * (kc + ks) - kc * ks * N) / (N * N), axis=-1)
-    # the pseudo-events, in the first interval with both arms (weights as a real event there)
+    # one pseudo-event in the first interval with both arms, split between the arms in proportion to
+    # their traffic there (what no difference would give): it adds f_c f_s to R, S and P alike, so it
+    # leaves theta at 0 when there are no events, whatever the split
     first = np.cumsum(both, axis=-1) >= 1
     idx = np.argmax(both, axis=-1)[..., None]
     f_s = np.take_along_axis(ns_b / N, idx, axis=-1)
     f_c = np.take_along_axis(nc_b / N, idx, axis=-1)
-    R = R + np.where(first, 0.5 * f_s, 0.0)
-    S = S + np.where(first, 0.5 * f_c, 0.0)
-    P = P + np.where(first, 0.5 * f_s * f_c * 2.0, 0.0)
+    pseudo = np.where(first, f_s * f_c, 0.0)
+    R, S, P = R + pseudo, S + pseudo, P + pseudo
     Ns, Nc = np.cumsum(ns_b, axis=-1), np.cumsum(nc_b, axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         theta = spec.sign * (np.log(R) - np.log(S))

@@ -23,6 +23,9 @@ d_std / d_m2   float   as for latency
 d_count        count   number of ``d`` values (optional, defaults to ``requests``)
 latency_logmean float  mean of ln(latency) in the interval (optional; see below)
 latency_logstd  float  sample standard deviation (ddof=1) of ln(latency), with ``_logmean``
+latency_le_B   count   requests with latency <= B (cumulative, as Prometheus' ``_bucket{le="B"}``),
+                       one column per bucket bound B, e.g. ``latency_le_0.005``, ...,
+                       ``latency_le_+Inf`` (optional; see below)
 ============== ======= ==================================================================
 
 Latency is judged on the log scale (its geometric mean, ``MetricSpec.scale="log"``): from
@@ -34,6 +37,15 @@ Without ``*_std`` and ``*_m2`` but with ``*_p50`` and ``*_p90`` (what Prometheus
 the standard deviation is derived assuming a log-normal distribution within the interval:
 sigma = ln(p90/p50)/1.2816, std = mean*sqrt(exp(sigma**2) - 1).
 
+Histograms (for the exceedance test on p99 latency, metrics with ``MetricSpec.tail``): cumulative
+bucket columns ``{prefix}_le_{bound}``, the bound read as a number from the name (``0.005``, ``1``,
+``1e-05``; ``+Inf``/``inf`` for the overflow bucket), in any order, the same for every row. The
+``+Inf`` column is optional: without it the metric's count column (``requests``) is the total. They
+become per-bucket counts (differences of the cumulative ones, overflow last), ``Summary.hist``.
+Cumulative counts must not decrease as the bound grows, nor be negative (``ValueError`` naming the
+column and the interval); a missing value in any of a row's bucket columns means no histogram for
+that interval (the other tests still use the row). A frame without bucket columns has no histograms.
+
 Custom metrics name their columns in their :class:`~opsbook.canary.spec.MetricSpec`. A column the
 specs need that the frame lacks, a negative count, successes above trials, a negative std, a
 non-positive mean, an unknown arm or a duplicated (interval, arm) row raise ``ValueError`` naming the
@@ -44,6 +56,7 @@ judge then treats the metric as unobserved there (and fails it if it never gets 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -91,7 +104,9 @@ def _numeric(frame: Any, column: str) -> np.ndarray:
 
 def _where(frame: Any, mask: np.ndarray) -> str:
     i = int(np.argmax(mask))
-    return f"interval {frame['interval'].iloc[i]!r}, arm {frame['arm'].iloc[i]!r}"
+    iv, arm = frame["interval"].iloc[i], frame["arm"].iloc[i]
+    iv = iv.item() if isinstance(iv, np.generic) else iv  # 2, not np.int64(2)
+    return f"interval {iv!r}, arm {arm!r}"
 
 
 def _counts(frame: Any, column: str) -> np.ndarray:
@@ -205,7 +220,75 @@ def _with_tail(frame: Any, spec: MetricSpec, out: dict[str, np.ndarray]) -> dict
     if spec.tail:
         _require(frame, spec.tail_column, spec)
         out["tail"] = _numeric(frame, spec.tail_column)
+        hist = histogram_fields(frame, spec, out["n"])
+        if hist is not None:
+            out["hist"] = hist
     return out
+
+
+def bucket_columns(columns: Sequence[Any], prefix: str) -> list[tuple[float, str]]:
+    """The cumulative bucket columns ``{prefix}_le_{bound}`` among ``columns``, as (bound, column)
+    sorted by bound (``inf`` for ``+Inf``). A bound that is not a number, NaN or -Inf, or two columns
+    of the same bound, raise ``ValueError`` naming the columns."""
+    pattern = re.compile(re.escape(prefix) + r"_le_(.+)")
+    found: dict[float, str] = {}
+    for c in columns:
+        m = pattern.fullmatch(str(c))
+        if not m:
+            continue
+        try:
+            bound = float(m.group(1))
+        except ValueError:
+            raise ValueError(f"column {c!r}: bucket bound {m.group(1)!r} is not a number (expected e.g. "
+                             f"{prefix + '_le_0.005'!r} or {prefix + '_le_+Inf'!r})") from None
+        if math.isnan(bound) or bound == -math.inf:
+            raise ValueError(f"column {c!r}: bucket bound {m.group(1)!r} must be a number or +Inf")
+        if bound in found:
+            raise ValueError(f"columns {found[bound]!r} and {c!r} are the same bucket bound ({bound:g})")
+        found[bound] = str(c)
+    return sorted(found.items())
+
+
+def histogram_fields(frame: Any, spec: MetricSpec, n: np.ndarray) -> np.ndarray | None:
+    """Per row, the per-bucket counts (overflow last; shape (rows, finite bounds + 1)) from the
+    frame's cumulative ``{prefix}_le_{bound}`` columns, NaN rows where a value is missing; None when the
+    frame has no bucket columns. Without a ``+Inf`` column, ``n`` (the metric's count) is the total."""
+    buckets = bucket_columns(list(frame.columns), spec.prefix)
+    if not buckets:
+        return None
+    finite = [(b, c) for b, c in buckets if math.isfinite(b)]
+    if not finite:
+        raise ValueError(f"column {buckets[0][1]!r} alone is no histogram: give the cumulative counts of at least "
+                         f"one finite bound too, e.g. {spec.prefix + '_le_0.1'!r}")
+    columns = [c for _, c in finite]
+    cum = np.column_stack([_numeric(frame, c) for c in columns])
+    overflow = buckets[-1][1] if math.isinf(buckets[-1][0]) else None
+    total_col = overflow or _count_column(frame, spec)
+    total = _numeric(frame, overflow) if overflow else np.asarray(n, dtype=float)
+    cum = np.column_stack([cum, total])
+    columns.append(total_col)
+    for k, c in enumerate(columns[:-1] if not overflow else columns):
+        bad = cum[:, k] < 0
+        if bad.any():
+            raise ValueError(f"column {c!r} has a negative count ({cum[bad, k][0]:g}) at {_where(frame, bad)}")
+    step = np.diff(cum, axis=1)
+    slack = 1e-9 * np.maximum(1.0, np.abs(cum[:, 1:]))  # float noise is no decrease
+    with np.errstate(invalid="ignore"):
+        down = step < -slack
+    if down.any():
+        rows, ks = np.nonzero(down)
+        i, k = int(rows[0]), int(ks[0])
+        mask = np.zeros(len(cum), dtype=bool)
+        mask[i] = True
+        note = ("" if overflow or k + 1 < len(columns) - 1 else
+                f" (without a {spec.prefix + '_le_+Inf'!r} column, {total_col!r} is the histogram's total)")
+        raise ValueError(f"column {columns[k + 1]!r} ({cum[i, k + 1]:g}) is below {columns[k]!r} ({cum[i, k]:g}) at "
+                         f"{_where(frame, mask)}: cumulative bucket counts must not decrease as the bound "
+                         f"grows{note}")
+    missing = ~np.isfinite(cum).all(axis=1)
+    hist = np.diff(np.maximum.accumulate(np.nan_to_num(cum), axis=1), axis=1, prepend=0.0)
+    hist[missing] = np.nan
+    return hist
 
 
 def log_moments_from_buckets(upper_bounds: Sequence[float], cumulative: Any) -> tuple[np.ndarray, np.ndarray,
@@ -317,7 +400,10 @@ def _observation(spec: MetricSpec, f: dict[str, np.ndarray], i: int) -> Observat
         if not (math.isfinite(lm) and math.isfinite(ls)):
             return None
         log_mean, log_std = float(lm), float(ls)
-    return Summary(float(n), float(mean), float(std) if math.isfinite(std) else 0.0, tail, log_mean, log_std)
+    hist = None
+    if "hist" in f and np.isfinite(f["hist"][i]).all():
+        hist = tuple(float(v) for v in f["hist"][i])
+    return Summary(float(n), float(mean), float(std) if math.isfinite(std) else 0.0, tail, log_mean, log_std, hist)
 
 
 def judge_frame(frame: Any, metrics: Sequence[MetricSpec] = DEFAULT_METRICS,

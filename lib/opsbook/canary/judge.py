@@ -134,6 +134,21 @@ def _bound(x: float | None) -> str:
     return _pct(x)
 
 
+def _exp(log_value: Any) -> float:
+    """exp of a log e-value as a float: inf (not an OverflowError) beyond the float range."""
+    x = float(log_value)
+    return math.exp(x) if x < 709.0 else math.inf
+
+
+def _evalue(log_value: Any) -> str:
+    """An e-value for people: digits up to a million, then a power of ten (a huge change gives a log
+    e-value in the thousands: its exp is not a number anyone reads, or even a float)."""
+    x = float(log_value)
+    if x < math.log(1e6):
+        return _num(math.exp(x))
+    return f"10^{x / math.log(10):.0f}"
+
+
 def _num(x: float) -> str:
     if not math.isfinite(x):
         return "inf"
@@ -247,12 +262,12 @@ class CanaryJudge:
         if s.get("log_e_exceed") is not None:
             exceed = ExceedResult(spec.exceed_quantile, spec.exceed_tolerance, int(last["exceed_s"]),
                                   int(last["exceed_ns"]), int(last["exceed_c"]), int(last["exceed_nc"]),
-                                  float(np.exp(last["log_e_exceed"])), 1.0 / plan.alpha_exceed,
+                                  _exp(last["log_e_exceed"]), 1.0 / plan.alpha_exceed,
                                   bool(last["exceed_regressed"]))
         tail = None
         if s.get("log_e_tail") is not None:
             wins, losses = int(last["tail_wins"]), int(last["tail_losses"])
-            tail = TailResult(spec.tail_quantile, wins, wins + losses, float(np.exp(last["log_e_tail"])),
+            tail = TailResult(spec.tail_quantile, wins, wins + losses, _exp(last["log_e_tail"]),
                               1.0 / plan.alpha_tail, bool(last["tail_regressed"]))
 
         status: Status
@@ -262,17 +277,21 @@ class CanaryJudge:
                 q = f"p{_qname(spec.exceed_quantile)}"
                 reason = (f"tail regression: {_share(exceed.canary_share)} of the canary's requests above the stable's "
                           f"{q} bucket boundary against {_share(exceed.stable_share)} of the stable's "
-                          f"(tolerated: x{1 + spec.exceed_tolerance:g}), e-value {_num(exceed.e_value)} >= "
+                          f"(tolerated: x{1 + spec.exceed_tolerance:g}), e-value {_evalue(math.log(exceed.e_value) if exceed.e_value > 0 else 0.0)} >= "
                           f"{_num(exceed.threshold)}")
             elif bool(last["mean_regressed"]) or not (tail and tail.regressed):
                 what = "geometric mean: " if spec.scale == "log" else ""
                 reason = (f"regression certain: {what}canary {_num(est_c or math.nan)} vs stable {_num(est_s or math.nan)} "
-                          f"({_pct(nat)}), e-value {_num(math.exp(last['log_e_roll']))} >= {_num(1 / plan.alpha_rollback)}")
+                          f"({_pct(nat)}), e-value {_evalue(last['log_e_roll'])} >= {_num(1 / plan.alpha_rollback)}")
             else:
                 assert tail is not None
                 reason = (f"tail regression: canary p{round(spec.tail_quantile * 100)} above stable's "
                           f"x{1 + spec.tolerance:g} in {tail.worse_intervals} of {tail.compared_intervals} intervals, "
                           f"e-value {_num(tail.e_value)} >= {_num(tail.threshold)}")
+        elif t <= cfg.warmup:
+            status = "pending"
+            reason = (f"warm-up: interval {t} of the first {cfg.warmup} is not judged (a new version's first "
+                      "minutes are not its steady state)")
         elif bool(last["no_data"]):
             status = "no_data"
             side = " and ".join(a for a, n in (("stable", n_s), ("canary", n_c)) if n <= 0)
@@ -280,12 +299,8 @@ class CanaryJudge:
         elif bool(last["ok"]):
             status = "ok"
             reason = (f"within tolerance: {_pct(nat)}, bound {_pct(ci_high if spec.higher_is_worse else ci_low)} "
-                      f"better than {_pct(spec.sign * spec.tolerance)}, e-value {_num(math.exp(last['log_e_prom']))} "
+                      f"better than {_pct(spec.sign * spec.tolerance)}, e-value {_evalue(last['log_e_prom'])} "
                       f">= {_num(1 / plan.alpha_promote)}")
-        elif t <= cfg.warmup:
-            status = "pending"
-            reason = (f"warm-up: interval {t} of the first {cfg.warmup} is not judged (a new version's first "
-                      "minutes are not its steady state)")
         else:
             status = "pending"
             if not bool(last["active"]):
@@ -300,7 +315,7 @@ class CanaryJudge:
                 if exceed and exceed.e_value > 1.0:
                     leaning.append(f"{_share(exceed.canary_share)} of the canary's requests above the stable's "
                                    f"p{_qname(spec.exceed_quantile)} against {_share(exceed.stable_share)}, "
-                                   f"e-value {_num(exceed.e_value)}")
+                                   f"e-value {_evalue(math.log(exceed.e_value) if exceed.e_value > 0 else 0.0)}")
                 reason += "; held from passing while a tail test leans towards a tail regression (" + \
                     "; ".join(leaning) + ")"
             if needed is not None:
@@ -312,7 +327,7 @@ class CanaryJudge:
             tolerance=spec.tolerance, stable=est_s, canary=est_c,
             relative_change=nat if math.isfinite(nat) else None, ci_low=ci_low, ci_high=ci_high,
             rollback_at=rollback_at, promote_at=promote_at,
-            e_rollback=float(np.exp(last["log_e_roll"])), e_promote=float(np.exp(last["log_e_prom"])),
+            e_rollback=_exp(last["log_e_roll"]), e_promote=_exp(last["log_e_prom"]),
             threshold_rollback=1.0 / plan.alpha_rollback, threshold_promote=1.0 / plan.alpha_promote,
             information=info, information_needed=plan.info_needed, projected_information=projected,
             samples_stable=n_s, samples_canary=n_c, needed_per_interval=needed, tail=tail, exceed=exceed,

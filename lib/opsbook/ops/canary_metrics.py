@@ -46,10 +46,16 @@ Counts from ``increase()`` are extrapolated to the interval's edges, so they are
 judge takes them as they are. ``errors`` above ``requests`` (or ``correct`` above ``labelled``) by
 extrapolation is clipped to it, and a negative ``d_m2`` from rounding to 0.
 
+The ``latency_buckets`` template (``sum by (le) (increase(..._bucket[{interval}]))``, one series per
+``le``) gives the log-scale moments ``latency_logmean``/``latency_logstd`` and the cumulative bucket
+counts themselves, one column per bound: ``latency_le_0.01``, ..., ``latency_le_+Inf`` (the bound as
+the shortest text of its float, :func:`le_column`), the histograms of the judge's exceedance test on
+p99 latency. Their number and names follow the exporter's buckets.
+
 Recorded files (CSV, or Parquet with ``pyarrow``): the same columns, written by
 :func:`save_metrics` or by ``examples/metrics/generate.py``; ``start``/``end`` (interval bounds, ISO
-8601 UTC) are optional. :func:`load_metrics` validates them and names the file, line and column of
-every problem (:class:`MetricsFileError`).
+8601 UTC) and the ``latency_le_*`` bucket columns are optional. :func:`load_metrics` validates them
+and names the file, line and column of every problem (:class:`MetricsFileError`).
 """
 
 from __future__ import annotations
@@ -78,7 +84,7 @@ from opsbook.results import Result
 __all__ = [
     "DEFAULT_TEMPLATES", "DEFAULT_SELECTOR", "SCHEMA_COLUMNS", "ARMS", "CanaryAnalysis", "MetricsFileError",
     "render_template", "query_metrics", "load_metrics", "save_metrics", "validate_metrics",
-    "describe_metrics", "collect_metrics", "judge_metrics",
+    "describe_metrics", "collect_metrics", "judge_metrics", "le_column",
 ]
 
 ARMS = ("stable", "canary")
@@ -125,6 +131,7 @@ SCHEMA_COLUMNS = ("interval", "arm", "start", "end", "requests", "errors", "labe
 _COUNTS = ("requests", "errors", "labelled", "correct", "d_count")
 _PAIRS = (("errors", "requests"), ("correct", "labelled"))
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_LE = re.compile(r"_le_[^_]+$")  # a cumulative bucket count column, latency_le_0.005
 
 
 class MetricsFileError(UsageError, ValueError):
@@ -243,15 +250,33 @@ def query_metrics(prom: Any, *, model: str, start: Any, end: Any, interval: floa
     return _tidy_counts(frame)
 
 
+def le_column(prefix: str, bound: float) -> str:
+    """The frame column of a cumulative bucket count: ``{prefix}_le_{bound}``, the bound as the shortest
+    text that reads back as the same float (``0.005``, ``0.1``, ``1``, ``1e-05``), ``+Inf`` for the
+    overflow bucket; the same name whatever text the exporter put in its ``le`` label."""
+    b = float(bound)
+    if math.isinf(b) and b > 0:
+        text = "+Inf"
+    else:
+        text = repr(b)
+        text = text[:-2] if text.endswith(".0") else text
+    return f"{prefix}_le_{text}"
+
+
 def _bucket_moments(got: Any, column: str, promql: str, *, t0: float, step: float, n: int) -> dict[str, Any]:
     """A ``{p}_buckets`` template's answer (one series per ``le``) -> ``{p}_logmean``/``{p}_logstd``
-    per interval (:func:`opsbook.canary.frames.log_moments_from_buckets`); NaN where no requests."""
+    per interval (:func:`opsbook.canary.frames.log_moments_from_buckets`), NaN where no requests,
+    and the cumulative counts themselves as ``{p}_le_{bound}`` columns (:func:`le_column`; the
+    judge's histograms, :mod:`opsbook.canary.frames`), NaN where Prometheus gave no value. A
+    cumulative count below the previous bound's (extrapolation artefacts of ``increase()``) is
+    raised to it, a negative one to 0."""
     import numpy as np
 
     from opsbook.canary.frames import log_moments_from_buckets
 
     prefix = column[: -len("_buckets")]
     mean, std = np.full(n, np.nan), np.full(n, np.nan)
+    out: dict[str, Any] = {}
     if len(got):
         if "le" not in got.columns:
             raise Invalid(f"template for column {column!r} must give one series per bucket bound (sum by (le) "
@@ -267,16 +292,22 @@ def _bucket_moments(got: Any, column: str, promql: str, *, t0: float, step: floa
         ok = (idx >= 0) & (idx < n)
         cum[idx[ok], [col[str(v)] for v in got["le"][ok]]] = got["value"].to_numpy(float)[ok]
         bounds = [float(le) for le in les]
+        tidy = np.where(np.isfinite(cum), np.maximum.accumulate(np.maximum(np.nan_to_num(cum), 0.0), axis=1), np.nan)
+        names = [le_column(prefix, b) for b in bounds]
+        if len(set(names)) < len(names):  # "1" and "1.0": one bound twice
+            raise Invalid(f"template for column {column!r} gives the same bucket bound twice (le values {les}): "
+                          f"{promql}")
+        out = dict(zip(names, tidy.T, strict=True))
         try:
             count, m, sd = log_moments_from_buckets(bounds, np.nan_to_num(cum))
         except ValueError as exc:  # too coarse a histogram, or values <= 0: judge from the linear columns
             warnings.warn(f"{prefix}: no log moments from the buckets ({exc}); the judge derives them from "
                           f"{prefix}_mean and the quantiles assuming a log-normal interval. Query: {promql}",
                           stacklevel=3)
-            return {f"{prefix}_logmean": mean, f"{prefix}_logstd": std}
+            return {f"{prefix}_logmean": mean, f"{prefix}_logstd": std, **out}
         seen = np.isfinite(cum).any(axis=1) & (count > 0)
         mean, std = np.where(seen, m, np.nan), np.where(seen, sd, np.nan)
-    return {f"{prefix}_logmean": mean, f"{prefix}_logstd": std}
+    return {f"{prefix}_logmean": mean, f"{prefix}_logstd": std, **out}
 
 
 def _tidy_counts(frame: Any) -> Any:
@@ -382,8 +413,8 @@ def validate_metrics(frame: Any, *, metrics: Sequence[MetricSpec] = DEFAULT_METR
         bad = np.isinf(x)
         if bad.any():
             raise MetricsFileError(f"{where(int(np.argmax(bad)))}: column {c!r} is infinite")
-        if c in _COUNTS or c.endswith(("_std", "_m2", "_count")) or c in {s.trials for s in metrics} | {
-                s.successes for s in metrics}:
+        if c in _COUNTS or c.endswith(("_std", "_m2", "_count")) or _LE.search(c) or c in {
+                s.trials for s in metrics} | {s.successes for s in metrics}:
             bad = x < 0
             if bad.any():
                 i = int(np.argmax(bad))

@@ -14,7 +14,9 @@ Each metric panel shows, over the window (x = analysis interval):
   canary estimate beyond it is a certain regression -> rollback) and ``stable x (1 + promote_at)``
   (green dotted: a canary estimate inside it passes the metric); they narrow as evidence accumulates;
 * the decision interval (vertical line, with the decision), and the panel title gives the metric's
-  direction, tolerance, final status and change.
+  direction, tolerance, final status and change;
+* the warm-up (``JudgeConfig.warmup``: the first intervals, which the judge does not judge) as a grey
+  band labelled "warm-up (not judged)".
 
 Latency is shown in milliseconds (the frame holds seconds), rates in percent. Boundaries far outside
 the data's range (early on, or for a rare event like a 1% error rate) are clipped by the axis limits.
@@ -36,6 +38,7 @@ __all__ = ["plot_canary", "plot_analysis", "plot_verdict_timeline", "DISPLAY"]
 
 STABLE_COLOR, CANARY_COLOR = "#1f77b4", "#ff7f0e"
 ROLLBACK_COLOR, PROMOTE_COLOR = "#d62728", "#2ca02c"
+WARMUP_COLOR = "#7f7f7f"
 DECISION_COLORS = {"rollback": ROLLBACK_COLOR, "promote": PROMOTE_COLOR, "inconclusive": "#7f7f7f",
                    "continue": "#9467bd"}
 STATUS_COLORS = {"pending": "#c7c7c7", "ok": PROMOTE_COLOR, "regressed": ROLLBACK_COLOR,
@@ -65,10 +68,12 @@ def _finite(*arrays: np.ndarray) -> np.ndarray:
 
 
 def plot_canary(frame: Any, history: Any, *, metrics: Sequence[MetricSpec] = DEFAULT_METRICS,
-                title: str | None = None, width: float = 11.0, panel_height: float = 2.6) -> Any:
+                title: str | None = None, width: float = 11.0, panel_height: float = 2.6,
+                warmup: int = 0) -> Any:
     """One panel per metric (in ``metrics`` order): stable vs canary over the frame's window, the
     judge's cumulative estimates and decision boundaries from ``history`` (``canary.history_frame``,
-    or :attr:`CanaryAnalysis.history`), and the decision interval marked. Returns the Figure."""
+    or :attr:`CanaryAnalysis.history`), the decision interval marked, and the first ``warmup``
+    intervals (not judged) shaded. Returns the Figure."""
     from matplotlib.figure import Figure
 
     labels = sorted(frame["interval"].unique())
@@ -81,8 +86,12 @@ def plot_canary(frame: Any, history: Any, *, metrics: Sequence[MetricSpec] = DEF
         decided_at = int(history["interval"].max())
         decision = str(history.loc[history["interval"] == decided_at, "decision"].iloc[0])
 
+    warmup = max(0, min(int(warmup), len(labels)))
     for ax, spec in zip(axes, metrics, strict=True):
         label, unit, scale = DISPLAY.get(spec.name, (spec.name, "", 1.0))
+        if warmup:
+            ax.axvspan(0.5, warmup + 0.5, color=WARMUP_COLOR, alpha=0.15, lw=0, zorder=0,
+                       label="warm-up (not judged)", gid="warmup")
         s = _per_interval(frame, spec, "stable", labels) * scale
         c = _per_interval(frame, spec, "canary", labels) * scale
         ax.plot(x_all, s, color=STABLE_COLOR, lw=0.8, marker=".", ms=3, alpha=0.45, label="stable, per interval")
@@ -149,10 +158,11 @@ def _limits(ax: Any, data: np.ndarray, bounds: np.ndarray) -> None:
 
 def plot_analysis(analysis: Any, *, metrics: Sequence[MetricSpec] | None = None, title: str | None = None) -> Any:
     """:func:`plot_canary` of a :class:`~opsbook.ops.canary_metrics.CanaryAnalysis` (its frame,
-    history and the judge's metrics); the title names the verdict."""
+    history, the judge's metrics and warm-up); the title names the verdict."""
     specs = metrics or analysis.judge.specs
     v = analysis.verdict
-    return plot_canary(analysis.frame, analysis.history, metrics=specs,
+    warmup = int(getattr(getattr(analysis.judge, "config", None), "warmup", 0) or 0)
+    return plot_canary(analysis.frame, analysis.history, metrics=specs, warmup=warmup,
                        title=title or f"Canary vs stable: {v.decision} at interval {v.interval} of {v.window}")
 
 

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from opsbook.display import show_code, show_png
-from opsbook.errors import ClientError, Conflict, NotFound, OpsbookError
+from opsbook.errors import ClientError, Conflict, NotFound, OpsbookError, ParameterError, Problem
 from opsbook.results import Check, Result
 
 RUNBOOK_ID = "deploy-new-model"
@@ -92,8 +92,10 @@ class Settings:
     prometheus_url: str = ""
     monitor_minutes: int = 60
     interval_seconds: int = 60
+    warmup_intervals: int = 1
     tolerance: float = 0.05
     error_rate_tolerance: float = 1.0
+    tail_tolerance: float = 0.25
     alpha: float = 0.05
     decision: str = "auto"
     move_alias: bool = False
@@ -111,7 +113,6 @@ class Settings:
     def window_intervals(self) -> int:
         return max(1, int(self.monitor_minutes * 60 // self.interval_seconds))
 
-
 def settings_from(params: Mapping[str, Any], target: Any, *, applying: bool | None = None) -> Settings:
     known = {f for f in Settings.__dataclass_fields__ if f not in ("target", "applying", "has_cluster")}
     values = {k: params[k] for k in known if k in params and params[k] is not None}
@@ -120,17 +121,55 @@ def settings_from(params: Mapping[str, Any], target: Any, *, applying: bool | No
     decision = str(values.get("decision", "auto"))
     if decision not in DECISIONS:
         raise OpsbookError(f"decision {decision!r}: expected one of {', '.join(DECISIONS)}")
-    return Settings(**values, target=getattr(target, "name", "local"),
-                    applying=bool(params.get("mode") == "apply") if applying is None else applying,
-                    has_cluster=bool(getattr(target, "has_cluster", False)))
+    s = Settings(**values, target=getattr(target, "name", "local"),
+                 applying=bool(params.get("mode") == "apply") if applying is None else applying,
+                 has_cluster=bool(getattr(target, "has_cluster", False)))
+    problems = _check_judge_settings(s)
+    if problems:
+        raise ParameterError(problems)
+    return s
 
 
-def metric_specs(tolerance: float = 0.05, error_rate_tolerance: float = 1.0) -> tuple[Any, ...]:
-    """The judge's four metrics (accuracy, latency, error rate, ``d``) with the runbook's tolerances."""
+def _check_judge_settings(s: Settings) -> list[Problem]:
+    """What the parameters cell's bounds cannot say: the warm-up must leave intervals to judge, and
+    the tail tolerance must be one the judge takes."""
+    problems = []
+    w = s.warmup_intervals
+    if isinstance(w, bool) or not isinstance(w, int) or w < 0:
+        problems.append(Problem("warmup_intervals", repr(w), "expected a whole number of intervals >= 0 (0: none)"))
+    elif w >= s.window_intervals:
+        problems.append(Problem("warmup_intervals", repr(w), f"expected at most {s.window_intervals - 1}: the "
+                                f"warm-up must leave at least one of the monitoring period's {s.window_intervals} "
+                                f"intervals of {s.interval_seconds} s (monitor_minutes={s.monitor_minutes}) to judge"))
+    t = s.tail_tolerance
+    if not (isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t < 100):
+        problems.append(Problem("tail_tolerance", repr(t), "expected a number >= 0 and < 100 (0.25: the canary may "
+                                "have up to 1.25 times the stable's share of requests above its p99)"))
+    return problems
+
+
+def metric_specs(tolerance: float = 0.05, error_rate_tolerance: float = 1.0,
+                 tail_tolerance: float = 0.25) -> tuple[Any, ...]:
+    """The judge's four metrics (accuracy, latency, error rate, ``d``) with the runbook's tolerances;
+    ``tail_tolerance`` is latency's ``exceed_tolerance`` (its p99 exceedance test; every metric with
+    tail tests)."""
     from opsbook.canary import DEFAULT_METRICS
 
-    return tuple(replace(s, tolerance=error_rate_tolerance if s.name == "error_rate" else tolerance)
+    return tuple(replace(s, tolerance=error_rate_tolerance if s.name == "error_rate" else tolerance,
+                         exceed_tolerance=tail_tolerance if s.tail else s.exceed_tolerance)
                  for s in DEFAULT_METRICS)
+
+
+def _specs(s: Settings) -> tuple[Any, ...]:
+    return metric_specs(s.tolerance, s.error_rate_tolerance, s.tail_tolerance)
+
+
+def _warmup_text(s: Settings) -> str:
+    k = s.warmup_intervals
+    if not k:
+        return "none: every interval is judged"
+    return (f"the first {k} interval(s), {k * s.interval_seconds / 60:g} min, are not judged (warmup_intervals "
+            f"{k}): a new pod's first requests are slow")
 
 
 @dataclass
@@ -263,8 +302,11 @@ def configure(params: Mapping[str, Any], target: Any, *, run_id: str = "", opera
         {"setting": "metrics", "value": metrics},
         {"setting": "monitoring period", "value": f"{s.monitor_minutes} min in {s.interval_seconds} s intervals "
                                                   f"({s.window_intervals} looks)"},
+        {"setting": "warm-up", "value": _warmup_text(s)},
         {"setting": "tolerances", "value": f"accuracy, latency, d: {s.tolerance:.0%}; error rate: "
-                                           f"{s.error_rate_tolerance:.0%}; false-rollback rate <= {s.alpha:g}"},
+                                           f"{s.error_rate_tolerance:.0%}; p99 latency: the canary's share of "
+                                           f"requests above the stable's p99 up to {1 + s.tail_tolerance:g}x the "
+                                           f"stable's; false-rollback rate <= {s.alpha:g}"},
         {"setting": "decision", "value": {"auto": "follow the judge's verdict (of the approved plan, in apply)",
                                           "promote": "promote (operator's decision)",
                                           "rollback": "roll back (operator's decision)"}[s.decision]},
@@ -473,7 +515,7 @@ def check_metrics_source(ctx: ModelRollout) -> list[Check]:
         from opsbook.ops.canary_metrics import MetricsFileError, load_metrics
 
         try:
-            frame = load_metrics(ctx.metrics_path, metrics=metric_specs(ctx.s.tolerance, ctx.s.error_rate_tolerance))
+            frame = load_metrics(ctx.metrics_path, metrics=_specs(ctx.s))
         except MetricsFileError as exc:
             return [Check("metrics file", False, str(exc))]
         return [Check("metrics file", True, f"{ctx.metrics_path.name}: {frame['interval'].nunique()} intervals")]
@@ -710,7 +752,7 @@ def collect(ctx: ModelRollout, *, now: Any = None) -> Result:
     monitoring period (from the canary's start if it is younger than the period)."""
     from opsbook.ops.canary_metrics import collect_metrics
 
-    specs = metric_specs(ctx.s.tolerance, ctx.s.error_rate_tolerance)
+    specs = _specs(ctx.s)
     if ctx.metrics_path is not None:
         result = collect_metrics(recorded=ctx.metrics_path, metrics=specs)
     elif ctx.prom is not None:
@@ -745,11 +787,10 @@ def judge(ctx: ModelRollout) -> Result:
 
     if ctx.frame is None:
         return Result(summary="no metrics to judge", outcome="skipped", details={"decision": None})
-    config = JudgeConfig(window=ctx.s.window_intervals, alpha=ctx.s.alpha)
-    result = judge_metrics(ctx.frame, metrics=metric_specs(ctx.s.tolerance, ctx.s.error_rate_tolerance),
-                           config=config)
+    config = JudgeConfig(window=ctx.s.window_intervals, alpha=ctx.s.alpha, warmup=ctx.s.warmup_intervals)
+    result = judge_metrics(ctx.frame, metrics=_specs(ctx.s), config=config)
     ctx.analysis = result.value
-    ctx.verdict = {**result.details, "metrics": result.rows}
+    ctx.verdict = {**result.details, "warmup_intervals": config.warmup, "metrics": result.rows}
     result.details = dict(ctx.verdict)
     result.outcome = "ok"
     return result
@@ -767,8 +808,11 @@ def plot(ctx: ModelRollout) -> Result:
     fig.savefig(buf, format="png", dpi=80)
     png = buf.getvalue()
     show_png(png)
-    return Result(summary=f"{len(ctx.analysis.judge.specs)} panels, stable vs canary, decision boundaries drawn",
-                  details={"png_sha256": hashlib.sha256(png).hexdigest(), "png_bytes": len(png)}, value=fig)
+    warmup = ctx.analysis.judge.config.warmup
+    return Result(summary=f"{len(ctx.analysis.judge.specs)} panels, stable vs canary, decision boundaries drawn"
+                  + (f", warm-up ({warmup} interval(s), not judged) shaded" if warmup else ""),
+                  details={"png_sha256": hashlib.sha256(png).hexdigest(), "png_bytes": len(png),
+                           "warmup_intervals": warmup}, value=fig)
 
 
 # ------------------------------------------------------------------------------------------ decision
