@@ -282,6 +282,10 @@ def test_regressed_canary_plan_then_approved_apply_acts_on_the_plans_verdict(ops
     (plan,) = manifests_of(opsbook_run.outputs, RUNBOOK)
     assert _steps(plan)[rollout.JUDGE_STEP]["details"]["decision"] == "rollback"
     assert _steps(plan)["Roll back"]["outcome"] == "planned"
+    # the terminal says what the run found, not only "succeeded"
+    headline = _steps(plan)[rollout.JUDGE_STEP]["headline"]
+    assert headline.startswith("ROLLBACK at interval ") and "latency +" in headline
+    assert f"▶ {headline}" in r.stdout
     r = opsbook_run(RUNBOOK, *args, "--mode", "apply", "--approve", plan["run_id"], env={"OPSBOOK_OPERATOR": "carol"})
     assert r.returncode == 0, r.stdout + r.stderr
     (m,) = [m for m in manifests_of(opsbook_run.outputs, RUNBOOK) if m["mode"] == "apply"]

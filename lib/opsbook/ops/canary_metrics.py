@@ -554,8 +554,27 @@ def judge_metrics(frame: Any, *, metrics: Sequence[MetricSpec] = DEFAULT_METRICS
     details = {"decision": verdict.decision, "interval": verdict.interval, "window": verdict.window,
                "reason": verdict.reason, "intervals_available": n,
                "decided_interval_label": _plain(_interval_label(frame, verdict.interval))}
-    return Result(summary=summary, rows=rows, details=details,
+    return Result(summary=summary, rows=rows, details=details, headline=verdict_headline(verdict),
                   value=CanaryAnalysis(verdict, history, judge, frame))
+
+
+def verdict_headline(verdict: Any) -> str:
+    """The verdict in one line, as an operator wants it first: the decision and the metrics behind
+    it with their change, e.g. ``ROLLBACK at interval 2 of 60: latency +19.3%`` (regressed metrics for
+    a rollback; every metric's change otherwise)."""
+    ms = list(verdict.metrics.values())
+    if verdict.decision == "rollback":
+        ms = [m for m in ms if m.status in ("regressed", "no_data")] or ms
+    parts = []
+    for m in ms:
+        what = "no data" if m.status == "no_data" else _fmt(m.relative_change, pct=True, sign=True)
+        if m.status == "regressed" and m.exceed is not None and m.exceed.regressed and (
+                m.relative_change is None or abs(m.relative_change) < m.tolerance):
+            what = f"p{m.exceed.quantile * 100:g} tail ({_fmt(m.exceed.canary_share, pct=True)} of requests slow " \
+                   f"vs {_fmt(m.exceed.stable_share, pct=True)})"
+        parts.append(f"{m.name} {what}")
+    head = {"continue": "UNDECIDED"}.get(verdict.decision, verdict.decision.upper())
+    return f"{head} at interval {verdict.interval} of {verdict.window}: " + ", ".join(parts)
 
 
 def _interval_label(frame: Any, k: int) -> Any:
