@@ -527,8 +527,8 @@ def verify_signatures(lines: list[_Line], signers: Any, problems: list[VerifyPro
     if signers is None:
         info.append("ledger signatures are not checked: the project has no allowed_signers file, so a "
                     "consistent rewrite of the ledger's tail (every later entry re-chained) cannot be detected "
-                    "without --expect-head HASH (a head kept where the writers cannot change it); see README, "
-                    "'What verify proves'")
+                    "without --expect-head HASH (a head kept where the writers cannot change it); see docs/records.md, "
+                    "'What verify proves, and against whom'")
         return
     who: dict[str, int] = {}
     for x in lines:
