@@ -256,7 +256,7 @@ class CanaryJudge:
         projected = float(last["projected"])
         needed = None
         if projected < plan.info_needed and (t - cfg.warmup >= cfg.min_intervals or t >= cfg.window):
-            rate = (n_s + n_c) / (2.0 * t)
+            rate = (n_s + n_c) / (2.0 * max(t - cfg.warmup, 1))  # per judged interval
             needed = math.inf if projected <= 0 else rate * plan.info_needed / projected
         exceed = None
         if s.get("log_e_exceed") is not None:
@@ -321,7 +321,7 @@ class CanaryJudge:
             if needed is not None:
                 reason += (f"; too little traffic: projected information {_num(projected)} < {_num(plan.info_needed)} "
                            f"needed to judge a {spec.tolerance:.0%} change, needs about {_num(needed)} "
-                           f"per interval per arm (have {_num((n_s + n_c) / (2 * t))})")
+                           f"per interval per arm (have {_num((n_s + n_c) / (2 * max(t - cfg.warmup, 1)))})")
         return MetricResult(
             name=spec.name, status=status, reason=reason, higher_is_worse=spec.higher_is_worse,
             tolerance=spec.tolerance, stable=est_s, canary=est_c,
