@@ -31,6 +31,7 @@ bench: setup
 	$(PY) benchmarks/bench_archive.py --records 10000
 	$(PY) benchmarks/bench_redact.py
 	$(PY) benchmarks/bench_s3.py
+	$(PY) benchmarks/bench_site.py
 	$(PY) benchmarks/bench_canary.py --reps 1000
 
 clean:

@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from opsbook.display import shorten
 from opsbook.errors import UsageError
 from opsbook.notify import check_counts, failed_checks, failing_step
 
@@ -51,8 +52,10 @@ ENV_CI = "OPSBOOK_CI"
 RESULT_SCHEMA = "opsbook.run-result/v1"
 MAX_ANNOTATIONS = 10  # GitHub shows at most 10 error annotations per step
 MAX_ROWS = 50
-_ICON = {"ok": "✅", "changed": "✏️", "planned": "📝", "skipped": "⏭️", "failed": "❌"}
-_STATUS_ICON = {"succeeded": "✅", "failed": "❌", "aborted": "⚠️"}
+#: text symbols, one per outcome, that render in any font (CI logs and job summaries are read in
+#: browsers and terminals without an emoji font too)
+_ICON = {"ok": "✓", "changed": "●", "planned": "○", "skipped": "–", "failed": "✗"}
+_STATUS_ICON = {"succeeded": "✓", "failed": "✗", "aborted": "⊘"}
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # keeps \n and \t; drops ESC and CR
 _XML_BAD = re.compile(r"[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _FALSE = ("", "0", "false", "no", "off")
@@ -118,7 +121,7 @@ def _clean(text: Any) -> str:
 
 def _table(rows: list[dict[str, Any]]) -> list[str]:
     cols = list(dict.fromkeys(k for r in rows for k in r))
-    cell = {c: [_clean(r.get(c, "")).replace("\n", " ")[:80] for r in rows] for c in cols}
+    cell = {c: [shorten(_clean(r.get(c, "")), 80) for r in rows] for c in cols}
     widths = {c: max(len(str(c)), *(len(v) for v in cell[c])) for c in cols}
     out = ["  ".join(str(c).ljust(widths[c]) for c in cols), "  ".join("-" * widths[c] for c in cols)]
     out += ["  ".join(cell[c][i].ljust(widths[c]) for c in cols).rstrip() for i in range(len(rows))]
@@ -181,6 +184,7 @@ class Reporter:
         self.quiet = quiet
         self.runbook = "runbook"
         self._cells_open = False
+        self._last_label: str | None = None
 
     # -- how a format marks things (overridden) --
     def _open(self, key: str, title: str, *, collapsed: bool = True, failed: bool = False) -> None:
@@ -216,9 +220,13 @@ class Reporter:
                 f"{safe_text(target, markup=False, oneline=True)}" + (f", approved plan {approve}" if approve else ""))
 
     def progress(self, event: str, index: int, total: int, label: str) -> None:
-        """The runner's per-cell callback: one line per code cell, inside one collapsed group."""
-        if self.quiet or event != "start" or label.startswith("(markdown)"):
+        """The runner's per-cell callback: a line when the runbook enters a new step (its heading),
+        inside one collapsed group; the steps' outcomes follow as groups of their own."""
+        if self.quiet or event != "start" or label.startswith("(markdown)") or label.startswith("(parameter"):
             return
+        if label == self._last_label:
+            return
+        self._last_label = label
         if not self._cells_open:
             self._open("opsbook_cells", f"Executing {self.runbook} ({total} cells)", collapsed=True)
             self._cells_open = True
@@ -383,8 +391,8 @@ def make(fmt: str, stream: TextIO | None = None, **kwargs: Any) -> Reporter:
 
 def _md(text: Any, limit: int = 200) -> str:
     """A Markdown table cell: one line, pipes escaped, no raw HTML."""
-    s = _clean(text).replace("\n", " ").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
-    return s if len(s) <= limit else s[: limit - 1] + "…"
+    s = shorten(_clean(text), limit)  # cut at a word, before escaping (an escape is never cut in two)
+    return s.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def step_summary_markdown(result: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:

@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("show", help="show a runbook's objective and parameters",
                         description="Show a runbook: objective, risk, parameters with types, defaults and help.")
     sp.add_argument("runbook", metavar="ID")
+    sp.add_argument("--markdown", action="store_true",
+                    help="print the parameters as a Markdown table (as in docs/runbooks.md)")
     common(sp, outputs=False)
 
     sp = sub.add_parser(
@@ -178,6 +180,17 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("incident_id", metavar="INCIDENT_ID", nargs="?")
     sp.add_argument("--out", metavar="FILE.tar.gz", help="where to write the bundle")
     sp.add_argument("--verify", metavar="FILE.tar.gz", help="verify a bundle (exit 1 naming each problem)")
+    common(sp, notebooks=False)
+
+    sp = sub.add_parser(
+        "site", help="write a static HTML site over the archive",
+        description="Write a static HTML site of the archive into DIR: an index of every run with filters, a page "
+                    "per run (status, headline, steps, plan and apply, verify status, the executed notebook, "
+                    "evidence, canary plots) and a timeline per incident. No server needed: open DIR/index.html. "
+                    "Exit 1 if verify finds a problem (the pages show it).")
+    sp.add_argument("--out", metavar="DIR", required=True,
+                    help="where to write it (a new or empty folder, or a site written before: replaced)")
+    sp.add_argument("--no-verify", action="store_true", help="do not verify the archive (the pages say so)")
     common(sp, notebooks=False)
 
     sp = sub.add_parser(
@@ -330,6 +343,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
     from opsbook.display import safe_text
 
     rb = catalog.get(args.runbook, catalog.notebooks_dir(args.notebooks))
+    if args.markdown:
+        from opsbook.paramdocs import markdown_table
+
+        sys.stdout.write(markdown_table(rb))
+        return EXIT_OK
     con = _console()
     con.print(f"[bold]{safe_text(rb.title, oneline=True)}[/bold]  ({safe_text(rb.id)} "
               f"v{safe_text(rb.version, oneline=True)}, risk {safe_text(rb.risk)})")
@@ -404,14 +422,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     progress_cb: Any
     view: Any = None
     if ci is not None:
-        ci.banner(runbook=prep.runbook.id, version=prep.runbook.version, mode=mode, target=prep.target.describe(),
+        ci.banner(runbook=prep.runbook.id, version=prep.runbook.version, mode=mode,
+                  target=prep.target.describe(namespace=prep.params.get("namespace")),
                   approve=args.approve)
         progress_cb, stop = ci.progress, ci.end_progress
     else:
         from opsbook.display import safe_text
 
         err.print(f"[bold]{prep.runbook.id}[/bold] v{safe_text(prep.runbook.version, oneline=True)}: mode "
-                  f"[bold]{safe_text(mode)}[/bold], target {safe_text(prep.target.describe(), oneline=True)}"
+                  f"[bold]{safe_text(mode)}[/bold], target "
+                  f"{safe_text(prep.target.describe(namespace=prep.params.get('namespace')), oneline=True)}"
                   + (f", approved plan {safe_text(args.approve)}" if args.approve else ""))
         view = runview.RunView(err, quiet=args.quiet)
         view.start()
@@ -766,6 +786,21 @@ def _cmd_evidence(args: argparse.Namespace) -> int:
     con.print(f"ledger head of the bundle: {info.head}")
     return EXIT_OK
 
+
+
+def _cmd_site(args: argparse.Namespace) -> int:
+    from opsbook import site
+    from opsbook.archive import open_archive
+
+    archive = open_archive(args.outputs, create=False)  # a read verb never creates an archive
+    err = _console(stderr=True)
+    info = site.build(archive, args.out, verify=not args.no_verify,
+                      progress=lambda msg: err.print(msg, markup=False, highlight=False))
+    verdict = ("not verified" if info.verified is None else "verify OK" if info.verified
+               else f"verify FAILED: {info.problems} problem(s), shown on the pages")
+    _console().print(f"site of {info.runs} run(s), {info.incidents} incident(s), {verdict} -> "
+                     f"{info.path / 'index.html'} ({info.seconds:.1f} s)", markup=False, highlight=False, soft_wrap=True)
+    return EXIT_FAILED if info.verified is False else EXIT_OK
 
 
 def _cmd_lab(args: argparse.Namespace) -> int:

@@ -46,12 +46,43 @@ def _ipython() -> bool:
     return get_ipython() is not None
 
 
-def show_code(text: str, lang: str = "yaml") -> None:
-    """A block of code or configuration (a rendered manifest, a Fluent Bit config ...)."""
-    if _ipython():
-        from IPython.display import Markdown, display
+def shorten(text: Any, limit: int) -> str:
+    """``text`` on one line, at most ``limit`` characters: cut at the last word boundary that fits,
+    marked with "…" (a single word longer than the limit is cut inside it)."""
+    s = " ".join(str("" if text is None else text).split())
+    if len(s) <= limit:
+        return s
+    if limit <= 1:
+        return "…"[:max(limit, 0)]
+    cut = s[: limit - 1]
+    space = len(cut) if s[limit - 1] == " " else cut.rfind(" ")
+    if space >= max(1, (limit - 1) // 2):  # a boundary in the second half: keep whole words
+        cut = cut[:space]
+    return cut.rstrip(" ,;:-") + "…"
 
-        display(Markdown(f"```{lang}\n{text}\n```"))
+
+#: how a block of code looks in a notebook and in the record's HTML: monospace whatever the page's
+#: stylesheet says (a Markdown code block is rendered in the body font by nbconvert's lab template)
+CODE_STYLE = ("font-family:var(--jp-code-font-family, ui-monospace, 'DejaVu Sans Mono', Menlo, Consolas, "
+              "monospace);font-size:0.85em;line-height:1.35;white-space:pre;overflow-x:auto;"
+              "padding:6px 8px;margin:4px 0;background:var(--jp-layout-color2, #f5f5f5);border-radius:3px")
+
+
+def code_html(text: str, lang: str = "yaml") -> str:
+    """``text`` as an HTML ``<pre>`` block in a monospace font. Escaped, never syntax-highlighted: a
+    highlighter splits a value into spans, and a secret split that way would escape the record's
+    redaction (which finds each value as text, and as ``html.escape`` makes it)."""
+    return (f"<pre class='opsbook-code' data-lang='{html.escape(lang)}' style=\"{CODE_STYLE}\">"
+            f"{html.escape(text, quote=False)}</pre>")
+
+
+def show_code(text: str, lang: str = "yaml") -> None:
+    """A block of code or configuration (a rendered manifest, a Fluent Bit config ...): a monospace
+    ``<pre>`` in a notebook and its HTML record, the text itself in a terminal or a text log."""
+    if _ipython():
+        from IPython.display import display
+
+        display({"text/html": code_html(text, lang), "text/plain": text}, raw=True)
     else:
         print(text)
 

@@ -15,6 +15,8 @@ A bundle is a ``.tar.gz`` holding one folder ``<INCIDENT>-evidence/``::
     ledger.jsonl                the ledger lines from the incident's first run to its last, verbatim
                                 (lines of other runs in between included: the chain must be unbroken)
     POSTMORTEM.md               the generated draft: timeline, actions, evidence index, sections to fill in
+    site/                       the incident's pages (``opsbook.site``): open site/index.html in a browser;
+                                they link to records/ (no copies); listed in SHA256SUMS like every file
     SHA256SUMS                  ``sha256  path`` of every other file (``sha256sum -c`` reads it)
 
 :func:`verify_bundle` checks every file against ``SHA256SUMS``, every record file against its
@@ -235,6 +237,14 @@ def _record_files(path: Path | S3Path) -> dict[str, bytes]:
     return out
 
 
+def _site_pages(incident_id: str, runs: list[IncidentRun], files: dict[str, bytes]) -> dict[str, bytes]:
+    """The incident's site pages under ``site/`` (an index of its runs, its timeline, each run's page,
+    the canary plots): ordinary bundle files, hashed into SHA256SUMS and so checked by verify_bundle."""
+    from opsbook import site
+
+    return site.bundle_pages(incident_id, runs, files)
+
+
 def export(archive: Archive | S3Archive, incident_id: str, out: str | os.PathLike[str]) -> BundleInfo:
     """Write the evidence bundle of ``incident_id`` to ``out`` (``.tar.gz``); ``UsageError`` if the
     archive has no run of that incident."""
@@ -257,6 +267,7 @@ def export(archive: Archive | S3Archive, incident_id: str, out: str | os.PathLik
     head = entries[-1].hash if entries else GENESIS
     files[LEDGER] = b"".join(segment)
     files[POSTMORTEM] = postmortem(incident_id, runs).encode()
+    files.update(_site_pages(incident_id, runs, files))
     meta = {"format": BUNDLE_FORMAT, "incident_id": incident_id,
             "created": datetime.now(UTC).isoformat(timespec="seconds"), "created_on": socket.gethostname(),
             "runs": [{"run_id": r.run_id, "runbook_id": r.runbook_id, "record": f"records/{r.record}",

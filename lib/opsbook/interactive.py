@@ -77,13 +77,8 @@ def install(ip: Any) -> None:
 
     pub.publish = publish
     ip.set_custom_exc((Exception,), _handler)
-    # a step's Result was already shown as its outcome and table: echo one short line, not its repr
-    from opsbook.results import Result
-
-    def short_result(obj: Result, p: Any, cycle: bool) -> None:
-        p.text(f"(step result: {obj.outcome or 'ok'}{': ' + obj.summary[:100] if obj.summary else ''})")
-
-    ip.display_formatter.formatters["text/plain"].for_type(Result, short_result)
+    # a Result a cell echoes is one line (``Result._repr_pretty_``), and a cell ending with a step's
+    # call echoes nothing (``notebook._quiet_echo``): headless runs get both too
 
 
 def _handler(ip: Any, etype: type[BaseException], value: BaseException, tb: Any,
@@ -125,7 +120,7 @@ def error_html(value: BaseException, tb: Any, *, step: str | None = None) -> tup
     html_text = (
         "<div class='opsbook-error' style='border-left:4px solid #d32f2f;padding:4px 10px;"
         "background:rgba(211,47,47,0.06)'>"
-        f"<p style='margin:2px 0'><strong>❌ {html.escape(what)}</strong></p>"
+        f"<p style='margin:2px 0'><strong>✗ {html.escape(what)}</strong></p>"
         f"<pre class='opsbook-error-message' style='white-space:pre-wrap;margin:4px 0'>"
         f"{html.escape(name)}: {html.escape(message)}</pre>"
         "<details class='opsbook-error-detail'><summary>details (traceback)</summary>"

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from opsbook import catalog, interactive, parameters, secrets
+from opsbook.display import shorten
 from opsbook.errors import OpsbookError, ParameterError, PreflightFailed, RunbookError, RunFailed
 from opsbook.ids import new_run_id, utcnow
 from opsbook.parameters import validate
@@ -61,7 +62,13 @@ ENV_APPROVED_PLAN = "OPSBOOK_APPROVED_PLAN"
 ENV_EVIDENCE_DIR = "OPSBOOK_EVIDENCE_DIR"
 
 MAX_ROWS = 200
-_ICONS = {"ok": "✅", "changed": "✏️", "planned": "📝", "skipped": "⏭️", "failed": "❌"}
+#: one symbol per outcome: text symbols that every system font has (emoji show as empty boxes where
+#: no emoji font is installed, as on most servers that render records)
+_ICONS = {"ok": "✓", "changed": "●", "planned": "○", "skipped": "–", "failed": "✗"}
+#: how a summary is cut in the summary table (at a word, marked "…"; the record keeps it whole)
+SUMMARY_WIDTH = 120
+#: what a step that lists rows shows when the list is empty
+NO_ROWS = "(none)"
 
 
 @dataclass
@@ -93,7 +100,7 @@ def _display(html_text: str, plain: str) -> None:
 
 def _table_html(rows: list[dict[str, Any]]) -> str:
     if not rows:
-        return "<p><em>(no rows)</em></p>"
+        return f"<p class='opsbook-empty'><em>{NO_ROWS}</em></p>"
     cols = list(dict.fromkeys(k for r in rows for k in r))
     head = "".join(f"<th style='text-align:left'>{html.escape(str(c))}</th>" for c in cols)
     body = "".join(
@@ -104,7 +111,7 @@ def _table_html(rows: list[dict[str, Any]]) -> str:
 
 def _table_text(rows: list[dict[str, Any]]) -> str:
     if not rows:
-        return "(no rows)"
+        return NO_ROWS
     cols = list(dict.fromkeys(k for r in rows for k in r))
     widths = {c: max(len(str(c)), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
     line = "  ".join(str(c).ljust(widths[c]) for c in cols)
@@ -233,7 +240,7 @@ class Run:
 
     def step(self, title: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a step that changes nothing (read, render, compute). Outcome ok, or failed (re-raised)."""
-        return self._call("step", title, fn, args, kwargs, default_outcome="ok")
+        return _returned(self._call("step", title, fn, args, kwargs, default_outcome="ok"))
 
     def change(self, title: str, fn: Callable[..., Any], *args: Any,
                plan: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
@@ -242,9 +249,9 @@ class Run:
         if not self.applying:
             self._announce(f"plan mode: {title} is not applied")
             if plan is None:
-                return self._record("change", title, "planned", "would run " + _callable_name(fn), {}, None,
-                                    time.monotonic(), utcnow())
-            return self._call("change", title, plan, args, kwargs, default_outcome="planned")
+                return _returned(self._record("change", title, "planned", "would run " + _callable_name(fn), {},
+                                              None, time.monotonic(), utcnow()))
+            return _returned(self._call("change", title, plan, args, kwargs, default_outcome="planned"))
         done = next((r for r in self.records if r.kind == "change" and r.title == title
                      and r.outcome == "changed"), None)
         if done is not None:
@@ -252,17 +259,18 @@ class Run:
                 f"{title!r} was already applied in run {self.id} (at {done.started}); not applying it twice. "
                 "To apply it again, re-run the setup cell to start a new run.")
         self._announce(f"apply mode: {title} changes the target {self.target.name}")
-        return self._call("change", title, fn, args, kwargs, default_outcome="changed")
+        return _returned(self._call("change", title, fn, args, kwargs, default_outcome="changed"))
 
     def check(self, title: str, fn: Callable[..., Any] | bool, *args: Any, **kwargs: Any) -> bool:
         """A verification. ``fn`` returns a bool, a Check or a Result; a failed check is recorded (the
-        summary then fails the run) but does not stop the cells after it."""
+        summary then fails the run) but does not stop the cells after it. Returns whether it passed
+        (False also for a skipped check); a cell that ends with it does not echo that (see ``_returned``)."""
         t0, started = time.monotonic(), utcnow()
         try:
             value = fn(*args, **kwargs) if callable(fn) else fn
         except Exception as exc:  # a check that cannot run has failed
             self._record("check", title, "failed", f"{type(exc).__name__}: {exc}", {}, None, t0, started)
-            return False
+            return _returned(False)
         if isinstance(value, Check):
             outcome, summary, details = ("ok" if value.passed else "failed"), value.reason, value.evidence
             rows = None
@@ -271,7 +279,7 @@ class Run:
         else:
             outcome, summary, details, rows = ("ok" if value else "failed"), "", {}, None
         self._record("check", title, outcome, summary, details, rows, t0, started)
-        return outcome == "ok"
+        return _returned(outcome == "ok")
 
     def preflight(self, checks: Iterable[Check], *, title: str = "Preflight") -> None:
         """Record each prerequisite pass/fail with its reason; stop the run if any failed."""
@@ -297,7 +305,7 @@ class Run:
         server started for an open notebook (JupyterLab), False elsewhere (plain Python, nbclient,
         nbmake); headless runs are archived by the runner, never here."""
         rows = [{"": _ICONS.get(r.outcome, ""), "kind": r.kind, "step": r.title, "outcome": r.outcome,
-                 "seconds": f"{r.seconds:.1f}", "summary": r.summary[:120]} for r in self.records]
+                 "seconds": f"{r.seconds:.1f}", "summary": shorten(r.summary, SUMMARY_WIDTH)} for r in self.records]
         failed = [r for r in self.records if r.outcome == "failed"]
         verdict = (f"FAILED: {len(failed)} step(s) failed" if failed else
                    f"{'APPLIED' if self.applying else 'PLANNED'}: {len(self.records)} step(s), none failed")
@@ -349,7 +357,6 @@ class Run:
             nb.metadata.setdefault("opsbook", {})["run"] = {"run_id": self.id, "status": status,
                                                             "interactive": True}
             nbformat.write(nb, str(folder / recording.NOTEBOOK_NAME))
-            recording.write_html(nb, folder, red)
             if self.evidence_dir.is_dir():
                 shutil.copytree(self.evidence_dir, folder / "evidence")
             dropped = recording.redact_evidence(folder / "evidence", red)
@@ -360,6 +367,7 @@ class Run:
                 started=self.started, seconds=time.monotonic() - self._t0, status=status, failed_cell=None,
                 error=error, approval=self.approval, steps=[_jsonable(asdict(r)) for r in self.records], evidence=evidence,
                 evidence_dropped=dropped, red=red, extra=extra)
+            recording.write_html(nb, folder, red, manifest=manifest)  # its header shows the manifest's facts
             ref = self.archive().record(runbook_id=self.runbook.id, run_id=self.id, source_dir=folder,
                                         manifest=manifest)
         finally:
@@ -369,12 +377,12 @@ class Run:
         if run_dir.name == self.id and not os.path.islink(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
         text = f"recorded as {self.recorded} (status {status}; `opsbook history` lists it, `opsbook verify` checks it)"
-        _display(f"<p class='opsbook-recorded'>📁 {html.escape(text)}</p>", text)
+        _display(f"<p class='opsbook-recorded'>Recorded: {html.escape(text)}</p>", text)
 
     def _announce(self, text: str) -> None:
         if self.applying and text.startswith("apply mode:"):  # about to change the target: say so plainly
             _display("<p class='opsbook-applying' style='border-left:4px solid #ef6c00;padding:2px 8px'>"
-                     f"<strong>⚠️ {html.escape(text)}</strong></p>", text)
+                     f"<strong>⚠ {html.escape(text)}</strong></p>", text)
             return
         _display(f"<p><em>{html.escape(text)}</em></p>", text)
 
@@ -399,7 +407,7 @@ class Run:
     def _record(self, kind: str, title: str, outcome: str, summary: str, details: dict[str, Any],
                 rows: list[dict[str, Any]] | None, t0: float, started: str, headline: str = "") -> StepRecord:
         summary = secrets.REDACTOR.redact(summary)
-        headline = secrets.REDACTOR.redact(" ".join(str(headline).split()))[:300]
+        headline = shorten(secrets.REDACTOR.redact(str(headline)), 300)  # one line, cut at a word
         if rows:
             rows = secrets.REDACTOR.redact_obj(_jsonable(rows))
         rec = StepRecord(kind=kind, title=title, outcome=outcome, summary=summary,
@@ -414,7 +422,7 @@ class Run:
         html_text = f"<p><strong>{icon} {html.escape(title)}</strong>: <code>{outcome}</code>" + (
             f" &mdash; {html.escape(summary)}" if summary else "") + "</p>"
         plain = head
-        if rows:
+        if rows is not None:  # a list: its table, or for an empty list one line saying so (not an empty table)
             html_text += _table_html(rows)
             plain += "\n" + _table_text(rows)
         _display(html_text, plain)
@@ -428,6 +436,50 @@ class Run:
         with open(self._events, "a", encoding="utf-8") as fh:
             fh.write(line)
             fh.flush()
+
+
+#: what the last ``run.step``/``change``/``check`` returned, and in which cell (``_returned``)
+_LAST_RETURN: dict[str, Any] = {}
+
+
+def _returned(value: Any) -> Any:
+    """Note ``value`` as what the step wrapper returned in this cell, so that a cell ending with the
+    call (``run.step("Python packages", ...)``, ``run.check(...)``) does not echo it as
+    ``Out[5]: Result(...)``/``Out[17]: False``: the step showed its outcome, summary and table already.
+    The value still goes to ``_`` and ``Out``, and a cell that assigns it gets it as always."""
+    ip = _ipython()
+    if ip is not None:
+        _LAST_RETURN.update(cell=getattr(ip, "execution_count", None), value=value)
+    return value
+
+
+def _ipython() -> Any:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return get_ipython()
+
+
+def _quiet_echo(ip: Any) -> None:
+    """Make IPython's display hook skip the value ``_returned`` noted in the same cell (once per shell;
+    any other value of a cell is echoed as usual). Never raises: at worst the value is echoed."""
+    hook = getattr(ip, "displayhook", None)
+    if hook is None or getattr(hook, "_opsbook_quiet", False):
+        return
+    try:
+        original = hook.compute_format_data
+
+        def compute_format_data(result: Any) -> Any:
+            if (_LAST_RETURN.get("value") is result and "value" in _LAST_RETURN
+                    and _LAST_RETURN.get("cell") == getattr(ip, "execution_count", None)):
+                return {}, {}  # nothing to publish: no execute_result, no "Out[n]:"
+            return original(result)
+
+        hook.compute_format_data = compute_format_data
+        hook._opsbook_quiet = True
+    except Exception:  # an IPython without this hook: the values are echoed, one line for a Result
+        pass
 
 
 class StepRecords(list[StepRecord]):
@@ -542,6 +594,8 @@ def start(runbook_id: str, namespace: dict[str, Any]) -> Run:
               headless=headless)
     run.approval = approval
     run.must_record = run.applying and not headless  # an apply no runner records archives itself
+    if (shell := _ipython()) is not None:
+        _quiet_echo(shell)  # headless too: a record shows each step once
     ip = None if headless else interactive.shell()
     if ip is not None:
         interactive.install(ip)
@@ -551,7 +605,8 @@ def start(runbook_id: str, namespace: dict[str, Any]) -> Run:
         {"field": "runbook", "value": f"{rb.id} v{rb.version} ({rb.title}), risk {rb.risk}"},
         {"field": "run id", "value": run.id + ("" if headless else " (interactive)")},
         {"field": "mode", "value": mode_note},
-        {"field": "target", "value": target.describe() + (" [PRODUCTION]" if target.production else "")},
+        {"field": "target", "value": target.describe(namespace=params.get("namespace"))
+         + (" [PRODUCTION]" if target.production else "")},
         {"field": "operator", "value": f"{operator}@{socket.gethostname()}"},
     ]
     _display("<h3>opsbook run</h3>" + _table_html(rows), "opsbook run\n" + _table_text(rows))

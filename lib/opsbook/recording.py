@@ -9,10 +9,12 @@ manifest with the same fields. Keeping this in one module keeps the two audit tr
 from __future__ import annotations
 
 import contextlib
+import html
 import os
 import platform
+import re
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -76,11 +78,135 @@ def html_exporter() -> Any:
     return HTMLExporter(template_name="lab")
 
 
-def write_html(nb: Any, folder: Path, red: secrets.Redactor, exporter: Any = None) -> None:
-    """Render the (already redacted) notebook to ``folder/notebook.html``, redacted again. The record
-    is kept even if the rendering fails: ``html-error.txt`` then says why."""
+#: the status of a record as shown in its header: (symbol, colour); text symbols, not emoji, so that
+#: they render in any system font
+STATUS_LOOK = {"succeeded": ("✓", "#2e7d32"), "failed": ("✗", "#c62828"), "aborted": ("⊘", "#ef6c00")}
+
+
+def _duration(seconds: Any) -> str:
     try:
-        body, _ = (exporter or html_exporter()).from_notebook_node(nb)
+        s = float(seconds)
+    except (TypeError, ValueError):
+        return ""
+    if s < 60:
+        return f"{s:.1f} s"
+    m, sec = divmod(int(round(s)), 60)
+    return f"{m} min {sec:02d} s" if m < 60 else f"{m // 60} h {m % 60:02d} min"
+
+
+def header_rows(m: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The facts at the top of a record, as (label, text) pairs, from its manifest: runbook, target,
+    mode, operator, plan/approval, run id and timings (``header_html`` shows them; the text is the
+    manifest's, which is redacted)."""
+    params: Mapping[str, Any] = m["parameters"] if isinstance(m.get("parameters"), Mapping) else {}
+    detail: Mapping[str, Any] = m["target_detail"] if isinstance(m.get("target_detail"), Mapping) else {}
+    rows: list[tuple[str, str]] = []
+    title = f" ({m['runbook_title']})" if m.get("runbook_title") else ""
+    risk = f", risk {m['risk']}" if m.get("risk") else ""
+    rows.append(("runbook", f"{m.get('runbook_id', '?')} v{m.get('runbook_version', '?')}{title}{risk}"))
+    where = []
+    if detail.get("kube_context") or detail.get("kubeconfig"):
+        where.append(f"context {detail.get('kube_context') or '(current)'}")
+    elif detail:
+        where.append("no cluster (plan only)")
+    namespace = params.get("namespace") or detail.get("namespace")
+    if namespace:
+        where.append(f"namespace {namespace}")
+    production = " [PRODUCTION]" if detail.get("production") else ""
+    rows.append(("target", f"{m.get('target', '?')}" + (f": {', '.join(where)}" if where else "") + production))
+    mode = str(m.get("mode") or params.get("mode") or "plan")
+    rows.append(("mode", "apply: changes were made" if mode == "apply" else f"{mode}: nothing was changed"))
+    operator = str(m.get("operator") or "?") + (f"@{m['host']}" if m.get("host") else "")
+    rows.append(("operator", operator + (" (interactive, JupyterLab)" if m.get("interactive") else "")))
+    approval = m.get("approval") if isinstance(m.get("approval"), Mapping) else None
+    if approval and approval.get("plan_run_id"):
+        who = [f"planned by {approval['plan_operator']}" if approval.get("plan_operator") else "",
+               f"approved by {approval['approver']}" if approval.get("approver") else "",
+               f"at {approval['approved_at']}" if approval.get("approved_at") else ""]
+        rows.append(("plan / approval", f"carries out plan {approval['plan_run_id']}"
+                     + (f" ({' '.join(w for w in who if w)})" if any(who) else "")))
+    elif mode == "apply":
+        rows.append(("plan / approval", "no approved plan (not required for this runbook and target)"))
+    else:
+        rows.append(("plan / approval", f"this is a plan: to carry it out, `opsbook run {m.get('runbook_id', '?')} "
+                                        f"--mode apply --approve {m.get('run_id', '?')}`"))
+    rows.append(("run id", str(m.get("run_id") or "?")))
+    rows.append(("started", str(m.get("started") or "?")))
+    rows.append(("ended", str(m.get("ended") or "?") + (f" ({_duration(m.get('duration_seconds'))})"
+                                                          if m.get("duration_seconds") is not None else "")))
+    steps = [s for s in m.get("steps") or [] if isinstance(s, Mapping)]
+    if steps:
+        counts: dict[str, int] = {}
+        for st in steps:
+            counts[str(st.get("outcome"))] = counts.get(str(st.get("outcome")), 0) + 1
+        rows.append(("steps", f"{len(steps)}: " + ", ".join(f"{n} {o}" for o, n in counts.items())))
+    fc = m.get("failed_cell") if isinstance(m.get("failed_cell"), Mapping) else None
+    if fc and (fc.get("code_cell") or fc.get("index") is not None):
+        rows.append(("failing cell", f"code cell {fc.get('code_cell', '?')} (#{fc.get('index', '?')} of the runbook)"))
+    if m.get("error"):
+        rows.append(("error", str(m["error"])))
+    return rows
+
+
+def header_html(m: Mapping[str, Any]) -> str:
+    """The header of a record's HTML page: its status and headline (what the run found), then
+    ``header_rows``. Inline styles only: it must look right in any page it is put in."""
+    from opsbook.cireport import run_headline
+
+    status = str(m.get("status") or "unknown")
+    symbol, colour = STATUS_LOOK.get(status, ("?", "#616161"))
+    try:
+        lines = run_headline(m)
+    except Exception:  # never lose the page over its headline
+        lines = []
+    esc = html.escape
+    out = [f"<section class='opsbook-record-header' data-status='{esc(status)}' style='border:1px solid #ddd;"
+           f"border-left:6px solid {colour};border-radius:4px;padding:10px 14px;margin:8px 0 18px 0;"
+           "font-family:system-ui, -apple-system, \"Segoe UI\", \"DejaVu Sans\", sans-serif'>",
+           f"<div style='font-size:1.35em;font-weight:600'><span class='opsbook-status' style='color:{colour}'>"
+           f"{symbol} {esc(status.upper())}</span> &middot; {esc(str(m.get('runbook_id', '')))} "
+           f"<span style='font-weight:normal;color:#555'>{esc(str(m.get('mode') or ''))} run "
+           f"{esc(str(m.get('run_id') or ''))}</span></div>"]
+    for line in lines:
+        out.append(f"<div class='opsbook-headline' style='font-size:1.1em;margin:6px 0 2px 0'>"
+                   f"<strong>&#9654; {esc(line)}</strong></div>")
+    out.append("<table class='opsbook-facts' style='border-collapse:collapse;margin-top:8px;font-size:0.95em'>")
+    for label, text in header_rows(m):
+        shown = esc(text)
+        if label in ("run id", "plan / approval"):  # ids and commands are copied: monospace
+            shown = re.sub(r"`([^`]*)`", r"<code>\1</code>", shown)
+            if label == "run id":
+                shown = f"<code>{shown}</code>"
+        out.append(f"<tr><th style='text-align:left;padding:1px 14px 1px 0;vertical-align:top;white-space:nowrap;"
+                   f"font-weight:600'>{esc(label)}</th><td style='text-align:left;padding:1px 0'>{shown}</td></tr>")
+    out.append("</table></section>")
+    return "\n".join(out)
+
+
+def _with_header(body: str, header: str) -> str:
+    """``header`` at the top of the page: right after ``<main>`` (nbconvert's lab template), else
+    after ``<body ...>``, else first."""
+    for pattern in (r"<main[^>]*>", r"<body[^>]*>"):
+        found = re.search(pattern, body)
+        if found:
+            return body[:found.end()] + "\n" + header + body[found.end():]
+    return header + body
+
+
+def write_html(nb: Any, folder: Path, red: secrets.Redactor, exporter: Any = None,
+               manifest: Mapping[str, Any] | None = None) -> None:
+    """Render the (already redacted) notebook to ``folder/notebook.html``, redacted again. With the
+    record's ``manifest`` the page starts with its header (``header_html``: status, headline,
+    runbook, target, mode, operator, plan/approval, run id, timings) and is titled after the run.
+    The record is kept even if the rendering fails: ``html-error.txt`` then says why."""
+    try:
+        resources = None
+        if manifest is not None:
+            title = f"{manifest.get('runbook_id', 'run')} {manifest.get('run_id', '')}: {manifest.get('status', '')}"
+            resources = {"metadata": {"name": re.sub(r"[^\w .:-]", "", title)}}  # ids and a status word
+        body, _ = (exporter or html_exporter()).from_notebook_node(nb, resources=resources)
+        if manifest is not None:
+            body = _with_header(body, header_html(manifest))
         (folder / HTML_NAME).write_text(red.redact(body), encoding="utf-8")
     except Exception as exc:
         (folder / "html-error.txt").write_text(f"HTML rendering failed: {exc}\n")

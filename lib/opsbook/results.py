@@ -30,6 +30,17 @@ class Result:
         if self.outcome is not None and self.outcome not in OUTCOMES:
             raise ValueError(f"outcome {self.outcome!r}: expected one of {', '.join(OUTCOMES)}")
 
+    def one_line(self, limit: int = 100) -> str:
+        """``(ok: 3 of 3 installed)``: the outcome and the summary, cut at a word."""
+        from opsbook.display import shorten
+
+        return f"({self.outcome or 'ok'}" + (f": {shorten(self.summary, limit)}" if self.summary else "") + ")"
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        """How IPython echoes a Result that is a cell's value: one line, not the dataclass's repr
+        with every row and detail (``run.step`` has shown those already)."""
+        p.text(self.one_line())
+
 
 @dataclass(frozen=True)
 class Check:

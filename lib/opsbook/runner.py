@@ -643,9 +643,6 @@ def _finalize(prep: Prepared, *, archive: Archive | S3Archive, staging: Path, ou
             failed_cell = None  # the kernel never got to a cell (did not start)
         else:
             failed_cell["evalue"] = red.redact(str(failed_cell.get("evalue", "")))
-    if warm.ident is not None:  # started
-        warm.join(timeout=30)
-    recording.write_html(nb, out_nb.parent, red, exporter=warm.exporter)
     dropped = recording.redact_evidence(out_nb.parent / "evidence", red)
     evs = _read_events(events)
     steps = [{k: v for k, v in e.items() if k != "event"} for e in evs if e.get("event") == "step"]
@@ -659,6 +656,11 @@ def _finalize(prep: Prepared, *, archive: Archive | S3Archive, staging: Path, ou
         evidence=[{k: v for k, v in e.items() if k in ("name", "description")} for e in evs
                   if e.get("event") == "evidence" and e.get("name") not in dropped],
         evidence_dropped=dropped, red=red, extra={"timeouts": timeouts} if timeouts is not None else None)
+    # the HTML after the manifest (its header shows the run's final status, headline and timings) and
+    # before the archive hashes the record's files
+    if warm.ident is not None:  # started
+        warm.join(timeout=30)
+    recording.write_html(nb, out_nb.parent, red, exporter=warm.exporter, manifest=manifest)
     ref = archive.record(runbook_id=rb.id, run_id=run_id, source_dir=out_nb.parent, manifest=manifest)
     return RunOutcome(run_id=run_id, runbook_id=rb.id, status=status, record_dir=ref.path,
                       failed_cell=failed_cell, error=manifest["error"], manifest=manifest)

@@ -61,9 +61,11 @@ class Target(BaseModel):
     def has_cluster(self) -> bool:
         return self.kube_context is not None or self.kubeconfig is not None
 
-    def describe(self) -> str:
+    def describe(self, namespace: str | None = None) -> str:
+        """``staging: context staging-admin, namespace ml-platform``. ``namespace``: the run's own
+        (a runbook's ``namespace`` parameter), shown instead of the target's default when given."""
         cluster = f"context {self.kube_context or '(current)'}" if self.has_cluster else "no cluster (plan only)"
-        return f"{self.name}: {cluster}, namespace {self.namespace}"
+        return f"{self.name}: {cluster}, namespace {namespace or self.namespace}"
 
 
 LOCAL = Target(name="local", description="built in: no cluster (Kubernetes steps plan only), embedded MLflow, "

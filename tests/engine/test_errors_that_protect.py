@@ -26,7 +26,8 @@ def opsbook(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
 
 # -- read verbs never create an archive --------------------------------------------------------------------
 
-READ_VERBS = [("verify",), ("history",), ("incident", "INC-42"), ("evidence", "INC-42", "--out", "x.tar.gz")]
+READ_VERBS = [("verify",), ("history",), ("incident", "INC-42"), ("evidence", "INC-42", "--out", "x.tar.gz"),
+              ("site", "--out", "x")]
 
 
 @pytest.mark.parametrize("verb", READ_VERBS, ids=lambda v: v[0])

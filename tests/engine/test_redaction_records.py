@@ -159,8 +159,9 @@ def test_a_killed_run_leaves_a_staging_folder_that_the_next_start_sweeps(tmp_pat
                             start_new_session=True)  # its own group: the kernel is killed with it
     try:
         deadline, seen = time.monotonic() + 60, ""
-        while time.monotonic() < deadline and "sleeping" not in seen and "time.sleep" not in seen:
+        while time.monotonic() < deadline and "Sleeps so that" not in seen:  # the first code cell's line
             seen += proc.stderr.readline()
+        time.sleep(1.0)
         (staging,) = [p for p in tmpdir.iterdir() if p.name.startswith("opsbook-")]
         assert (staging.stat().st_mode & 0o777) == 0o700 and (staging / workdirs.OWNER_FILE).is_file()
         kernels = children(proc.pid)  # the kernel may run in a session of its own

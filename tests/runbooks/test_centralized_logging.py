@@ -293,3 +293,22 @@ def test_apply_with_an_absent_marker_leaves_a_failed_record_that_keeps_the_reaso
             with contextlib.suppress(Exception):
                 k.delete(kind=kind, name=f"fluent-bit-read-{kube.namespace}")
         k.close()
+
+
+def test_the_banner_shows_the_runs_own_namespace(monkeypatch, capsys):
+    """The target's default namespace is ml-platform; this runbook's collectors go to its own
+    ``namespace`` parameter (logging by default), and the banner says so."""
+    from opsbook import catalog, notebook, start
+    from opsbook.targets import LOCAL
+
+    from .conftest import NOTEBOOKS
+
+    monkeypatch.setenv(catalog.ENV_NOTEBOOKS, str(NOTEBOOKS))
+    for var in (notebook.ENV_SOURCE, notebook.ENV_EVENTS, notebook.ENV_RUN_ID):
+        monkeypatch.delenv(var, raising=False)
+    run = start(RUNBOOK, {"mode": "plan", "target": "local"})
+    assert run.params["namespace"] == "logging" and LOCAL.namespace == "ml-platform"
+    target_line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("target"))
+    assert "namespace logging" in target_line and "ml-platform" not in target_line
+    assert LOCAL.describe() == "local: no cluster (plan only), namespace ml-platform"
+    assert LOCAL.describe(namespace="logging") == "local: no cluster (plan only), namespace logging"

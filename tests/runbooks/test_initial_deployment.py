@@ -118,3 +118,25 @@ def test_apply_on_an_unreachable_cluster_stops_at_the_preflight(opsbook_run, tmp
     assert pre["outcome"] == "failed" and "cluster reachable" in pre["summary"]
     assert "cannot reach the Kubernetes API" in pre["summary"]
     assert os.path.exists(opsbook_run.outputs / RUNBOOK / m["run_id"] / "notebook.html")
+
+
+def test_plan_leaves_nothing_in_tmpdir_and_shows_yaml_in_monospace(opsbook_run, tmp_path):
+    """values.yaml is written for helm in a private folder of the kernel that is gone when the run
+    ends; its text is in the record, shown as a monospace block, and no step echoes a raw value."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    r = opsbook_run(RUNBOOK, env={"TMPDIR": str(tmpdir)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not [p.name for p in tmpdir.iterdir() if p.name.startswith("opsbook-deploy-")]
+    assert not list(tmpdir.iterdir())  # nor the run's own staging folder
+    (m,) = manifests_of(opsbook_run.outputs, RUNBOOK)
+    record = opsbook_run.outputs / RUNBOOK / m["run_id"]
+    nb = json.loads((record / "notebook.ipynb").read_text())
+    echoed = ["".join(o["data"].get("text/plain", "")) for c in nb["cells"] for o in c.get("outputs", [])
+              if o["output_type"] == "execute_result"]
+    assert len(echoed) == 1 and echoed[0].startswith("(13 step record(s)")  # the summary's one line only
+    assert not any(e.startswith("Result(") or e in ("True", "False") for e in echoed)  # skipped checks: no False
+    page = (record / "notebook.html").read_text()
+    block = page.split('<pre class="opsbook-code" data-lang="yaml" style="font-family:', 1)[1]
+    assert "monospace" in block.split(">", 1)[0]  # the style survives the HTML export
+    assert "existingSecret: ml-platform-db" in block.split("</pre>", 1)[0]

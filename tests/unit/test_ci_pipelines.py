@@ -228,4 +228,4 @@ def test_github_plan_then_approved_apply_for_real(tmp_path):
     env["PLAN_RUN_ID"] = "20990101T000000Z-abcdef"
     r = bash(step(apply, name="Apply")[1]["run"], tmp_path, env)
     assert r.returncode == 2 and "no such plan record" in r.stderr
-    assert summary.read_text().count("### ✅ opsbook: highrisk succeeded") == 2
+    assert summary.read_text().count("### ✓ opsbook: highrisk succeeded") == 2

@@ -117,8 +117,8 @@ def test_github_groups_annotations_and_no_progress_bar():
     assert groups[0] == "::group::Executing deploy (3 cells)"
     assert len(groups) == 1 + 5
     assert lines.count("::endgroup::") == len(groups)
-    assert "[2/3] (parameter defaults)" in lines and not any("(markdown)" in ln for ln in lines)
-    assert "::group::❌ check: Pods: Ready, all: failed (0.0 s)" in lines
+    assert "[3/3] run.step(...)" in lines and not any("(markdown)" in ln or "(parameter" in ln for ln in lines)
+    assert "::group::✗ check: Pods: Ready, all: failed (0.0 s)" in lines
     errors = [ln for ln in lines if ln.startswith("::error ")]
     assert errors == [
         "::error title=Check failed%3A Preflight%3A cluster reachable::connection refused "
@@ -151,12 +151,12 @@ def test_github_step_summary_is_appended(tmp_path):
     summary.write_text("earlier step\n")
     render("github", env={"GITHUB_STEP_SUMMARY": str(summary)})
     md = summary.read_text()
-    assert md.startswith("earlier step\n### ❌ opsbook: deploy failed")
+    assert md.startswith("earlier step\n### ✗ opsbook: deploy failed")
     assert "| Target | staging |" in md and "| Mode | plan |" in md and "| Status | failed |" in md
     assert "| Record | `/archive/deploy/20261201T120000Z-abc123` |" in md
     assert "| Checks | 1 of 3 passed |" in md  # preflight: 1 of 2, the check: 0 of 1
     # a table cell holds one line with its pipes escaped
-    assert "| ❌ | check | Pods: Ready, all | failed | 0.0 | 2 of 3 ready web-2 CrashLoopBackOff 100% |" in md
+    assert "| ✗ | check | Pods: Ready, all | failed | 0.0 | 2 of 3 ready web-2 CrashLoopBackOff 100% |" in md
     assert "- **Preflight: cluster reachable**: connection refused" in md
 
 
@@ -183,7 +183,7 @@ def test_gitlab_sections_collapsed_unless_failed_and_red_errors():
     assert collapsed == {"opsbook_cells": True, "opsbook_step_1": False, "opsbook_step_2": True,
                          "opsbook_step_3": True, "opsbook_step_4": False, "opsbook_step_5": True}
     header = dict((name, h) for _, name, _, h in starts)
-    assert header["opsbook_step_4"].startswith("\x1b[31;1m❌ check: Pods: Ready, all")
+    assert header["opsbook_step_4"].startswith("\x1b[31;1m✗ check: Pods: Ready, all")
     assert "\x1b[31;1mERROR: Check failed: Pods: Ready, all: 2 of 3 ready\x1b[0m" in text
     assert "\x1b[31;1mERROR: opsbook run failed: deploy failed at code cell 5" in text
     assert "\x1b[31;1mfailed run 20261201T120000Z-abc123\x1b[0m" in text
@@ -302,3 +302,13 @@ def test_the_headline_is_in_the_log_the_json_and_the_job_summary():
     assert "| Headline | **ROLLBACK: latency +19.3%" in cireport.step_summary_markdown(result, m)
     # without a step's headline: what failed (else what changed or would change)
     assert cireport.run_result(outcome())["headline"] == ["2 failed: Preflight, Pods: Ready, all"]
+
+
+def test_long_text_is_cut_at_a_word_in_tables_and_the_job_summary():
+    long = "pods web-0 web-1 web-2 are not Ready because the image registry.example.com/ml/proposer:2 " * 4
+    cell = cireport._md(long, 60)
+    assert cell.endswith("…") and len(cell) <= 60
+    assert all(w in long.split() for w in cell[:-1].split())  # whole words only
+    assert cireport._md("a|b <i>", 60) == "a\\|b &lt;i&gt;"  # escaped after the cut: never half an escape
+    (row,) = cireport._table([{"summary": long}])[2:]
+    assert row.endswith("…") and all(w in long.split() for w in row[:-1].split())

@@ -289,3 +289,16 @@ def test_paramdocs_check_mode(tmp_path: Path) -> None:
     assert paramdocs.main([str(doc), "--notebooks", str(tmp_path)]) == 0
     assert paramdocs.main([str(doc), "--notebooks", str(tmp_path), "--check"]) == 0
     assert "| `mode` |" in doc.read_text(encoding="utf-8")
+
+
+def test_show_markdown_prints_the_table_the_docs_hold():
+    import subprocess
+
+    from opsbook.paramdocs import markdown_table
+
+    from ..conftest import OPSBOOK
+
+    r = subprocess.run([*OPSBOOK, "show", "deploy-new-model", "--markdown"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == markdown_table("deploy-new-model")
+    assert "| `warmup_intervals` | int | `1` |" in r.stdout

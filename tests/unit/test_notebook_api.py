@@ -120,3 +120,102 @@ def test_interactive_plan_of_a_high_risk_runbook_needs_nothing(ns, monkeypatch):
     monkeypatch.delenv(notebook.ENV_APPROVED_PLAN, raising=False)
     run = opsbook.start("highrisk", ns)
     assert run.mode == "plan" and run.approved_plan is None
+
+
+# --- records read at a glance (issue 16, section 4) ----------------------------------------------------------
+
+def test_an_empty_list_of_rows_says_none_instead_of_an_empty_table(ns, capsys):
+    run = opsbook.start("passing", ns)
+    capsys.readouterr()
+    run.step("Events", lambda: opsbook.Result(summary="0 event(s) in the last 30 min", rows=[]))
+    out = capsys.readouterr().out
+    assert "✓ Events: ok (0 event(s) in the last 30 min)\n(none)" in out
+    run.step("No table", lambda: opsbook.Result(summary="nothing listed"))  # rows None: no table, no "(none)"
+    assert "(none)" not in capsys.readouterr().out
+    assert notebook._table_html([]) == "<p class='opsbook-empty'><em>(none)</em></p>"
+
+
+def test_the_summary_table_cuts_summaries_at_a_word(ns, capsys):
+    run = opsbook.start("passing", ns)
+    words = " ".join(f"word{i:03d}" for i in range(40))  # 319 characters
+    run.step("Long", lambda: opsbook.Result(summary=words))
+    capsys.readouterr()
+    run.summary()
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "Long" in ln)
+    shown = line.split("ok", 1)[1].split(None, 1)[1].strip()  # after the outcome and the seconds
+    assert shown.endswith("…") and len(shown) <= notebook.SUMMARY_WIDTH
+    assert all(w in words.split() for w in shown[:-1].split())  # whole words only
+    assert run.records[0].summary == words  # the record keeps it whole
+
+
+#: the characters below U+1F000 that Unicode gives an emoji presentation by default (Emoji_Presentation=Yes):
+#: without an emoji font they show as empty boxes
+_BMP_EMOJI = [(0x231A, 0x231B), (0x23E9, 0x23EC), (0x23F0, 0x23F0), (0x23F3, 0x23F3), (0x25FD, 0x25FE),
+              (0x2614, 0x2615), (0x2648, 0x2653), (0x267F, 0x267F), (0x2693, 0x2693), (0x26A1, 0x26A1),
+              (0x26AA, 0x26AB), (0x26BD, 0x26BE), (0x26C4, 0x26C5), (0x26CE, 0x26CE), (0x26D4, 0x26D4),
+              (0x26EA, 0x26EA), (0x26F2, 0x26F3), (0x26F5, 0x26F5), (0x26FA, 0x26FA), (0x26FD, 0x26FD),
+              (0x2705, 0x2705), (0x270A, 0x270B), (0x2728, 0x2728), (0x274C, 0x274C), (0x274E, 0x274E),
+              (0x2753, 0x2755), (0x2757, 0x2757), (0x2795, 0x2797), (0x27B0, 0x27B0), (0x27BF, 0x27BF),
+              (0x2B1B, 0x2B1C), (0x2B50, 0x2B50), (0x2B55, 0x2B55)]
+
+
+def is_emoji(ch: str) -> bool:
+    c = ord(ch)
+    return c >= 0x1F000 or c == 0xFE0F or any(lo <= c <= hi for lo, hi in _BMP_EMOJI)
+
+
+def test_outcome_symbols_are_text_not_emoji():
+    from pathlib import Path
+
+    from opsbook import cireport, recording
+
+    sets = [notebook._ICONS, cireport._ICON, cireport._STATUS_ICON,
+            {k: v[0] for k, v in recording.STATUS_LOOK.items()}]
+    dejavu = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+    cmap = None
+    if dejavu.is_file():
+        fonttools = pytest.importorskip("fontTools.ttLib")
+        cmap = fonttools.TTFont(str(dejavu)).getBestCmap()
+    for icons in sets:
+        assert len(set(icons.values())) == len(icons)  # one per outcome
+        for symbol in icons.values():
+            assert not any(is_emoji(ch) for ch in symbol), symbol
+            if cmap is not None:  # an ordinary text font has them
+                assert all(ord(ch) in cmap for ch in symbol), symbol
+
+
+def test_a_result_echoes_as_one_line():
+    from IPython.lib.pretty import pretty
+
+    r = opsbook.Result(summary="6 of 6 installed " + "and a rather long tail " * 10, outcome="ok",
+                       rows=[{"package": "x", "version": "1"}])
+    text = pretty(r)
+    assert text.startswith("(ok: 6 of 6 installed and") and text.endswith("…)") and "\n" not in text
+    assert "rows" not in text and "Result(" not in text
+    assert pretty(opsbook.Result(summary="no cluster", outcome="skipped")) == "(skipped: no cluster)"
+
+
+def test_a_cell_ending_in_a_step_echoes_nothing_but_other_values_are_echoed():
+    """The display hook of a real IPython shell: a cell whose last expression is ``run.step(...)`` or
+    ``run.check(...)`` publishes no Out[n] (the step was shown already); any other value still is."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        notebook._quiet_echo(shell)
+        notebook._quiet_echo(shell)  # once per shell
+        published = []
+        original = shell.displayhook.write_format_data
+        shell.displayhook.write_format_data = lambda fmt, md=None: published.append(fmt.get("text/plain"))
+        shell.user_ns["notebook"] = notebook
+        shell.user_ns["Result"] = opsbook.Result
+        shell.run_cell("r = Result(summary='0 found', outcome='skipped')", store_history=True)
+        shell.run_cell("notebook._returned(r)", store_history=True)  # what run.step/check return
+        shell.run_cell("notebook._returned(False)", store_history=True)
+        shell.run_cell("r", store_history=True)  # the same object, echoed by a later cell: shown, one line
+        shell.run_cell("1 + 1", store_history=True)
+        assert published == ["(skipped: 0 found)", "2"]
+        assert shell.user_ns["_"] == 2
+        shell.displayhook.write_format_data = original
+    finally:
+        InteractiveShell.clear_instance()

@@ -16,14 +16,16 @@ Tests build a :class:`Deployment` directly with their own clients (``Helm``, ``K
 
 from __future__ import annotations
 
+import atexit
 import difflib
 import re
-import tempfile
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from opsbook.display import shorten, show_code
 from opsbook.errors import ClientError, NotFound, TimedOut
 from opsbook.results import Check, Result
 
@@ -47,6 +49,18 @@ _KIND_RESOURCE = {
 }
 
 
+def _private_workdir() -> Path:
+    """Where ``values.yaml`` is written for helm: a private folder (mode 0700) of this process,
+    removed when the process (the run's kernel) exits; one that a killed kernel left behind has an
+    owner file, so the next run sweeps it (``opsbook.workdirs``). Nothing stays in ``$TMPDIR``; the
+    record keeps the file's text (the step's details)."""
+    from opsbook.workdirs import make_workdir
+
+    folder = make_workdir("opsbook-deploy-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 @dataclass
 class Deployment:
     """What this run deploys, where, with which clients, and what the steps found so far."""
@@ -66,7 +80,7 @@ class Deployment:
     db_password_ref: str = ""  # a secret reference (env:/file:/k8s:), resolved only when the Secret is created
     timeout_seconds: int = 300
     ingress_base_url: str = ""
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="opsbook-deploy-")))
+    workdir: Path = field(default_factory=_private_workdir)
     cluster_error: str = ""  # why the cluster is not reachable (empty: reachable, or none configured)
     server_version: str = ""
     # filled in by the steps
@@ -376,14 +390,17 @@ def write_values(d: Deployment) -> Result:
     diff = "".join(difflib.unified_diff(yaml.safe_dump(defaults, sort_keys=True).splitlines(True),
                                         yaml.safe_dump(effective, sort_keys=True).splitlines(True),
                                         "chart defaults", "this deployment"))
-    return Result(summary=f"{d.values_file}: {len(rows)} value(s) differ from the chart defaults", rows=rows,
+    shown = text + ("\n# --- diff against the chart defaults ---\n" + diff if diff else "")
+    show_code(shown)
+    summary = (f"values.yaml: {len(rows)} value(s) differ from the chart defaults" if rows else
+               "values.yaml: no value differs from the chart defaults (only the database Secret's name is set)")
+    return Result(summary=summary, rows=rows or None,
                   details={"values_file": str(d.values_file), "values_yaml": text, "diff": diff, "changes": rows},
-                  value=Text(text + ("\n# --- diff against the chart defaults ---\n" + diff if diff else "")))
+                  value=Text(shown))
 
 
 def _short(v: Any) -> str:
-    s = str(v)
-    return s if len(s) <= 80 else s[:77] + "..."
+    return shorten(v, 80)
 
 
 class Text(str):
@@ -406,6 +423,7 @@ def render_manifests(d: Deployment) -> Result:
     rows = [{"kind": m.get("kind"), "name": m["metadata"].get("name"), "apiVersion": m.get("apiVersion"),
              "namespace": m["metadata"].get("namespace") or d.namespace} for m in d.manifests]
     text = yaml.safe_dump_all(d.manifests, sort_keys=False)
+    show_code(text)
     kinds: dict[str, int] = {}
     for m in d.manifests:
         kinds[m["kind"]] = kinds.get(m["kind"], 0) + 1
@@ -575,7 +593,7 @@ def service_logs(d: Deployment, *, tail: int = 20) -> Result:
                 bad = bool(ERROR_LINE.search(line))
                 errors += bad
                 rows.append({"service": m["metadata"]["name"], "pod": pod, "container": ctr["name"],
-                             "flag": "❌ ERROR" if bad else "", "line": line[:200]})
+                             "flag": "✗ ERROR" if bad else "", "line": line[:200]})
     flagged = sum(1 for r in rows if r["flag"])
     return Result(summary=(f"{flagged} error line(s) flagged" if errors else "no error lines")
                   + f" in the last {tail} lines of each service", rows=rows, outcome="failed" if errors else "ok",
@@ -628,8 +646,8 @@ def probe_ingress(d: Deployment, *, timeout: float = 10.0, attempts: int = 3) ->
                 note = f"{type(exc).__name__}: {exc}"
         rows.append({"host": t["host"], "path": t["path"], "url": t["url"], "backend": t["backend"],
                      "status": status if status is not None else "-", "answer": note,
-                     "ok": "✅" if status is not None and status < 400 else "❌"})
-    bad = [r for r in rows if r["ok"] != "✅"]
+                     "ok": "✓" if status is not None and status < 400 else "✗"})
+    bad = [r for r in rows if r["ok"] != "✓"]
     failing = ", ".join(f"{r['url']} ({r['status'] if r['status'] != '-' else r['answer']})" for r in bad)
     summary = f"{len(rows) - len(bad)} of {len(rows)} endpoint(s) answered" + (
         f"; failing: {failing}; without external DNS set ingress_base_url to the ingress controller's address"

@@ -47,16 +47,22 @@ def preflight(archive: object, *, min_free_gb: float) -> list[Check]:
     return checks
 
 
+NOT_INSTALLED = "not installed"
+
+
 def package_versions(packages: list[str]) -> Result:
-    rows = []
+    """The installed version of each Python package; the step fails naming every one that is not
+    installed in this environment (the kernel's)."""
+    rows, missing = [], []
     for name in packages:
         try:
-            rows.append({"package": name, "version": metadata.version(name)})
+            rows.append({"package": name, "version": metadata.version(name), "status": "ok"})
         except metadata.PackageNotFoundError:
-            rows.append({"package": name, "version": "MISSING"})
-    missing = [r["package"] for r in rows if r["version"] == "MISSING"]
-    return Result(summary=f"{len(rows) - len(missing)} of {len(rows)} installed", rows=rows,
-                  outcome="failed" if missing else "ok", details={"missing": missing})
+            rows.append({"package": name, "version": "-", "status": NOT_INSTALLED})
+            missing.append(name)
+    return Result(summary=f"{len(rows) - len(missing)} of {len(rows)} installed" + (
+        f"; not installed: {', '.join(missing)}" if missing else ""), rows=rows,
+        outcome="failed" if missing else "ok", details={"missing": missing})
 
 
 def tool_versions(tools: _Tools, names: list[str]) -> Result:

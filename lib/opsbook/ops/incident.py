@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from opsbook.display import shorten
 from opsbook.errors import ClientError, Invalid, NotFound, OpsbookError
 from opsbook.results import Check, Result
 
@@ -335,7 +336,7 @@ def alerts(inc: Incident) -> Result:
     inc.save("identification/alerts.json", rows, "Prometheus /api/v1/alerts at identification")
     firing = [r for r in rows if r["state"] == "firing"]
     table = [{"alert": r["alertname"], "state": r["state"], "severity": r["severity"], "since": r["active_at"],
-              "summary": (r["annotations"].get("summary") or r["annotations"].get("description") or "")[:120]}
+              "summary": shorten(r["annotations"].get("summary") or r["annotations"].get("description") or "", 120)}
              for r in rows]
     return Result(summary=f"{len(firing)} firing, {len(rows) - len(firing)} pending", rows=table,
                   details={"firing": [r["alertname"] for r in firing]})
@@ -394,7 +395,7 @@ def recent_events(inc: Incident) -> Result:
             continue
         inv = e.get("involvedObject") or {}
         rows.append({"time": t, "type": e.get("type", ""), "reason": e.get("reason", ""),
-                     "object": f"{inv.get('kind', '')}/{inv.get('name', '')}", "message": (e.get("message") or "")[:200]})
+                     "object": f"{inv.get('kind', '')}/{inv.get('name', '')}", "message": shorten(e.get("message") or "", 200)})
     rows.sort(key=lambda r: r["time"])
     warnings = sum(1 for r in rows if r["type"] == "Warning")
     return Result(summary=f"{len(rows)} event(s) in the last {s.events_since_minutes} min, {warnings} warning(s)",
