@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from opsbook.display import safe_text
+from opsbook.display import safe_text, shorten
 
 #: outcome -> (word shown, rich style)
 OUTCOME_STYLE = {"ok": "green", "changed": "yellow", "planned": "cyan", "skipped": "dim", "failed": "bold red"}
@@ -25,8 +25,9 @@ STATUS_STYLE = {"succeeded": "green", "failed": "bold red", "aborted": "yellow"}
 
 
 def _first_line(text: Any, limit: int = 200) -> str:
+    """The first non-empty line, cut at a word boundary (``display.shorten``)."""
     line = next((ln.strip() for ln in str(text or "").splitlines() if ln.strip()), "")
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+    return shorten(line, limit)
 
 
 def step_line(step: Mapping[str, Any]) -> str:

@@ -147,3 +147,53 @@ def test_ids_and_statuses_are_never_cut_at_80_or_100_columns(cli, outputs):
             assert all(run_id in r.stdout for run_id in ids), r.stdout
             assert "security-incident-response" in r.stdout and "succeeded" in r.stdout
             assert all(len(ln) <= int(width) for ln in r.stdout.splitlines())
+
+
+def _run_in_pty(argv: list[str], env: dict[str, str], timeout: float = 120.0) -> str:
+    """Run ``argv`` on a real pseudo-terminal (what an operator's terminal is) and return what it
+    showed, escape sequences included."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # the other side closed
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif proc.poll() is not None:
+                break
+    finally:
+        os.close(master)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0, out.decode(errors="replace")
+    return out.decode(errors="replace")
+
+
+def test_a_run_on_an_80_column_terminal_shows_steps_headline_and_whole_ids(outputs):
+    import re
+
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "GITHUB_ACTIONS", "GITLAB_CI")}
+    env.update({"OPSBOOK_FIXTURE_SECRET": FIXTURE_SECRET, "COLUMNS": "80", "LINES": "40", "TERM": "xterm-256color"})
+    shown = _run_in_pty([*OPSBOOK, "run", "passing", "-p", "replicas", "3", "--notebooks", str(FIXTURE_NOTEBOOKS),
+                         "--outputs", str(outputs)], env)
+    # what the terminal ends up showing, line by line: drop colour and cursor sequences, keep the
+    # text after the last carriage return of each line (the live bar redraws itself in place)
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07", "", shown)
+    lines = [ln.split("\r")[-1] for ln in plain.replace("\r\n", "\n").split("\n")]
+    run_id = _manifest(outputs, "passing")["run_id"]
+    assert any(ln.startswith("succeeded run " + run_id) for ln in lines), plain
+    assert any(ln.split()[:1] == ["planned"] and "Scale: would scale" in ln for ln in lines), plain
+    assert any(ln.startswith("▶ would change: Scale") for ln in lines), plain  # the derived headline
+    assert all(len(ln) <= 80 for ln in lines), [ln for ln in lines if len(ln) > 80]
+    assert "opsbook.start(" not in plain  # step headings, not cut code
