@@ -129,24 +129,31 @@ def _archive_with_incident_runs(outputs: Path, n: int = 2) -> None:
                            manifest=manifest)
 
 
-def test_ids_and_statuses_are_never_cut_at_80_or_100_columns(cli, outputs):
-    for width in ("80", "100"):
-        r = cli("list", env={"COLUMNS": width})
-        assert r.returncode == 0, r.stderr
-        assert "…" not in r.stdout and "passing" in r.stdout and "highrisk" in r.stdout
-        assert all(len(ln) <= int(width) for ln in r.stdout.splitlines())
+def _terminal_lines(shown: str) -> list[str]:
+    import re
+
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07", "", shown)
+    return [ln.split("\r")[-1] for ln in plain.replace("\r\n", "\n").split("\n")]
+
+
+def test_ids_and_statuses_are_never_cut_at_80_or_100_columns(outputs):
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "GITHUB_ACTIONS", "GITLAB_CI")}
     _archive_with_incident_runs(outputs)
     ids = [p.name for p in (outputs / "security-incident-response").iterdir()]
     for width in ("80", "100"):
-        h = cli("history", env={"COLUMNS": width})
-        i = subprocess.run([*OPSBOOK, "incident", "INC-42", "--outputs", str(outputs)], capture_output=True,
-                           text=True, env={**os.environ, "COLUMNS": width})
-        for r in (h, i):
-            assert r.returncode == 0, r.stderr
-            assert "…" not in r.stdout, r.stdout
-            assert all(run_id in r.stdout for run_id in ids), r.stdout
-            assert "security-incident-response" in r.stdout and "succeeded" in r.stdout
-            assert all(len(ln) <= int(width) for ln in r.stdout.splitlines())
+        tty_env = {**env, "COLUMNS": width, "LINES": "50", "TERM": "xterm"}
+        shown = _run_in_pty([*OPSBOOK, "list", "--notebooks", str(FIXTURE_NOTEBOOKS)], tty_env)
+        lines = _terminal_lines(shown)
+        assert "…" not in shown and any("highrisk" in ln for ln in lines), shown
+        assert all(len(ln) <= int(width) for ln in lines)
+        for argv in (["history", "--outputs", str(outputs)], ["incident", "INC-42", "--outputs", str(outputs)]):
+            shown = _run_in_pty([*OPSBOOK, *argv], tty_env)  # a real terminal of that width
+            lines = _terminal_lines(shown)
+            text = "\n".join(lines)
+            assert "…" not in text, text
+            assert all(run_id in text for run_id in ids), text
+            assert "security-incident-response" in text and "succeeded" in text
+            assert all(len(ln) <= int(width) for ln in lines), text
 
 
 def _run_in_pty(argv: list[str], env: dict[str, str], timeout: float = 120.0) -> str:
