@@ -48,3 +48,6 @@ say "Run history"
 "$OPSBOOK" history --limit 10
 say "Archive verification (keep the chain head somewhere the runner cannot rewrite)"
 "$OPSBOOK" verify
+say "The archive as a static site, for reviewers who do not run a CLI"
+"$OPSBOOK" site --out .opsbook/site
+echo "open .opsbook/site/index.html in a browser"

@@ -114,7 +114,7 @@ def test_readme_describes_what_make_demo_runs() -> None:
     for rb in set(runs):
         assert f"`{rb}`" in section, f"make demo runs {rb}; the README's description of it does not say so"
     assert f"{len(runs)} runs" in section
-    for verb in ("incident", "evidence", "history", "verify"):
+    for verb in ("incident", "evidence", "history", "verify", "site"):
         if re.search(rf'^"\$OPSBOOK" {verb}\b', demo, re.MULTILINE):
             assert f"opsbook {verb}" in section, f"make demo runs `opsbook {verb}`; the README does not say so"
 
