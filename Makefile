@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.opsbook-installed
 PYTHON ?= python3
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test check lint bench clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,11 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/pytest
+
+# the inner loop: unit and engine tests that start no service (markers set from the fixtures a test
+# uses, tests/conftest.py) and are not slow; `make test` stays the whole suite
+check: setup
+	$(VENV)/bin/pytest -m "not services and not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check lib tests benchmarks

@@ -278,6 +278,7 @@ def _papermill(tmp_path: Path, outputs: Path, *, extra_env: dict[str, str], para
     return r, (json.loads(out.read_text()) if out.exists() else None)
 
 
+@pytest.mark.slow  # over 10 s on a 2-core machine
 def test_papermill_with_a_faked_runner_environment_is_still_gated_and_recorded(cli, outputs, tmp_path, planned):
     fake = {"OPSBOOK_SOURCE": str(FIXTURE_NOTEBOOKS / "highrisk.ipynb"), "OPSBOOK_RUN_ID": "20990101T000000Z-fake00"}
     r, nb = _papermill(tmp_path, outputs, extra_env=fake, params={"replicas": 4})

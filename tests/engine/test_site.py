@@ -166,6 +166,7 @@ def _runs_js(site: Path) -> list[dict]:
 # ------------------------------------------------------------------------------------------ the pages
 
 
+@pytest.mark.slow  # the module's archive_dir: six real CLI runs, about 20 s
 def test_every_run_has_a_page_and_every_link_resolves(archive_dir, site):
     entries = Archive(archive_dir["outputs"], create=False).entries()
     runs = {e.run_id for e in entries if not e.is_start}
@@ -183,6 +184,7 @@ def test_every_run_has_a_page_and_every_link_resolves(archive_dir, site):
     assert (site / ".opsbook-site").is_file() and (site / "assets" / "site.js").is_file()
 
 
+@pytest.mark.slow  # the module's archive_dir: six real CLI runs, about 20 s
 def test_a_run_page_has_the_header_steps_notebook_and_evidence(archive_dir, site):
     ids, outputs = archive_dir["ids"], archive_dir["outputs"]
     text = (site / "runs" / f"{ids['passing']}.html").read_text()
@@ -216,6 +218,7 @@ def test_a_run_page_has_the_header_steps_notebook_and_evidence(archive_dir, site
         assert f'href="{ids["evidential"]}/{rel}"' in text
 
 
+@pytest.mark.slow  # the module's archive_dir: six real CLI runs, about 20 s
 def test_plan_and_apply_pages_link_to_each_other(archive_dir, site):
     ids = archive_dir["ids"]
     plan = (site / "runs" / f"{ids['plan']}.html").read_text()
@@ -225,6 +228,7 @@ def test_plan_and_apply_pages_link_to_each_other(archive_dir, site):
     assert "approver alice" in apply
 
 
+@pytest.mark.slow  # the module's archive_dir: six real CLI runs, about 20 s
 def test_deploy_new_model_canary_plots_are_inline(archive_dir, site):
     ids = archive_dir["ids"]
     text = (site / "runs" / f"{ids['canary']}.html").read_text()
@@ -235,6 +239,7 @@ def test_deploy_new_model_canary_plots_are_inline(archive_dir, site):
         assert (site / "runs" / s).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
+@pytest.mark.slow  # the module's archive_dir: six real CLI runs, about 20 s
 def test_incident_page_is_a_timeline_in_time_order(archive_dir, site):
     ids = archive_dir["ids"]
     page = site / "incidents" / "INC-7.html"
@@ -249,6 +254,7 @@ def test_incident_page_is_a_timeline_in_time_order(archive_dir, site):
     assert f'href="{ids["inc_early"]}/evidence/pods.json"' in run_page
 
 
+@pytest.mark.slow  # the module's archive_dir: six real CLI runs, about 20 s
 def test_a_hostile_manifest_shows_as_text(archive_dir, site):
     ids = archive_dir["ids"]
     page = site / "runs" / f"{ids['hostile']}.html"
@@ -270,6 +276,7 @@ def test_a_hostile_manifest_shows_as_text(archive_dir, site):
     assert "</" not in (site / "runs.js").read_text().split("=", 1)[1]
 
 
+@pytest.mark.slow  # the module's archive_dir: six real CLI runs, about 20 s
 def test_verify_problems_are_shown_on_the_record_they_name(archive_dir, tmp_path):
     outputs = tmp_path / "outputs"
     shutil.copytree(archive_dir["outputs"], outputs)
@@ -292,6 +299,7 @@ def test_verify_problems_are_shown_on_the_record_they_name(archive_dir, tmp_path
     assert "not verified" in (tmp_path / "site2" / "runs" / f"{ids['passing']}.html").read_text()
 
 
+@pytest.mark.slow  # the module's archive_dir: six real CLI runs, about 20 s
 def test_errors_that_protect(archive_dir, tmp_path):
     typo = tmp_path / "typo"
     r = opsbook("site", "--out", str(tmp_path / "s"), "--outputs", str(typo))
@@ -345,6 +353,7 @@ def test_help_fits_80_columns():
     assert [ln for ln in r.stdout.splitlines() if len(ln) > 80] == []
 
 
+@pytest.mark.slow  # the module's archive_dir: six real CLI runs, about 20 s
 def test_the_evidence_bundle_holds_the_incident_pages_and_still_verifies(archive_dir, tmp_path):
     ids = archive_dir["ids"]
     bundle = tmp_path / "INC-7.tar.gz"
@@ -392,6 +401,7 @@ def _rows(dom: str) -> list[str]:
     return re.findall(r'<tr class="st-(\w+)" data-run="([^"]+)"', dom)  # type: ignore[return-value]
 
 
+@pytest.mark.slow  # the module's archive_dir: six real CLI runs, about 20 s
 @needs_chromium
 def test_chromium_renders_the_index_from_file_url_and_the_filters_work(archive_dir, site, tmp_path):
     ids = archive_dir["ids"]
@@ -422,6 +432,7 @@ def test_chromium_renders_the_index_from_file_url_and_the_filters_work(archive_d
     print(f"\nscreenshots: {shot} {run_shot}")
 
 
+@pytest.mark.slow  # the module's archive_dir: six real CLI runs, about 20 s
 @needs_chromium
 def test_the_filter_form_in_a_browser(archive_dir, site):
     """The filters as an operator uses them (Playwright drives the same Chromium)."""

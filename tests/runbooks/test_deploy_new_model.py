@@ -275,6 +275,7 @@ def test_a_warmup_as_long_as_the_monitoring_period_is_refused_naming_it(opsbook_
     assert r.returncode == 2 and "warmup_intervals: got '-2'; expected a value >= 0" in r.stderr, r.stdout + r.stderr
 
 
+@pytest.mark.slow  # over 10 s on a 2-core machine
 def test_regressed_canary_plan_then_approved_apply_acts_on_the_plans_verdict(opsbook_run):
     args = ["-p", "version", "2", "-p", "serving_version", "1", "-p", "metrics_file", str(REGRESSED)]
     r = opsbook_run(RUNBOOK, *args)

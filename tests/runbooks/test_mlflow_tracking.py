@@ -20,7 +20,6 @@ from opsbook.testing.services import free_port
 
 from .conftest import manifests_of
 
-pytestmark = pytest.mark.services
 RUNBOOK = "mlflow-tracking-server"
 DB_ROLE = "opsbook_mlflow_check"
 DB_PASSWORD = "pg-" + _random.token_hex(12)
@@ -270,6 +269,8 @@ def test_plan_on_local_needs_no_network_and_starts_nothing(opsbook_run, tmp_path
     assert not LocalServer(tmp_path / "state", port=port).running() and not (tmp_path / "state").exists()
 
 
+@pytest.mark.services  # starts the embedded MLflow server itself, not through a fixture
+@pytest.mark.mlflow
 def test_apply_on_local_starts_the_embedded_server_and_verifies_it(opsbook_run, tmp_path):
     port = free_port()
     state = tmp_path / "state"

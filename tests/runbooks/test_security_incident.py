@@ -20,7 +20,7 @@ from opsbook.clients.pgbackup import PgBackup
 from opsbook.clients.prometheus import Prometheus
 from opsbook.errors import NotFound
 from opsbook.ops import incident
-from opsbook.testing.kube import wait_until
+from opsbook.testing.kube import requires_test_server, wait_until
 
 from .conftest import NOTEBOOKS, manifests_of
 
@@ -206,6 +206,7 @@ def test_accounts_disabled_and_restored_round_trip(cluster, tmp_path):
 
 
 @pytest.mark.kube
+@requires_test_server  # feed_logs: the test server's admin endpoint
 def test_evidence_files_match_what_the_cluster_returned(cluster, tmp_path, kube):
     k, ns, crb = cluster
     pods = sorted(p["metadata"]["name"] for p in k.pod_objects(namespace=ns, selector="app=web"))

@@ -39,8 +39,6 @@ from opsbook.s3archive import RecordNotUploaded, Retention, S3Archive, S3Path, S
 from ..conftest import FIXTURE_NOTEBOOKS, FIXTURE_SECRET, OPSBOOK
 from .test_archive import _manifest, _source
 
-pytestmark = pytest.mark.services
-
 RB = "deploy-new-model"
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -19,8 +19,6 @@ from .test_archive import _manifest, _source
 from .test_archive_snapshot import verify_while_writing
 from .test_s3archive import RB, _client, _key
 
-pytestmark = pytest.mark.services
-
 
 @pytest.fixture
 def where(s3) -> str:
