@@ -27,6 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lib"))  # run from a checkout without installing
 
+from _timings import print_timings  # noqa: E402  (benchmarks/, the script's own folder)
 from opsbook.archive import (  # noqa: E402
     Archive,
     build_manifest,
@@ -173,26 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     title = (f"opsbook.archive, {args.records} records, {len(paths)} files, {size / 2**20:.1f} MiB "
              f"(setup {t_setup:.1f} s, {'record()' if args.via_record else 'direct'}; best of {args.repeat})")
     ratio = t_verify / t_base if t_base else float("nan")
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:  # pragma: no cover
-        print(title)
-        for name, t, target in rows:
-            verdict = "" if target is None else ("PASS" if t < target else "MISS")
-            print(f"  {name:42s} {t:8.3f} s  {'' if target is None else f'< {target:g} s'}  {verdict}")
-        print(f"  verify / baseline ratio: {ratio:.2f}x")
-    else:
-        table = Table(title=title)
-        table.add_column("operation")
-        table.add_column("time (s)", justify="right")
-        table.add_column("target", justify="right")
-        table.add_column("result")
-        for name, t, target in rows:
-            verdict = "" if target is None else ("[green]PASS" if t < target else "[red]MISS")
-            table.add_row(name, f"{t:.3f}", "" if target is None else f"< {target:g} s", verdict)
-        table.add_row("verify / baseline ratio", f"{ratio:.2f}x", "", "")
-        Console().print(table)
+    print_timings(title, rows, "verify / baseline ratio", ratio)
     return 0 if t_verify < VERIFY_TARGET and t_hist < HISTORY_TARGET else 1
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lib"))  # run from a checkout without installing
 
+from _timings import print_timings  # noqa: E402  (benchmarks/, the script's own folder)
 from opsbook import site  # noqa: E402
 from opsbook.archive import Archive, build_manifest, chain_entry  # noqa: E402
 
@@ -181,26 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [("site.build() (opsbook site: verify + pages + copies)", t_site, BUDGET),
             ("site.build(verify=False) (--no-verify)", t_nover, None),
             ("baseline: archive.verify() on the same archive", t_verify, None)]
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:  # pragma: no cover
-        print(title)
-        for name, t, target in rows:
-            verdict = "" if target is None else ("PASS" if t < target else "MISS")
-            print(f"  {name:55s} {t:8.3f} s  {'' if target is None else f'< {target:g} s'}  {verdict}")
-        print(f"  site / verify ratio: {ratio:.2f}x")
-    else:
-        table = Table(title=title)
-        table.add_column("operation")
-        table.add_column("time (s)", justify="right")
-        table.add_column("target", justify="right")
-        table.add_column("result")
-        for name, t, target in rows:
-            verdict = "" if target is None else ("[green]PASS" if t < target else "[red]MISS")
-            table.add_row(name, f"{t:.3f}", "" if target is None else f"< {target:g} s", verdict)
-        table.add_row("site / verify ratio", f"{ratio:.2f}x", "", "")
-        Console().print(table)
+    print_timings(title, rows, "site / verify ratio", ratio)
     return 0 if t_site < BUDGET else 1
 
 

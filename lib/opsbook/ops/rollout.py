@@ -149,14 +149,15 @@ def _check_judge_settings(s: Settings) -> list[Problem]:
 
 
 def metric_specs(tolerance: float = 0.05, error_rate_tolerance: float = 1.0,
-                 tail_tolerance: float = 0.25) -> tuple[Any, ...]:
+                 tail_tolerance: float | None = None) -> tuple[Any, ...]:
     """The judge's four metrics (accuracy, latency, error rate, ``d``) with the runbook's tolerances;
     ``tail_tolerance`` is latency's ``exceed_tolerance`` (its p99 exceedance test; every metric with
-    tail tests)."""
+    tail tests); None keeps the judge's own default."""
     from opsbook.canary import DEFAULT_METRICS
 
     return tuple(replace(s, tolerance=error_rate_tolerance if s.name == "error_rate" else tolerance,
-                         exceed_tolerance=tail_tolerance if s.tail else s.exceed_tolerance)
+                         exceed_tolerance=tail_tolerance if s.tail and tail_tolerance is not None
+                         else s.exceed_tolerance)
                  for s in DEFAULT_METRICS)
 
 
