@@ -178,3 +178,17 @@ def test_a_killed_run_leaves_a_staging_folder_that_the_next_start_sweeps(tmp_pat
     monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))
     assert workdirs.sweep_stale_workdirs(project_root=tmp_path / "project") == [staging]
     assert not [p for p in tmpdir.iterdir() if p.name.startswith("opsbook-")]
+
+
+def test_the_live_step_lines_and_the_headline_show_no_form_of_the_secret(tmp_path):
+    """The terminal now shows each step's summary as it finishes: a step whose summary carries the
+    password hex-encoded (the ``encodings`` fixture) must reach the terminal redacted, as the record."""
+    env = {**os.environ, "OPSBOOK_FIXTURE_SECRET": SECRET}
+    env.pop("CI", None)
+    r = subprocess.run([*OPSBOOK, "run", "encodings", "--notebooks", str(FIXTURE_NOTEBOOKS), "--outputs",
+                        str(tmp_path / "outputs")], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    shown = r.stdout + r.stderr
+    assert "Use the encoded password: hex " in shown  # the live step line is there
+    for form, needle in FORMS.items():
+        assert needle not in shown, f"{form} of the secret reached the terminal"
