@@ -1,4 +1,4 @@
-"""Benchmark of opsbook.archive: ``Archive.verify()`` and ``Archive.history()`` over N records.
+"""Benchmark of opsbook.records.disk: ``Archive.verify()`` and ``Archive.history()`` over N records.
 
     python benchmarks/bench_archive.py [--records 10000] [--via-record] [--keep DIR]
 
@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lib"))  # run from a checkout without installing
 
 from _timings import print_timings  # noqa: E402  (benchmarks/, the script's own folder)
-from opsbook.archive import (  # noqa: E402
+from opsbook.records.disk import (  # noqa: E402
     Archive,
     build_manifest,
     chain_entry,
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         ("history(runbook, status)", t_hist_f, HISTORY_TARGET),
         ("baseline: bare sha256 of the same files", t_base, None),
     ]
-    title = (f"opsbook.archive, {args.records} records, {len(paths)} files, {size / 2**20:.1f} MiB "
+    title = (f"opsbook.records.disk, {args.records} records, {len(paths)} files, {size / 2**20:.1f} MiB "
              f"(setup {t_setup:.1f} s, {'record()' if args.via_record else 'direct'}; best of {args.repeat})")
     ratio = t_verify / t_base if t_base else float("nan")
     print_timings(title, rows, "verify / baseline ratio", ratio)

@@ -41,7 +41,7 @@ judge every interval, so ours is run with ``warmup=0`` there (``--warmup N`` ove
 everywhere): with the default warm-up every decision comes exactly one interval later, which moves
 the 5%/20% medians by one against limits set by judges that see interval 1.
 * **runbook tolerances**: the "no change" data judged with the runbook's metric specs
-  (``opsbook.ops.rollout.metric_specs``: 5% tolerance, error rate 100%).
+  (``opsbook.ops.deploy_new_model.metric_specs``: 5% tolerance, error rate 100%).
 
 Three judges see the same data:
 
@@ -267,7 +267,7 @@ SCENARIOS = [
 
 
 def runbook_metrics(specs: Sequence[MetricSpec] = DEFAULT_METRICS) -> tuple[MetricSpec, ...]:
-    """The runbook's metric specs (as ``opsbook.ops.rollout.metric_specs()``: 5%, error rate 100%)."""
+    """The runbook's metric specs (as ``opsbook.ops.deploy_new_model.metric_specs()``: 5%, error rate 100%)."""
     return tuple(dataclasses.replace(s, tolerance=1.0 if s.name == "error_rate" else 0.05) for s in specs)
 
 

@@ -1,4 +1,4 @@
-"""Benchmark of opsbook.s3archive against a real S3 API (SeaweedFS, started here as the ``s3`` fixture is).
+"""Benchmark of opsbook.records.s3 against a real S3 API (SeaweedFS, started here as the ``s3`` fixture is).
 
     python benchmarks/bench_s3.py [--records 10000] [--workers 32] [--deep] [--appenders 20] [--real-runs 0]
 
@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT / "lib"))  # run from a checkout without installing
 sys.path.insert(0, str(HERE))
 
 from bench_archive import RUNBOOKS, _files, _manifest, synthesise_direct  # noqa: E402
-from opsbook.archive import Archive, build_manifest, chain_entry  # noqa: E402
 from opsbook.clients.s3 import S3  # noqa: E402
-from opsbook.s3archive import STORE_KEY, S3Archive, pack_body  # noqa: E402
+from opsbook.records.disk import Archive, build_manifest, chain_entry  # noqa: E402
+from opsbook.records.s3 import STORE_KEY, S3Archive, pack_body  # noqa: E402
 
 VERIFY_TARGET = 30.0
 
@@ -124,7 +124,7 @@ WORKER = """
 import json, os, sys, time
 sys.path.insert(0, sys.argv[6])
 from opsbook.clients.s3 import S3
-from opsbook.s3archive import S3Archive
+from opsbook.records.s3 import S3Archive
 url, endpoint, n, start, src = sys.argv[1:6]
 a = S3Archive(url, s3=S3(endpoint_url=endpoint, access_key=os.environ["AWS_ACCESS_KEY_ID"],
                          secret_key=os.environ["AWS_SECRET_ACCESS_KEY"]), workers=4)

@@ -1,4 +1,4 @@
-"""Benchmark of opsbook.site: ``opsbook site`` (``site.build``) over an archive of N records.
+"""Benchmark of opsbook.records.site: ``opsbook site`` (``site.build``) over an archive of N records.
 
     python benchmarks/bench_site.py [--records 10000] [--keep DIR]
 
@@ -34,8 +34,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lib"))  # run from a checkout without installing
 
 from _timings import print_timings  # noqa: E402  (benchmarks/, the script's own folder)
-from opsbook import site  # noqa: E402
-from opsbook.archive import Archive, build_manifest, chain_entry  # noqa: E402
+from opsbook.records import site  # noqa: E402
+from opsbook.records.disk import Archive, build_manifest, chain_entry  # noqa: E402
 
 BUDGET = 30.0
 RUNBOOKS = ["initial-kubernetes-deployment", "mlflow-tracking-server", "centralized-logging",
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
 
     ratio = t_site / t_verify if t_verify else float("nan")
-    title = (f"opsbook.site, {args.records} records (setup {t_setup:.1f} s): {pages} run pages, "
+    title = (f"opsbook.records.site, {args.records} records (setup {t_setup:.1f} s): {pages} run pages, "
              f"{info.incidents} incident pages, {plots} plots, {info.files} files, {size / 2**20:.1f} MiB")
     rows = [("site.build() (opsbook site: verify + pages + copies)", t_site, BUDGET),
             ("site.build(verify=False) (--no-verify)", t_nover, None),

@@ -7,7 +7,7 @@ per arm per one-minute interval, 60 intervals; latency log-normal with median 12
 (recorded in **seconds**, as Prometheus exports it); errors Bernoulli 1%; every request labelled,
 correct Bernoulli 90%; dissonance ``d`` gamma with shape 2 and scale 0.1. Each interval is reduced to
 the aggregates the judge reads (schema in ``opsbook.canary.frames`` and
-``opsbook.ops.canary_metrics``): counts, latency mean / sample std / p50 / p90 and the mean / sample
+``opsbook.ops.deploy_new_model.metrics``): counts, latency mean / sample std / p50 / p90 and the mean / sample
 std of ln(latency) (latency is judged on the log scale), ``d`` count / mean / sample std, with the
 interval's ``start``/``end`` in UTC.
 
@@ -32,7 +32,7 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1] / "lib"))  # run from a checkout without installing
 
-from opsbook.ops.canary_metrics import save_metrics, validate_metrics  # noqa: E402
+from opsbook.ops.deploy_new_model.metrics import save_metrics, validate_metrics  # noqa: E402
 
 INTERVALS = 60
 N_REQ = 200

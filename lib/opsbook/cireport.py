@@ -39,9 +39,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from opsbook.display import shorten
 from opsbook.errors import UsageError
 from opsbook.notify import check_counts, failed_checks, failing_step
+from opsbook.text import shorten
 
 __all__ = ["ENV_CI", "FORMATS", "RESULT_SCHEMA", "GitHubReporter", "GitLabReporter", "Reporter", "choose",
            "detect", "escape_data", "escape_property", "job_url", "junit_xml", "make", "run_result",
@@ -214,7 +214,7 @@ class Reporter:
     # -- what the CLI calls --
     def banner(self, *, runbook: str, version: str, mode: str, target: str, approve: str | None = None) -> None:
         self.runbook = runbook
-        from opsbook.display import safe_text  # notebook- and targets-file text: one line, no control codes
+        from opsbook.text import safe_text  # notebook- and targets-file text: one line, no control codes
 
         self._w(f"opsbook run {runbook} v{safe_text(version, markup=False, oneline=True)}: mode {mode}, target "
                 f"{safe_text(target, markup=False, oneline=True)}" + (f", approved plan {approve}" if approve else ""))

@@ -313,8 +313,8 @@ def _fitted_table(title: str, columns: list[tuple[str, bool]], rows: list[list[s
 def _cmd_list(args: argparse.Namespace) -> int:
 
     from opsbook import catalog
-    from opsbook.display import safe_text
     from opsbook.errors import RunbookError
+    from opsbook.text import safe_text
 
     d = catalog.notebooks_dir(args.notebooks)
     books = catalog.all_runbooks(d)
@@ -340,7 +340,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from opsbook import catalog
-    from opsbook.display import safe_text
+    from opsbook.text import safe_text
 
     rb = catalog.get(args.runbook, catalog.notebooks_dir(args.notebooks))
     if args.markdown:
@@ -366,8 +366,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _cmd_targets(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from opsbook.display import safe_text
     from opsbook.targets import scan
+    from opsbook.text import safe_text
 
     table = Table(title="Targets")
     for col in ("name", "cluster", "namespace", "mlflow", "production", "approval", "source"):
@@ -406,7 +406,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.on_cluster or args.dry_run:
         return _cmd_run_on_cluster(args)
     from opsbook import catalog, cireport, notify, runner, runview
-    from opsbook.archive import open_archive
+    from opsbook.records.disk import open_archive
 
     ci_format = cireport.choose(args.ci)  # None: terminal output
     # a bad --notify (or an env:/file: reference that cannot give a URL) is refused before anything runs
@@ -427,7 +427,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                   approve=args.approve)
         progress_cb, stop = ci.progress, ci.end_progress
     else:
-        from opsbook.display import safe_text
+        from opsbook.text import safe_text
 
         err.print(f"[bold]{prep.runbook.id}[/bold] v{safe_text(prep.runbook.version, oneline=True)}: mode "
                   f"[bold]{safe_text(mode)}[/bold], target "
@@ -476,9 +476,9 @@ def _cmd_run_on_cluster(args: argparse.Namespace) -> int:
     archive), then the same command runs as a Kubernetes Job; the logic is in ``opsbook.oncluster``."""
     from opsbook import catalog, oncluster, runner
     from opsbook.clients.kube import Kube
-    from opsbook.display import safe_text
     from opsbook.errors import UsageError
     from opsbook.ids import new_run_id
+    from opsbook.text import safe_text
 
     for flag in ("junit", "output_json", "notify", "run_timeout"):  # a Job's limit is --job-timeout
         if getattr(args, flag, None):
@@ -491,7 +491,7 @@ def _cmd_run_on_cluster(args: argparse.Namespace) -> int:
     given, text_values = _given_parameters(args)
     archive = None
     if args.approve:  # the approved plan is checked here, in the same S3 archive, before anything is created
-        from opsbook.archive import open_archive
+        from opsbook.records.disk import open_archive
 
         archive = open_archive(outputs)
     prep = runner.prepare(args.runbook, given, text_values=text_values, mode=args.mode, target=args.target,
@@ -648,8 +648,8 @@ def _cmd_history(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
-    from opsbook.archive import open_archive
-    from opsbook.display import safe_text
+    from opsbook.records.disk import open_archive
+    from opsbook.text import safe_text
 
     archive = open_archive(args.outputs, create=False)  # a read verb never creates an archive
     entries = archive.history(runbook=args.runbook, status=args.status, since=_parse_since(args.since),
@@ -677,7 +677,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from opsbook.archive import open_archive
+    from opsbook.records.disk import open_archive
 
     archive = open_archive(args.outputs, create=False)  # a mistyped --outputs is exit 2, not "OK: 0 record(s)"
     report = archive.verify(expect_head=args.expect_head, deep=args.deep)
@@ -696,9 +696,9 @@ def _cmd_upload(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from opsbook.archive import open_archive
     from opsbook.errors import OpsbookError
-    from opsbook.s3archive import PENDING_NAME, S3Archive, default_fallback_dir
+    from opsbook.records.disk import open_archive
+    from opsbook.records.s3 import PENDING_NAME, S3Archive, default_fallback_dir
 
     folders = [Path(f) for f in args.folders]
     if not folders:
@@ -729,10 +729,10 @@ def _cmd_upload(args: argparse.Namespace) -> int:
 def _cmd_incident(args: argparse.Namespace) -> int:
     import json
 
-    from opsbook import incident_bundle
-    from opsbook.archive import open_archive
-    from opsbook.display import safe_text
     from opsbook.errors import UsageError
+    from opsbook.records import bundle as incident_bundle
+    from opsbook.records.disk import open_archive
+    from opsbook.text import safe_text
 
     archive = open_archive(args.outputs, create=False)
     runs = incident_bundle.incident_runs(archive, args.incident_id)
@@ -762,8 +762,8 @@ def _cmd_incident(args: argparse.Namespace) -> int:
 
 
 def _cmd_evidence(args: argparse.Namespace) -> int:
-    from opsbook import incident_bundle
     from opsbook.errors import UsageError
+    from opsbook.records import bundle as incident_bundle
 
     con = _console()
     if args.verify:
@@ -779,7 +779,7 @@ def _cmd_evidence(args: argparse.Namespace) -> int:
         return EXIT_OK if report.ok else EXIT_FAILED
     if not args.incident_id or not args.out:
         raise UsageError("evidence INCIDENT_ID --out FILE.tar.gz, or evidence --verify FILE.tar.gz")
-    from opsbook.archive import open_archive
+    from opsbook.records.disk import open_archive
 
     info = incident_bundle.export(open_archive(args.outputs, create=False), args.incident_id, args.out)
     con.print(f"bundle of incident {info.incident_id}: {len(info.runs)} run(s), {info.files} file(s) -> {info.path}")
@@ -789,8 +789,8 @@ def _cmd_evidence(args: argparse.Namespace) -> int:
 
 
 def _cmd_site(args: argparse.Namespace) -> int:
-    from opsbook import site
-    from opsbook.archive import open_archive
+    from opsbook.records import site
+    from opsbook.records.disk import open_archive
 
     archive = open_archive(args.outputs, create=False)  # a read verb never creates an archive
     err = _console(stderr=True)

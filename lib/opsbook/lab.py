@@ -125,7 +125,7 @@ def start(*, port: int | None = None, notebooks: str | None = None, outputs: str
 def serve(*, port: int | None = None, notebooks: str | None = None, outputs: str | None = None,
           open_browser: bool = False, approve: str | None = None, say: Callable[[str], None] = print) -> int:
     """``opsbook lab``: start, print the URL, wait; Ctrl-C (or SIGTERM) stops the server cleanly."""
-    from opsbook.notebook import ENV_APPROVED_PLAN
+    from opsbook.runenv import ENV_APPROVED_PLAN
 
     lab = start(port=port, notebooks=notebooks, outputs=outputs, open_browser=open_browser,
                 env={ENV_APPROVED_PLAN: approve} if approve else None)
@@ -153,7 +153,7 @@ def serve(*, port: int | None = None, notebooks: str | None = None, outputs: str
 
 def _archive_location(outputs: str | None) -> str:
     """The archive as the kernels must see it: an absolute folder, or the ``s3://`` URL unchanged."""
-    from opsbook.archive import open_archive
+    from opsbook.records.disk import open_archive
 
     return str(open_archive(outputs).location)
 

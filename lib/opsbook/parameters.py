@@ -118,6 +118,29 @@ class ParameterSpec:
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self.params.values()}
 
+    def settings_model(self, name: str = "Settings") -> type[Any]:
+        """The typed, frozen settings model of these parameters (pydantic): one field per parameter,
+        its type and default as the parameters cell declares them. What ops receive as
+        ``ctx.settings``; built once per spec."""
+        cached = _MODELS.get(id(self))
+        if cached is not None and cached[0] is self:
+            return cached[1]
+        from pydantic import ConfigDict, create_model
+
+        fields: dict[str, Any] = {p.name: (_PY_TYPES[p.type], p.default) for p in self.params.values()}
+        model = create_model(name, __config__=ConfigDict(frozen=True, extra="forbid"), **fields)
+        model.__doc__ = "Settings built from the runbook's parameters cell (the only declaration)."
+        _MODELS[id(self)] = (self, model)
+        return model
+
+    def settings(self, values: dict[str, Any], name: str = "Settings") -> Any:
+        """``values`` (already validated) as an instance of :meth:`settings_model`."""
+        return self.settings_model(name).model_validate(values)
+
+
+_PY_TYPES: dict[str, Any] = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict}
+_MODELS: dict[int, tuple[ParameterSpec, type[Any]]] = {}
+
 
 def _split_help(comment: str) -> tuple[str, dict[str, str]]:
     text = comment.lstrip("#").strip()

@@ -29,11 +29,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opsbook import approval as gate
-from opsbook import catalog, recording, secrets
-from opsbook.archive import Archive, open_archive
+from opsbook import catalog, secrets
 from opsbook.errors import ApprovalError, ArchiveError, RecordExists, RecordNotUploaded, UsageError
 from opsbook.ids import new_run_id, utcnow
-from opsbook.notebook import (
+from opsbook.parameters import check_required, refuse, resolve_path, validate
+from opsbook.records import record as recording
+from opsbook.records.disk import Archive, open_archive
+from opsbook.runenv import (
     ENV_APPROVED_PLAN,
     ENV_EVENTS,
     ENV_EVIDENCE_DIR,
@@ -41,12 +43,11 @@ from opsbook.notebook import (
     ENV_RUN_ID,
     ENV_SOURCE,
 )
-from opsbook.parameters import check_required, refuse, resolve_path, validate
 from opsbook.targets import Target
 from opsbook.targets import get as get_target
 
 if TYPE_CHECKING:
-    from opsbook.s3archive import S3Archive, S3Path
+    from opsbook.records.s3 import S3Archive, S3Path
 
 #: (event, cell index, cell count, label): "start" and "complete" of every cell, label what the cell
 #: does (``cell_labels``); after a cell, a "step" event per step it finished, label the step as JSON

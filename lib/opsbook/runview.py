@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from opsbook.display import safe_text, shorten
+from opsbook.text import safe_text, shorten
 
 #: outcome -> (word shown, rich style)
 OUTCOME_STYLE = {"ok": "green", "changed": "yellow", "planned": "cyan", "skipped": "dim", "failed": "bold red"}

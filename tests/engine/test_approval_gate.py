@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 from opsbook import approval, catalog, cli, runner, signing, targets
-from opsbook.archive import Archive, chain_entry
 from opsbook.errors import ApprovalError
+from opsbook.records.disk import Archive, chain_entry
 
 from ..conftest import FIXTURE_NOTEBOOKS, FIXTURE_SECRET, OPSBOOK
 

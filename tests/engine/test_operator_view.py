@@ -114,8 +114,8 @@ def test_a_run_without_a_headline_says_what_failed_changed_or_would_change():
 def _archive_with_incident_runs(outputs: Path, n: int = 2) -> None:
     import tempfile
 
-    from opsbook.archive import Archive
     from opsbook.ids import new_run_id
+    from opsbook.records.disk import Archive
 
     archive = Archive(outputs)
     for i in range(n):

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import nbformat
 import opsbook
-from opsbook import catalog, notebook, recording, secrets
-from opsbook.archive import Archive
+from opsbook import catalog, notebook, secrets
 from opsbook.cireport import run_headline
+from opsbook.records import record as recording
+from opsbook.records.disk import Archive
 
 from ..conftest import FIXTURE_NOTEBOOKS, FIXTURE_SECRET, ROOT
 from ..unit.test_notebook_api import is_emoji

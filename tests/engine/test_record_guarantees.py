@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from opsbook import catalog, runner
-from opsbook.archive import Archive
+from opsbook.records.disk import Archive
 
 from ..conftest import FIXTURE_NOTEBOOKS, FIXTURE_SECRET, OPSBOOK
 

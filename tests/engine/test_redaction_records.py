@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from opsbook import runner, workdirs
-from opsbook.archive import Archive
+from opsbook.records.disk import Archive
 from opsbook.secrets import MASK
 
 from ..conftest import FIXTURE_NOTEBOOKS, OPSBOOK

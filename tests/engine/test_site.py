@@ -20,8 +20,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from opsbook import incident_bundle
-from opsbook.archive import Archive
+from opsbook.records import bundle as incident_bundle
+from opsbook.records.disk import Archive
 
 from ..conftest import FIXTURE_NOTEBOOKS, FIXTURE_SECRET, OPSBOOK, ROOT
 
@@ -328,7 +328,7 @@ def test_errors_that_protect(archive_dir, tmp_path):
 def test_a_manifest_of_any_shape_still_gets_a_page(tmp_path):
     """Fields of the wrong type, a step that is not an object, an unreadable manifest, a record that is
     gone: each run still gets its page, saying what it could not read."""
-    from opsbook import site
+    from opsbook.records import site
 
     a = Archive(tmp_path / "outputs", fsync=False)
     weird = {"steps": ["not a step", {"title": ["a", "list"], "outcome": None, "seconds": "NaN?"}], "parameters": [1, 2],
@@ -486,7 +486,7 @@ def test_site_of_an_s3_archive(s3, tmp_path, monkeypatch):
     r = opsbook("site", "--out", str(out), "--outputs", url, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "site of 2 run(s)" in r.stdout and "verify OK" in r.stdout
-    from opsbook.s3archive import S3Archive
+    from opsbook.records.s3 import S3Archive
 
     for k, v in s3.env().items():
         monkeypatch.setenv(k, v)

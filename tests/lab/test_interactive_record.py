@@ -10,8 +10,8 @@ import nbformat
 import opsbook
 import pytest
 from opsbook import catalog, notebook, secrets
-from opsbook.archive import Archive
 from opsbook.errors import OpsbookError, RunFailed
+from opsbook.records.disk import Archive
 
 from ..conftest import FIXTURE_NOTEBOOKS, FIXTURE_SECRET
 

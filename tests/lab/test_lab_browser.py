@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from opsbook.archive import Archive
+from opsbook.records.disk import Archive
 
 from ..conftest import ROOT
 

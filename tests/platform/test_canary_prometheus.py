@@ -1,7 +1,7 @@
 """The canary metric queries against the real ``prometheus`` fixture.
 
 One exporter plays both arms of ``proposer`` (``track`` label ``stable`` / ``canary``): it serves
-requests at a known rate and records them in the metric names ``opsbook.ops.canary_metrics``
+requests at a known rate and records them in the metric names ``opsbook.ops.deploy_new_model.metrics``
 documents. The canary is worse: 10% errors instead of 1%, latency x1.5, accuracy 80% instead of 90%,
 ``d`` x1.2. Prometheus scrapes it every second; ``query_metrics`` must give the judge's frame with
 those differences, and the judge must roll back.
@@ -17,7 +17,7 @@ import pytest
 from opsbook.canary import JudgeConfig
 from opsbook.clients.prometheus import Prometheus
 from opsbook.errors import Invalid, Unreachable
-from opsbook.ops.canary_metrics import judge_metrics, query_metrics
+from opsbook.ops.deploy_new_model.metrics import judge_metrics, query_metrics
 from opsbook.testing.model_exporter import ModelServer, TrackParams
 from opsbook.testing.services import free_port
 

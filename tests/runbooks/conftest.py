@@ -93,7 +93,7 @@ REAL_CLUSTER_SERVICE = {"image": {"registry": "registry.k8s.io", "repository": "
 def values_for(kube, overrides: str = "") -> str:
     """``overrides`` (YAML), plus on a real cluster the image overrides above (overrides win)."""
     import yaml
-    from opsbook.ops.deploy import deep_merge
+    from opsbook.ops.initial_kubernetes_deployment import deep_merge
 
     base = {} if kube.is_test_server else {"services": {"proposer": REAL_CLUSTER_SERVICE,
                                                         "critic": REAL_CLUSTER_SERVICE}}

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from opsbook.clients.kube import Kube
 from opsbook.clients.logstore import connect
-from opsbook.ops import logcollect
+from opsbook.ops import centralized_logging as logcollect
 from opsbook.targets import Target
 
 from .conftest import manifests_of

@@ -12,7 +12,7 @@ import pytest
 from opsbook.clients.helm import Helm
 from opsbook.clients.kube import Kube
 from opsbook.clients.registry import Registry
-from opsbook.ops import rollout
+from opsbook.ops import deploy_new_model as rollout
 from opsbook.targets import LOCAL
 
 from .conftest import CHART, ROOT, manifests_of, values_for

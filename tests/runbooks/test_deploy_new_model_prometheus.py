@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import yaml
 from opsbook.errors import NotFound
-from opsbook.ops import rollout
+from opsbook.ops import deploy_new_model as rollout
 from opsbook.testing.model_exporter import HEALTHY, ModelServer, TrackParams
 
 from .conftest import manifests_of
@@ -153,7 +153,7 @@ def test_collect_from_prometheus_gives_the_judge_the_latency_histograms(promethe
     in which the worse canary has more requests above the stable's p99 bucket."""
     from opsbook.canary import inputs_from_frame
     from opsbook.clients.prometheus import Prometheus
-    from opsbook.ops.canary_metrics import le_column
+    from opsbook.ops.deploy_new_model.metrics import le_column
     from opsbook.targets import LOCAL
     from opsbook.testing.model_exporter import DEFAULT_BUCKETS
 

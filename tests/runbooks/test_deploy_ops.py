@@ -1,4 +1,4 @@
-"""`opsbook.ops.deploy` against a Kubernetes API (the ``kube`` fixture) with the real helm: the unhappy
+"""`opsbook.ops.initial_kubernetes_deployment` against a Kubernetes API (the ``kube`` fixture) with the real helm: the unhappy
 paths of a first install (image that never pulls, release already there, logs with errors, ingress not
 answering, rollout timeout, unreachable cluster) and the values/manifests steps."""
 
@@ -10,7 +10,7 @@ import pytest
 from opsbook.clients.helm import Helm
 from opsbook.clients.kube import Kube
 from opsbook.errors import Invalid
-from opsbook.ops import deploy
+from opsbook.ops import initial_kubernetes_deployment as deploy
 from opsbook.targets import LOCAL, Target
 from opsbook.testing.kube import requires_test_server
 

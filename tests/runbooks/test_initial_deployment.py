@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from opsbook.archive import Archive
+from opsbook.records.disk import Archive
 
 from .conftest import CHART, manifests_of, values_for
 

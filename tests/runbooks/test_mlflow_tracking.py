@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from opsbook.clients.kube import Kube
 from opsbook.clients.mlflow import LocalServer
-from opsbook.ops import tracking
+from opsbook.ops import mlflow_tracking_server as tracking
 from opsbook.targets import LOCAL
 from opsbook.testing.services import free_port
 

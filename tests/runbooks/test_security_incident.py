@@ -19,7 +19,7 @@ from opsbook.clients.kube import Kube
 from opsbook.clients.pgbackup import PgBackup
 from opsbook.clients.prometheus import Prometheus
 from opsbook.errors import NotFound
-from opsbook.ops import incident
+from opsbook.ops import security_incident_response as incident
 from opsbook.testing.kube import requires_test_server, wait_until
 
 from .conftest import NOTEBOOKS, manifests_of
@@ -185,7 +185,7 @@ def test_accounts_disabled_and_restored_round_trip(cluster, tmp_path):
     assert incident.disable_accounts(inc).outcome == "ok"  # idempotent: nothing left to disable
 
     # recovery in another run: only the copy saved in the containment run's record is known
-    from opsbook.archive import Archive
+    from opsbook.records.disk import Archive
 
     archive = Archive(tmp_path / "outputs", fsync=False)
     src = tmp_path / "record"

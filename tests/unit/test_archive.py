@@ -1,4 +1,4 @@
-"""opsbook.archive: records, ledger, verify (every tamper kind), history, concurrent writers.
+"""opsbook.records.disk: records, ledger, verify (every tamper kind), history, concurrent writers.
 
 Records are read-only (files 0o444, folders 0o555): the tamper tests make them writable first, as an
 attacker with root would.
@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from opsbook.archive import GENESIS, Archive, LedgerEntry, canonical_json
 from opsbook.errors import ArchiveError, LedgerError, RecordExists
+from opsbook.records.disk import GENESIS, Archive, LedgerEntry, canonical_json
 
 RUNBOOK = "deploy-new-model"
 

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from opsbook.archive import Archive
 from opsbook.errors import ArchiveError, ArchiveNotWritable, UsageError
+from opsbook.records.disk import Archive
 
 from .test_archive import RUNBOOK, _manifest, _source
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from opsbook.canary import DEFAULT_METRICS, DISSONANCE, LATENCY, JudgeConfig, inputs_from_frame, judge_frame
 from opsbook.canary.frames import _metric_fields, bucket_columns, interval_values
-from opsbook.ops import canary_metrics as cm
+from opsbook.ops.deploy_new_model import metrics as cm
 
 ROOT = Path(__file__).resolve().parents[2]
 HEALTHY = ROOT / "examples" / "metrics" / "proposer-canary-healthy.csv"

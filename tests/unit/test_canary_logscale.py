@@ -22,7 +22,7 @@ from opsbook.canary._engine import estimates_continuous, sample_fields
 from opsbook.canary.frames import Z90, log_moments_from_buckets
 from opsbook.canary.spec import lognormal_moments
 from opsbook.errors import Invalid
-from opsbook.ops import canary_metrics as cm
+from opsbook.ops.deploy_new_model import metrics as cm
 
 MU, SIGMA = math.log(0.12), 0.5
 BOUNDS = [0.01 * 1.25**k for k in range(26)] + [math.inf]   # 10 ms .. 2.65 s, x1.25, +Inf

@@ -14,8 +14,8 @@ import requests
 from opsbook.canary import DEFAULT_METRICS, LATENCY
 from opsbook.clients.prometheus import Prometheus, duration, to_unix
 from opsbook.errors import ClientError, Invalid, TimedOut, Unreachable
-from opsbook.ops import canary_metrics as cm
-from opsbook.ops.canary_plots import DISPLAY, plot_analysis, plot_canary, plot_verdict_timeline
+from opsbook.ops.deploy_new_model import metrics as cm
+from opsbook.ops.deploy_new_model.plots import DISPLAY, plot_analysis, plot_canary, plot_verdict_timeline
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "metrics"

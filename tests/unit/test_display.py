@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from opsbook import display, secrets
+from opsbook import secrets
+from opsbook.notebook import display
 
 
 @pytest.mark.parametrize("text,limit,want", [

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 from opsbook import catalog, safeyaml, secrets
-from opsbook.display import safe_text
 from opsbook.errors import (
     InvalidRunbookId,
     ParameterError,
@@ -26,6 +25,7 @@ from opsbook.errors import (
     UsageError,
 )
 from opsbook.parameters import load_params_file, parse_parameters_cell, validate
+from opsbook.text import safe_text
 
 from ..conftest import FIXTURE_NOTEBOOKS
 
@@ -142,7 +142,7 @@ def test_targets_file_over_a_limit_is_a_target_error(tmp_path, monkeypatch):
 
 def test_values_overrides_over_a_limit_is_invalid(tmp_path):
     from opsbook.errors import Invalid
-    from opsbook.ops import deploy
+    from opsbook.ops import initial_kubernetes_deployment as deploy
 
     with pytest.raises(Invalid, match="aliases expand"):
         deploy.parse_overrides("a: " + BOMB)
@@ -184,7 +184,8 @@ def test_redactor_for_does_not_block_on_a_fifo(tmp_path):
     fifo = tmp_path / "pw.fifo"
     os.mkfifo(fifo)
     r = isolated(f"""
-        from opsbook import catalog, recording
+        from opsbook import catalog
+        from opsbook.records import record as recording
         rb = catalog.load(catalog.Path({str(FIXTURE_NOTEBOOKS / "passing.ipynb")!r}))
         red = recording.redactor_for({{"db_password": "file:{fifo}"}}, rb, [])
         print("BUILT", len(red))

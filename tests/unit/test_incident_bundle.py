@@ -1,4 +1,4 @@
-"""`opsbook.incident_bundle`: the runs of an incident, the evidence bundle, its verification on its own,
+"""`opsbook.records.bundle`: the runs of an incident, the evidence bundle, its verification on its own,
 and the post-mortem draft; on an archive of records written with `Archive.record` (no notebook run)."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from opsbook import incident_bundle as ib
-from opsbook.archive import Archive
 from opsbook.cli import main
 from opsbook.errors import ArchiveError, UsageError
+from opsbook.records import bundle as ib
+from opsbook.records.disk import Archive
 
 RB = "security-incident-response"
 

@@ -1,4 +1,4 @@
-"""`opsbook.ops.incident` without a cluster: accounts, settings, the severity matrix, the quarantine policy,
+"""`opsbook.ops.security_incident_response` without a cluster: accounts, settings, the severity matrix, the quarantine policy,
 plan-only behaviour on `local`, phase selection, the saved-copy check, and `clients.pgbackup` helpers."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from opsbook.archive import Archive
 from opsbook.clients.pgbackup import dump_format
 from opsbook.errors import Invalid, OpsbookError
-from opsbook.ops import incident
-from opsbook.ops.incident import Account, parse_account, subject_matches
+from opsbook.ops import security_incident_response as incident
+from opsbook.ops.security_incident_response import Account, parse_account, subject_matches
+from opsbook.records.disk import Archive
 from opsbook.targets import LOCAL
 
 

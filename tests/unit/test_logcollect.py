@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import yaml
 from opsbook.errors import Invalid
-from opsbook.ops import logcollect
+from opsbook.ops import centralized_logging as logcollect
 from opsbook.targets import LOCAL, Target
 
 

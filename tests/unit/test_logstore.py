@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from opsbook.clients.logstore import Loki, connect
 from opsbook.errors import Forbidden, Invalid, NotFound, TimedOut, Unreachable
-from opsbook.ops import logcollect
+from opsbook.ops import centralized_logging as logcollect
 from opsbook.targets import Target
 from opsbook.testing.services import free_port
 

@@ -9,7 +9,7 @@ from opsbook.clients.mlflow import LocalServer, Mlflow, run_url
 from opsbook.clients.postgres import Postgres
 from opsbook.clients.s3 import S3
 from opsbook.errors import Forbidden, Invalid, NotFound, Unreachable
-from opsbook.ops import tracking
+from opsbook.ops import mlflow_tracking_server as tracking
 from opsbook.targets import LOCAL, Target
 
 

@@ -167,7 +167,8 @@ def is_emoji(ch: str) -> bool:
 def test_outcome_symbols_are_text_not_emoji():
     from pathlib import Path
 
-    from opsbook import cireport, recording
+    from opsbook import cireport
+    from opsbook.records import record as recording
 
     sets = [notebook._ICONS, cireport._ICON, cireport._STATUS_ICON,
             {k: v[0] for k, v in recording.STATUS_LOOK.items()}]

@@ -19,7 +19,8 @@ from collections.abc import Callable
 
 import markupsafe
 import pytest
-from opsbook import recording, secrets
+from opsbook import secrets
+from opsbook.records import record as recording
 
 _rnd = random.Random(15)
 VALUES = {

@@ -1,4 +1,4 @@
-"""`opsbook.ops.rollout` without services: the canary rendered from a stable Deployment, the model
+"""`opsbook.ops.deploy_new_model` without services: the canary rendered from a stable Deployment, the model
 version read from templates and pods, the judge over the recorded files, the decision rules (the
 approved plan's verdict, overrides, holds), and the preflight on a target without a cluster."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from opsbook.errors import OpsbookError, ParameterError
-from opsbook.ops import rollout
+from opsbook.ops import deploy_new_model as rollout
 from opsbook.targets import LOCAL
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""`opsbook.s3archive` against a real S3 API (the `s3` fixture: SeaweedFS): records written once,
+"""`opsbook.records.s3` against a real S3 API (the `s3` fixture: SeaweedFS): records written once,
 concurrent ledger appends (threads and processes), every verify problem kind after tampering with the
 raw boto3 client, history, evidence and approval over S3, Object Lock retention, S3 down, refused
 credentials, the local fallback, and the real `opsbook` CLI end to end with `--outputs s3://...`.
@@ -22,8 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from opsbook import incident_bundle, runner
-from opsbook.archive import GENESIS, LedgerEntry, canonical_json, open_archive
+from opsbook import runner
 from opsbook.clients.s3 import S3
 from opsbook.errors import (
     ArchiveError,
@@ -34,7 +33,9 @@ from opsbook.errors import (
     Unreachable,
     UsageError,
 )
-from opsbook.s3archive import RecordNotUploaded, Retention, S3Archive, S3Path, S3RecordRef, parse_s3_url
+from opsbook.records import bundle as incident_bundle
+from opsbook.records.disk import GENESIS, LedgerEntry, canonical_json, open_archive
+from opsbook.records.s3 import RecordNotUploaded, Retention, S3Archive, S3Path, S3RecordRef, parse_s3_url
 
 from ..conftest import FIXTURE_NOTEBOOKS, FIXTURE_SECRET, OPSBOOK
 from .test_archive import _manifest, _source
@@ -280,7 +281,7 @@ class TestConcurrentAppends:
         script = (
             "import json, os, sys, time\n"
             "from opsbook.clients.s3 import S3\n"
-            "from opsbook.s3archive import S3Archive\n"
+            "from opsbook.records.s3 import S3Archive\n"
             "url, endpoint, n, start, src = sys.argv[1:6]\n"
             "a = S3Archive(url, s3=S3(endpoint_url=endpoint, access_key=os.environ['AWS_ACCESS_KEY_ID'], "
             "secret_key=os.environ['AWS_SECRET_ACCESS_KEY']), workers=4)\n"

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from opsbook.archive import canonical_json
-from opsbook.s3archive import S3Archive, _scan_source
+from opsbook.records.disk import canonical_json
+from opsbook.records.s3 import S3Archive, _scan_source
 
 from .test_archive import _manifest, _source
 from .test_archive_snapshot import verify_while_writing

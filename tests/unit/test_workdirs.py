@@ -14,7 +14,7 @@ from pathlib import Path
 import opsbook
 import pytest
 from opsbook import catalog, notebook, secrets, workdirs
-from opsbook.archive import Archive
+from opsbook.records.disk import Archive
 
 from ..conftest import FIXTURE_NOTEBOOKS
 

@@ -15,7 +15,7 @@ a few JSON bodies (``_search``, ``_count``), one code path serves OpenSearch and
 major without the clients' product checks, and the errors are mapped in one place. ``session`` is a
 constructor argument (the side-effect seam): tests may pass their own.
 
-Documents are expected in the shape the Fluent Bit collector of ``opsbook.ops.logcollect`` writes:
+Documents are expected in the shape the Fluent Bit collector of ``opsbook.ops.centralized_logging`` writes:
 
 * OpenSearch / Elasticsearch: indices ``<prefix>-YYYY.MM.DD`` (``Logstash_Format``), fields
   ``@timestamp``, ``log`` (the line), ``stream``, ``kubernetes.namespace_name``, ``.pod_name``,

@@ -5,7 +5,7 @@
     s3.probe("mlflow-artifacts", prefix="mlflow")   # put, get and delete a small probe object
     s3.list("mlflow-artifacts", prefix="mlflow/1/models/m-abc/")   # [{key, size, modified}]
 
-Write-once objects (the S3 run archive, ``opsbook.s3archive``, is built on these)::
+Write-once objects (the S3 run archive, ``opsbook.records.s3``, is built on these)::
 
     etag = s3.put_if_absent(bucket, key, body)      # If-None-Match: *; Conflict if the key exists
     s3.put_if_absent(bucket, key, body, lock_mode="GOVERNANCE", retain_until=until)   # Object Lock

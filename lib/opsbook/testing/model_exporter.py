@@ -2,7 +2,7 @@
 model at a fixed rate per second, from a background thread, in a ``prometheus_client`` registry that an
 exporter serves (``metrics_exporter`` fixture) and Prometheus scrapes (``prometheus`` fixture).
 
-It exports what :mod:`opsbook.ops.canary_metrics` reads, labels ``model`` and ``track`` on every series:
+It exports what :mod:`opsbook.ops.deploy_new_model.metrics` reads, labels ``model`` and ``track`` on every series:
 
 =========================================== ========= ==============================================
 series                                      type      what is recorded per request

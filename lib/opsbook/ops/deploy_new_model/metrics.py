@@ -529,7 +529,7 @@ def judge_metrics(frame: Any, *, metrics: Sequence[MetricSpec] = DEFAULT_METRICS
     final verdict (``canary.judge_frame``). The Result's rows: per metric the stable and canary
     estimates (cumulative), the relative change, the tolerance, status and reason; ``details``: the
     decision, interval and reason; ``value``: a :class:`CanaryAnalysis` (verdict, history frame for
-    :mod:`opsbook.ops.canary_plots`)."""
+    :mod:`opsbook.ops.deploy_new_model.plots`)."""
     frame = validate_metrics(frame, metrics=metrics)
     judge = judge_frame(frame, metrics, config)
     verdict = judge.verdict

@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opsbook.display import shorten, show_code
 from opsbook.errors import ClientError, NotFound, TimedOut
+from opsbook.notebook.display import show_code
 from opsbook.results import Check, Result
+from opsbook.text import shorten
 
 RUNBOOK_ID = "initial-kubernetes-deployment"
 UPGRADE_HINT = ("this runbook is for a first-time install only: to change a running release use the "

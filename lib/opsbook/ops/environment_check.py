@@ -6,29 +6,21 @@ import shutil
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Protocol
 
-from opsbook.results import Check, Result
-
-
-class _Tools(Protocol):
-    def info(self, name: str): ...  # noqa: ANN201 - returns clients.tools.ToolInfo
+from opsbook.ops.base import Check, Context, Result, check, preflight, step
 
 
-class _Archive(Protocol):
-    root: Path
-
-    def verify(self, *, expect_head: str | None = None): ...  # noqa: ANN201
-
-
-def preflight(archive: object, *, min_free_gb: float) -> list[Check]:
+@preflight("archive-writable")
+def archive_writable(ctx: Context) -> list[Check]:
     """The archive can take this run's record: a folder that exists or can be made, is writable and
     has room; or an S3 archive whose bucket exists and accepts these credentials (``check_writable``)."""
+    archive = ctx.archive()
+    min_free_gb = ctx.settings.min_free_gb
     root = getattr(archive, "root", archive)
     if not isinstance(root, Path):
         where = getattr(archive, "location", str(root))
         try:
-            archive.check_writable()  # type: ignore[attr-defined]
+            archive.check_writable()
         except Exception as exc:  # noqa: BLE001 - any refusal is the check's failure, with its message
             return [Check("archive reachable", False, f"{where}: {exc}")]
         return [Check("archive reachable", True, str(where))]
@@ -50,11 +42,12 @@ def preflight(archive: object, *, min_free_gb: float) -> list[Check]:
 NOT_INSTALLED = "not installed"
 
 
-def package_versions(packages: list[str]) -> Result:
+@step("python-packages", "Python packages")
+def package_versions(ctx: Context) -> Result:
     """The installed version of each Python package; the step fails naming every one that is not
     installed in this environment (the kernel's)."""
     rows, missing = [], []
-    for name in packages:
+    for name in ctx.settings.packages:
         try:
             rows.append({"package": name, "version": metadata.version(name), "status": "ok"})
         except metadata.PackageNotFoundError:
@@ -65,8 +58,10 @@ def package_versions(packages: list[str]) -> Result:
         outcome="failed" if missing else "ok", details={"missing": missing})
 
 
-def tool_versions(tools: _Tools, names: list[str]) -> Result:
-    infos = [tools.info(n) for n in names]
+@step("tools", "Command-line tools")
+def tool_versions(ctx: Context) -> Result:
+    """The version and path of each command-line tool the runbooks drive."""
+    infos = [ctx.clients.tools.info(n) for n in ctx.settings.tools]
     rows = [{"tool": i.name, "version": i.version or "-", "path": i.path or "-", "problem": i.error or ""}
             for i in infos]
     bad = [i.name for i in infos if i.version is None]
@@ -75,15 +70,20 @@ def tool_versions(tools: _Tools, names: list[str]) -> Result:
         outcome="failed" if bad else "ok", details={"missing": bad})
 
 
-def target_report(target) -> Result:  # noqa: ANN001 - opsbook.targets.Target
+@step("target", "Target settings")
+def target_report(ctx: Context) -> Result:
+    """The target's settings, as the run sees them."""
+    target = ctx.target
     rows = [{"setting": k, "value": "" if v is None else str(v)}
             for k, v in target.model_dump(exclude={"description"}).items()]
     note = "no cluster: Kubernetes steps will plan only" if not target.has_cluster else "cluster configured"
     return Result(summary=f"{target.name}: {note}", rows=rows)
 
 
-def archive_integrity(archive: _Archive) -> Check:
-    report = archive.verify()
+@check("archive-integrity", "Archive integrity")
+def archive_integrity(ctx: Context) -> Check:
+    """Every record of the archive and its ledger chain verify."""
+    report = ctx.archive().verify()
     if report.ok:
         return Check("archive verifies", True, f"{report.records} record(s), chain head {report.head or '(empty)'}")
     kinds = sorted({p.kind for p in report.problems})

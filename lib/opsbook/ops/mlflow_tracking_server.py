@@ -40,8 +40,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from opsbook.display import show_code, show_link
 from opsbook.errors import ClientError, Invalid, NotFound, OpsbookError
+from opsbook.notebook.display import show_code, show_link
 from opsbook.results import Check, Result
 
 APP = "mlflow"

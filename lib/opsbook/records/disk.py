@@ -50,7 +50,7 @@ import filelock
 from opsbook.errors import ArchiveError, ArchiveNotFound, ArchiveNotWritable, LedgerError, RecordExists
 
 if TYPE_CHECKING:
-    from opsbook.s3archive import S3Archive
+    from opsbook.records.s3 import S3Archive
 
 __all__ = [
     "GENESIS",
@@ -1025,7 +1025,7 @@ class Archive(LedgerReader):
 
     @staticmethod
     def _verify_chain(lines: list[_Line], problems: list[VerifyProblem]) -> None:
-        """The chain checks, shared with ``opsbook.s3archive`` (there a "line" is a ledger object, in key order)."""
+        """The chain checks, shared with ``opsbook.records.s3`` (there a "line" is a ledger object, in key order)."""
         breaks: list[tuple[_Line | None, _Line]] = []
         prev: _Line | None = None
         for cur in lines:
@@ -1240,7 +1240,7 @@ def open_archive(location: str | os.PathLike[str] | None = None, *,
     default (the same for all three). An S3 archive is not created either way (a missing bucket is an
     error when it is used).
 
-    ``s3://BUCKET/PREFIX`` opens an :class:`opsbook.s3archive.S3Archive` (endpoint from
+    ``s3://BUCKET/PREFIX`` opens an :class:`opsbook.records.s3.S3Archive` (endpoint from
     ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``, credentials from boto3's default chain);
     ``retention`` (``MODE:DAYS``, ``--retention``) is for S3 only (Object Lock).
     """
@@ -1249,7 +1249,7 @@ def open_archive(location: str | os.PathLike[str] | None = None, *,
 
     raw = location if location else os.environ.get(catalog.ENV_OUTPUTS)
     if isinstance(raw, str) and raw.strip().lower().startswith("s3://"):
-        from opsbook.s3archive import S3Archive
+        from opsbook.records.s3 import S3Archive
 
         return S3Archive(raw.strip(), retention=retention)
     if retention:

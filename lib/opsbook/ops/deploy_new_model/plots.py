@@ -157,7 +157,7 @@ def _limits(ax: Any, data: np.ndarray, bounds: np.ndarray) -> None:
 
 
 def plot_analysis(analysis: Any, *, metrics: Sequence[MetricSpec] | None = None, title: str | None = None) -> Any:
-    """:func:`plot_canary` of a :class:`~opsbook.ops.canary_metrics.CanaryAnalysis` (its frame,
+    """:func:`plot_canary` of a :class:`~opsbook.ops.deploy_new_model.metrics.CanaryAnalysis` (its frame,
     history, the judge's metrics and warm-up); the title names the verdict."""
     specs = metrics or analysis.judge.specs
     v = analysis.verdict

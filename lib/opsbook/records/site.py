@@ -50,13 +50,20 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from opsbook.archive import _ID_RE, MANIFEST_NAME, LedgerEntry, VerifyProblem, VerifyReport, unfinished_runs
 from opsbook.errors import UsageError
+from opsbook.records.disk import (
+    _ID_RE,
+    MANIFEST_NAME,
+    LedgerEntry,
+    VerifyProblem,
+    VerifyReport,
+    unfinished_runs,
+)
 
 if TYPE_CHECKING:
-    from opsbook.archive import Archive
-    from opsbook.incident_bundle import IncidentRun
-    from opsbook.s3archive import S3Archive
+    from opsbook.records.bundle import IncidentRun
+    from opsbook.records.disk import Archive
+    from opsbook.records.s3 import S3Archive
 
 __all__ = ["SiteInfo", "SiteRun", "build", "bundle_pages", "collect", "extract_pngs"]
 

@@ -15,7 +15,7 @@ A bundle is a ``.tar.gz`` holding one folder ``<INCIDENT>-evidence/``::
     ledger.jsonl                the ledger lines from the incident's first run to its last, verbatim
                                 (lines of other runs in between included: the chain must be unbroken)
     POSTMORTEM.md               the generated draft: timeline, actions, evidence index, sections to fill in
-    site/                       the incident's pages (``opsbook.site``): open site/index.html in a browser;
+    site/                       the incident's pages (``opsbook.records.site``): open site/index.html in a browser;
                                 they link to records/ (no copies); listed in SHA256SUMS like every file
     SHA256SUMS                  ``sha256  path`` of every other file (``sha256sum -c`` reads it)
 
@@ -40,11 +40,11 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from opsbook.archive import GENESIS, MANIFEST_NAME, Archive, LedgerEntry, canonical_json
 from opsbook.errors import ArchiveError, BundleUnreadable, UsageError
+from opsbook.records.disk import GENESIS, MANIFEST_NAME, Archive, LedgerEntry, canonical_json
 
 if TYPE_CHECKING:
-    from opsbook.s3archive import S3Archive, S3Path
+    from opsbook.records.s3 import S3Archive, S3Path
 
 __all__ = ["IncidentRun", "BundleInfo", "BundleReport", "incident_runs", "export", "verify_bundle", "postmortem",
            "BUNDLE_FORMAT"]
@@ -240,7 +240,7 @@ def _record_files(path: Path | S3Path) -> dict[str, bytes]:
 def _site_pages(incident_id: str, runs: list[IncidentRun], files: dict[str, bytes]) -> dict[str, bytes]:
     """The incident's site pages under ``site/`` (an index of its runs, its timeline, each run's page,
     the canary plots): ordinary bundle files, hashed into SHA256SUMS and so checked by verify_bundle."""
-    from opsbook import site
+    from opsbook.records import site
 
     return site.bundle_pages(incident_id, runs, files)
 

@@ -50,8 +50,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from opsbook.display import show_code, show_png
 from opsbook.errors import ClientError, Conflict, NotFound, OpsbookError, ParameterError, Problem
+from opsbook.notebook.display import show_code, show_png
 from opsbook.results import Check, Result
 
 RUNBOOK_ID = "deploy-new-model"
@@ -513,7 +513,7 @@ def check_cluster(ctx: ModelRollout) -> list[Check]:
 
 def check_metrics_source(ctx: ModelRollout) -> list[Check]:
     if ctx.metrics_path is not None:
-        from opsbook.ops.canary_metrics import MetricsFileError, load_metrics
+        from opsbook.ops.deploy_new_model.metrics import MetricsFileError, load_metrics
 
         try:
             frame = load_metrics(ctx.metrics_path, metrics=_specs(ctx.s))
@@ -751,7 +751,7 @@ def deploy_canary(ctx: ModelRollout) -> Result:
 def collect(ctx: ModelRollout, *, now: Any = None) -> Result:
     """Stable and canary metrics per analysis interval: the recorded file, or Prometheus over the
     monitoring period (from the canary's start if it is younger than the period)."""
-    from opsbook.ops.canary_metrics import collect_metrics
+    from opsbook.ops.deploy_new_model.metrics import collect_metrics
 
     specs = _specs(ctx.s)
     if ctx.metrics_path is not None:
@@ -784,7 +784,7 @@ def judge(ctx: ModelRollout) -> Result:
     """The sequential judge over the intervals (stopping at the first final verdict): per metric the
     estimates, the change, the tolerance and the reason; the verdict goes into the record."""
     from opsbook.canary import JudgeConfig
-    from opsbook.ops.canary_metrics import judge_metrics
+    from opsbook.ops.deploy_new_model.metrics import judge_metrics
 
     if ctx.frame is None:
         return Result(summary="no metrics to judge", outcome="skipped", details={"decision": None})
@@ -802,7 +802,7 @@ def plot(ctx: ModelRollout) -> Result:
     PNG's sha256 goes into the record)."""
     if ctx.analysis is None:
         return Result(summary="no analysis to plot", outcome="skipped")
-    from opsbook.ops.canary_plots import plot_analysis
+    from opsbook.ops.deploy_new_model.plots import plot_analysis
 
     fig = plot_analysis(ctx.analysis)
     buf = io.BytesIO()

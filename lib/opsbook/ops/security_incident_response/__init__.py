@@ -43,9 +43,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from opsbook.display import shorten
 from opsbook.errors import ClientError, Invalid, NotFound, OpsbookError
 from opsbook.results import Check, Result
+from opsbook.text import shorten
 
 PHASES = ("identification", "evidence", "containment", "eradication", "recovery", "post-incident")
 SEVERITIES = ("sev1", "sev2", "sev3", "sev4")
@@ -210,7 +210,7 @@ class Incident:
     prometheus: Any = None  # clients.prometheus.Prometheus, None without a URL
     evidence: EvidenceFn | None = None  # run.evidence
     secret: SecretFn | None = None  # run.secret
-    archive: Any = None  # opsbook.archive.Archive: earlier records of this incident
+    archive: Any = None  # opsbook.records.disk.Archive: earlier records of this incident
     state: dict[str, Any] = field(default_factory=dict)
 
     def wants(self, phase: str) -> bool:
@@ -309,7 +309,7 @@ def preflight(inc: Incident) -> list[Check]:
 def _earlier_evidence(inc: Incident) -> int:
     if inc.archive is None:
         return 0
-    from opsbook.incident_bundle import incident_runs
+    from opsbook.records.bundle import incident_runs
 
     return sum(len(r.manifest.get("evidence") or []) for r in incident_runs(inc.archive, inc.settings.incident_id))
 
@@ -1073,7 +1073,7 @@ def saved_copies(inc: Incident, name: str) -> list[dict[str, Any]]:
     checked against its record's manifest before it is trusted; then this run's own."""
     out: list[dict[str, Any]] = []
     if inc.archive is not None:
-        from opsbook.incident_bundle import incident_runs
+        from opsbook.records.bundle import incident_runs
 
         for r in incident_runs(inc.archive, inc.settings.incident_id):
             rel = f"evidence/{name}"
@@ -1223,7 +1223,7 @@ def incident_so_far(inc: Incident) -> Result:
     s = inc.settings
     rows: list[dict[str, Any]] = []
     if inc.archive is not None:
-        from opsbook.incident_bundle import incident_runs
+        from opsbook.records.bundle import incident_runs
 
         for r in incident_runs(inc.archive, s.incident_id):
             m = r.manifest

@@ -1,6 +1,6 @@
 """The run archive in an S3-compatible object store: ``--outputs s3://BUCKET/PREFIX``.
 
-The same records, manifests and ledger as the on-disk archive (:mod:`opsbook.archive`): the same
+The same records, manifests and ledger as the on-disk archive (:mod:`opsbook.records.disk`): the same
 ``build_manifest``, ``chain_entry`` and ``canonical_json``, the same ``LedgerEntry`` hash chain, the same
 ``verify`` problem kinds. Only where the bytes live differs. Layout under ``s3://BUCKET/PREFIX/``::
 
@@ -83,7 +83,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from opsbook.archive import (
+from opsbook.clients.s3 import LOCK_MODES, S3, ObjectInfo
+from opsbook.errors import (
+    ArchiveError,
+    ClientError,
+    Conflict,
+    LedgerError,
+    NotFound,
+    RecordExists,
+    RecordNotUploaded,
+    UsageError,
+)
+from opsbook.records.disk import (
     _HEX64_RE,
     _ID_RE,
     DEFAULT,
@@ -110,17 +121,6 @@ from opsbook.archive import (
     note_unfinished,
     parse_entry,
     verify_signatures,
-)
-from opsbook.clients.s3 import LOCK_MODES, S3, ObjectInfo
-from opsbook.errors import (
-    ArchiveError,
-    ClientError,
-    Conflict,
-    LedgerError,
-    NotFound,
-    RecordExists,
-    RecordNotUploaded,
-    UsageError,
 )
 
 __all__ = ["S3Archive", "S3Path", "S3RecordRef", "Retention", "RecordNotUploaded", "parse_s3_url",
@@ -463,7 +463,7 @@ class S3Archive(LedgerReader):
 
     def start_run(self, *, runbook_id: str, run_id: str, fields: dict[str, Any], plan: str | None = None,
                   claim: str | None = None) -> LedgerEntry:
-        """Write ahead of an apply (as :meth:`opsbook.archive.Archive.start_run`): a ``started`` ledger
+        """Write ahead of an apply (as :meth:`opsbook.records.disk.Archive.start_run`): a ``started`` ledger
         entry, consuming ``plan``. The conditional PUT of the next seq serialises it with every other
         append, and the check that the plan is unused is redone on every retry."""
         _check_id("runbook id", runbook_id)

@@ -22,12 +22,12 @@ the run's events file, from which the runner builds the record's manifest.
 Interactive runs (JupyterLab, not ``opsbook run``) are recorded too: ``run.summary()`` archives the
 run when it runs in a kernel started by a Jupyter server (``record=True``/``False`` forces it either
 way). The record's
-notebook is built from what the kernel ran (see ``opsbook.interactive``), redacted with every secret
+notebook is built from what the kernel ran (see ``opsbook.notebook.interactive``), redacted with every secret
 the kernel resolved, rendered to HTML, with a manifest like a headless run's plus
 ``"interactive": true``. A run is recorded once: re-running the summary cell shows the record and
 does not archive again; re-running the setup cell starts a new run (a new run id). In apply mode,
 ``run.change`` refuses to apply the same title twice in one run. Errors raised by opsbook or inside
-a step are shown as a short message with the traceback folded (``opsbook.interactive``).
+a step are shown as a short message with the traceback folded (``opsbook.notebook.interactive``).
 """
 
 from __future__ import annotations
@@ -45,21 +45,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opsbook import catalog, interactive, parameters, secrets
-from opsbook.display import shorten
+from opsbook import catalog, parameters, secrets
 from opsbook.errors import OpsbookError, ParameterError, PreflightFailed, RunbookError, RunFailed
 from opsbook.ids import new_run_id, utcnow
+from opsbook.notebook import interactive
 from opsbook.parameters import validate
 from opsbook.results import Check, Result
+from opsbook.runenv import (  # noqa: F401 - re-exported
+    ENV_APPROVED_PLAN,
+    ENV_EVENTS,
+    ENV_EVIDENCE_DIR,
+    ENV_OPERATOR,
+    ENV_RUN_ID,
+    ENV_SOURCE,
+)
 from opsbook.targets import Target
 from opsbook.targets import get as get_target
-
-ENV_RUN_ID = "OPSBOOK_RUN_ID"
-ENV_EVENTS = "OPSBOOK_EVENTS"
-ENV_SOURCE = "OPSBOOK_SOURCE"
-ENV_OPERATOR = "OPSBOOK_OPERATOR"
-ENV_APPROVED_PLAN = "OPSBOOK_APPROVED_PLAN"
-ENV_EVIDENCE_DIR = "OPSBOOK_EVIDENCE_DIR"
+from opsbook.text import shorten
 
 MAX_ROWS = 200
 #: one symbol per outcome: text symbols that every system font has (emoji show as empty boxes where
@@ -82,6 +84,7 @@ class StepRecord:
     seconds: float = 0.0
     rows: list[dict[str, Any]] | None = None  # the table shown, kept in the manifest (first MAX_ROWS)
     headline: str = ""  # the run's main finding, if this step has it (``Result.headline``)
+    id: str = ""  # the step's stable id (its declaration's, ``opsbook.ops.base``; else from its title)
 
 
 def _display(html_text: str, plain: str) -> None:
@@ -153,6 +156,9 @@ class Run:
         self._first_cell = 0  # interactive: the execution count of the setup cell
         self.recorded: Any = None  # interactive: the record this run was archived as (Path, or S3Path)
         self._evidence: list[dict[str, Any]] = []  # interactive: the evidence files and their descriptions
+        #: the parameters as the runbook's typed, frozen settings model (built from its parameters cell)
+        self.settings: Any = runbook.spec.settings(params, _model_name(runbook.id))
+        self._ctx: Any = None
 
     # -- public API -----------------------------------------------------------------------------
     @property
@@ -173,7 +179,7 @@ class Run:
         return self.archive().load_manifest(plan) if plan else None
 
     def archive(self) -> Any:
-        from opsbook.archive import open_archive
+        from opsbook.records.disk import open_archive
 
         return open_archive()  # $OPSBOOK_OUTPUTS: a folder or s3://BUCKET/PREFIX
 
@@ -238,20 +244,63 @@ class Run:
         self._evidence = [e for e in self._evidence if e["name"] != entry["name"]] + [entry]
         return entry
 
-    def step(self, title: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    @property
+    def ctx(self) -> Any:
+        """The context ops steps take (``opsbook.ops.base.Context``): the class the runbook's ops module
+        (``opsbook.ops.<id with _>``) names ``Context``, or the base one; built on first use."""
+        if self._ctx is None:
+            self._ctx = _context_class(self.runbook.id)(
+                settings=self.settings, target=self.target, mode=self.mode, run_id=self.id,
+                operator=self.operator, secret=self.secret, evidence=self.evidence,
+                plan_record=self.plan_record, path_base=path_base, archive=self.archive,
+                project_dir=catalog.project_root(), incident_runs=self._incident_runs)
+        return self._ctx
+
+    def _incident_runs(self, incident_id: str) -> list[Any]:
+        from opsbook.records.bundle import incident_runs
+
+        return incident_runs(self.archive(), incident_id)
+
+    def do(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a declared ops step (``@step``/``@change``/``@check``/``@preflight`` of
+        ``opsbook.ops.base``) with this run's context: its id, title and kind come from the
+        declaration; a step that does not apply here (a phase not selected, no cluster, its own skip
+        condition) is recorded as skipped with the reason and not called."""
+        from opsbook.ops.base import declaration, skip_reason
+
+        decl = declaration(fn)
+        if decl is None:
+            raise OpsbookError(f"{_callable_name(fn)} is not a declared step (opsbook.ops.base: @step, "
+                               "@change, @check or @preflight); call run.step/change/check with a title instead")
+        ctx = self.ctx
+        reason = skip_reason(decl, ctx)
+        if reason is not None:
+            self._record(decl.kind, decl.title, "skipped", reason, {}, None, time.monotonic(), utcnow(),
+                         step_id=decl.id)
+            return _returned(None)
+        if decl.kind == "preflight":
+            return self.preflight(fn(ctx, *args, **kwargs), title=decl.title, step_id=decl.id)
+        if decl.kind == "check":
+            return self.check(decl.title, fn, ctx, *args, step_id=decl.id, **kwargs)
+        if decl.kind == "change":
+            return self.change(decl.title, fn, ctx, *args, plan=decl.plan, step_id=decl.id, **kwargs)
+        return self.step(decl.title, fn, ctx, *args, step_id=decl.id, **kwargs)
+
+    def step(self, title: str, fn: Callable[..., Any], *args: Any, step_id: str = "", **kwargs: Any) -> Any:
         """Run a step that changes nothing (read, render, compute). Outcome ok, or failed (re-raised)."""
-        return _returned(self._call("step", title, fn, args, kwargs, default_outcome="ok"))
+        return _returned(self._call("step", title, fn, args, kwargs, default_outcome="ok", step_id=step_id))
 
     def change(self, title: str, fn: Callable[..., Any], *args: Any,
-               plan: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
+               plan: Callable[..., Any] | None = None, step_id: str = "", **kwargs: Any) -> Any:
         """A step that changes the world. In plan mode only ``plan(*args, **kwargs)`` runs (if given)
         and the step is recorded as planned; in apply mode ``fn`` runs and it is recorded as changed."""
         if not self.applying:
             self._announce(f"plan mode: {title} is not applied")
             if plan is None:
                 return _returned(self._record("change", title, "planned", "would run " + _callable_name(fn), {},
-                                              None, time.monotonic(), utcnow()))
-            return _returned(self._call("change", title, plan, args, kwargs, default_outcome="planned"))
+                                              None, time.monotonic(), utcnow(), step_id=step_id))
+            return _returned(self._call("change", title, plan, args, kwargs, default_outcome="planned",
+                                        step_id=step_id))
         done = next((r for r in self.records if r.kind == "change" and r.title == title
                      and r.outcome == "changed"), None)
         if done is not None:
@@ -259,9 +308,9 @@ class Run:
                 f"{title!r} was already applied in run {self.id} (at {done.started}); not applying it twice. "
                 "To apply it again, re-run the setup cell to start a new run.")
         self._announce(f"apply mode: {title} changes the target {self.target.name}")
-        return _returned(self._call("change", title, fn, args, kwargs, default_outcome="changed"))
+        return _returned(self._call("change", title, fn, args, kwargs, default_outcome="changed", step_id=step_id))
 
-    def check(self, title: str, fn: Callable[..., Any] | bool, *args: Any, **kwargs: Any) -> bool:
+    def check(self, title: str, fn: Callable[..., Any] | bool, *args: Any, step_id: str = "", **kwargs: Any) -> bool:
         """A verification. ``fn`` returns a bool, a Check or a Result; a failed check is recorded (the
         summary then fails the run) but does not stop the cells after it. Returns whether it passed
         (False also for a skipped check); a cell that ends with it does not echo that (see ``_returned``)."""
@@ -269,7 +318,8 @@ class Run:
         try:
             value = fn(*args, **kwargs) if callable(fn) else fn
         except Exception as exc:  # a check that cannot run has failed
-            self._record("check", title, "failed", f"{type(exc).__name__}: {exc}", {}, None, t0, started)
+            self._record("check", title, "failed", f"{type(exc).__name__}: {exc}", {}, None, t0, started,
+                         step_id=step_id)
             return _returned(False)
         if isinstance(value, Check):
             outcome, summary, details = ("ok" if value.passed else "failed"), value.reason, value.evidence
@@ -278,10 +328,13 @@ class Run:
             outcome, summary, details, rows = value.outcome or "ok", value.summary, value.details, value.rows
         else:
             outcome, summary, details, rows = ("ok" if value else "failed"), "", {}, None
-        self._record("check", title, outcome, summary, details, rows, t0, started)
+        self._record("check", title, outcome, summary, details, rows, t0, started, step_id=step_id,
+                     headline=value.headline if isinstance(value, Result) else "")
+        if isinstance(value, Result):
+            _show(value.show)
         return _returned(outcome == "ok")
 
-    def preflight(self, checks: Iterable[Check], *, title: str = "Preflight") -> None:
+    def preflight(self, checks: Iterable[Check], *, title: str = "Preflight", step_id: str = "") -> None:
         """Record each prerequisite pass/fail with its reason; stop the run if any failed."""
         t0, started = time.monotonic(), utcnow()
         checks = list(checks)
@@ -291,12 +344,12 @@ class Run:
         outcome = "failed" if failed else "ok"
         summary = (f"{len(failed)} of {len(checks)} prerequisites failed: " + "; ".join(
             f"{c.name}: {c.reason}" for c in failed)) if failed else f"{len(checks)} prerequisites met"
-        self._record("preflight", title, outcome, summary, {"checks": rows}, rows, t0, started)
+        self._record("preflight", title, outcome, summary, {"checks": rows}, rows, t0, started, step_id=step_id)
         if failed:
             raise PreflightFailed(summary)
 
-    def skip(self, title: str, reason: str) -> None:
-        self._record("step", title, "skipped", reason, {}, None, time.monotonic(), utcnow())
+    def skip(self, title: str, reason: str, *, step_id: str = "") -> None:
+        self._record("step", title, "skipped", reason, {}, None, time.monotonic(), utcnow(), step_id=step_id)
 
     def summary(self, *, record: bool | None = None) -> StepRecords:
         """Show every step and check with its status; raise RunFailed if any failed.
@@ -332,7 +385,8 @@ class Run:
 
         import nbformat
 
-        from opsbook import recording, workdirs
+        from opsbook import workdirs
+        from opsbook.records import record as recording
 
         workdirs.sweep_stale_workdirs()  # what killed runs and dead kernels left behind
         ip = interactive.shell()
@@ -387,25 +441,27 @@ class Run:
         _display(f"<p><em>{html.escape(text)}</em></p>", text)
 
     def _call(self, kind: str, title: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-              *, default_outcome: str) -> Any:
+              *, default_outcome: str, step_id: str = "") -> Any:
         t0, started = time.monotonic(), utcnow()
         try:
             value = fn(*args, **kwargs)
         except Exception as exc:
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            self._record(kind, title, "failed", detail, {}, None, t0, started)
+            self._record(kind, title, "failed", detail, {}, None, t0, started, step_id=step_id)
             with contextlib.suppress(Exception):  # shown as a short message in JupyterLab
                 setattr(exc, interactive.STEP_ATTR, title)
             raise
         if isinstance(value, Result):
             self._record(kind, title, value.outcome or default_outcome, value.summary, value.details, value.rows,
-                         t0, started, headline=value.headline)
+                         t0, started, headline=value.headline, step_id=step_id)
+            _show(value.show)
             return value.value if value.value is not None else value
-        self._record(kind, title, default_outcome, "", {}, None, t0, started)
+        self._record(kind, title, default_outcome, "", {}, None, t0, started, step_id=step_id)
         return value
 
     def _record(self, kind: str, title: str, outcome: str, summary: str, details: dict[str, Any],
-                rows: list[dict[str, Any]] | None, t0: float, started: str, headline: str = "") -> StepRecord:
+                rows: list[dict[str, Any]] | None, t0: float, started: str, headline: str = "",
+                step_id: str = "") -> StepRecord:
         summary = secrets.REDACTOR.redact(summary)
         headline = shorten(secrets.REDACTOR.redact(str(headline)), 300)  # one line, cut at a word
         if rows:
@@ -413,7 +469,7 @@ class Run:
         rec = StepRecord(kind=kind, title=title, outcome=outcome, summary=summary,
                          details=secrets.REDACTOR.redact_obj(_jsonable(details)), started=started,
                          seconds=round(time.monotonic() - t0, 3), rows=rows[:MAX_ROWS] if rows else None,
-                         headline=headline)
+                         headline=headline, id=step_id or _slug(title))
         if rows and len(rows) > MAX_ROWS:
             rec.details["rows_truncated"] = f"{len(rows)} rows, the first {MAX_ROWS} kept in the manifest"
         self.records.append(rec)
@@ -492,6 +548,49 @@ class StepRecords(list[StepRecord]):
         p.text(f"({len(self)} step record(s): " + ", ".join(f"{n} {o}" for o, n in counts.items()) + ")")
 
 
+def _slug(title: str) -> str:
+    """A step id from a title, for steps run without a declaration (``run.step("Add the repo", ...)``)."""
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") or "step"
+
+
+def _model_name(runbook_id: str) -> str:
+    return "".join(w.capitalize() for w in runbook_id.split("-") if w) + "Settings"
+
+
+def _context_class(runbook_id: str) -> Any:
+    """The ``Context`` class of the runbook's ops module (``opsbook.ops.<id with _>``), or the base one
+    (a runbook without an ops module of its own, such as a test fixture)."""
+    import importlib
+
+    from opsbook.ops.base import Context
+
+    name = "opsbook.ops." + runbook_id.replace("-", "_")
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:  # the module exists and one of its imports is missing: say so
+            raise
+        return Context
+    cls = getattr(module, "Context", Context)
+    return cls if isinstance(cls, type) and issubclass(cls, Context) else Context
+
+
+def _show(items: Iterable[Any]) -> None:
+    """Show what a step's Result carries (``Result.show``): code, links, figures, in order."""
+    from opsbook.notebook import display
+    from opsbook.results import Code, Figure, Link
+
+    for item in items or ():
+        if isinstance(item, Code):
+            display.show_code(item.text, item.lang)
+        elif isinstance(item, Link):
+            display.show_link(item.url, item.label)
+        elif isinstance(item, Figure):
+            display.show_png(item.png)
+
+
 def _callable_name(fn: Callable[..., Any]) -> str:
     mod = getattr(fn, "__module__", "") or ""
     return f"{mod}.{getattr(fn, '__qualname__', repr(fn))}".lstrip(".")
@@ -506,8 +605,8 @@ def _gate(rb: catalog.Runbook, params: dict[str, Any], target: Target, operator:
     one-time token, or one this kernel writes. Returns (approval, the run id, whether the runner
     records this run)."""
     from opsbook import approval as gate
-    from opsbook.archive import open_archive
     from opsbook.errors import ApprovalError
+    from opsbook.records.disk import open_archive
 
     if params.get("mode") != "apply":
         return None, run_id, headless

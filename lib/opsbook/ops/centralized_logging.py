@@ -47,8 +47,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from opsbook.display import show_code
 from opsbook.errors import ClientError, Invalid, NotFound, OpsbookError, TimedOut
+from opsbook.notebook.display import show_code
 from opsbook.results import Check, Result
 
 APP = "fluent-bit"
