@@ -8,6 +8,7 @@ is a no-op-safe fallback to ``print`` outside IPython.
 from __future__ import annotations
 
 import html
+from typing import Any
 
 from opsbook.text import safe_text, shorten  # noqa: F401 - re-exported for the notebook API
 
@@ -61,3 +62,43 @@ def show_png(png: bytes) -> None:
         from IPython.display import Image, display
 
         display(Image(data=png, format="png"))
+
+
+#: what a step that lists rows shows when the list is empty
+NO_ROWS = "(none)"
+
+
+def show_html(html_text: str, plain: str) -> None:
+    """Show rich HTML in Jupyter and plain text in a terminal/headless log (both are kept)."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+
+        if get_ipython() is not None:
+            display({"text/html": html_text, "text/plain": plain}, raw=True)
+            return
+    except ImportError:
+        pass
+    print(plain)
+
+
+def table_html(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return f"<p class='opsbook-empty'><em>{NO_ROWS}</em></p>"
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    head = "".join(f"<th style='text-align:left'>{html.escape(str(c))}</th>" for c in cols)
+    body = "".join(
+        "<tr>" + "".join(f"<td style='text-align:left'>{html.escape(str(r.get(c, '')))}</td>" for c in cols) + "</tr>"
+        for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def table_text(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return NO_ROWS
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    widths = {c: max(len(str(c)), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
+    line = "  ".join(str(c).ljust(widths[c]) for c in cols)
+    out = [line, "  ".join("-" * widths[c] for c in cols)]
+    out += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols) for r in rows]
+    return "\n".join(out)
