@@ -30,6 +30,7 @@ check: setup
 lint: setup
 	$(VENV)/bin/ruff check lib tests benchmarks
 	$(VENV)/bin/mypy lib
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: setup
 	$(PY) benchmarks/bench_engine.py

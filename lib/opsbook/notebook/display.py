@@ -8,6 +8,7 @@ is a no-op-safe fallback to ``print`` outside IPython.
 from __future__ import annotations
 
 import html
+import json
 from typing import Any
 
 from opsbook.text import safe_text, shorten  # noqa: F401 - re-exported for the notebook API
@@ -102,3 +103,15 @@ def table_text(rows: list[dict[str, Any]]) -> str:
     out = [line, "  ".join("-" * widths[c] for c in cols)]
     out += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols) for r in rows]
     return "\n".join(out)
+
+
+def jsonable(obj: Any) -> Any:
+    try:
+        json.dumps(obj)
+        return obj
+    except (TypeError, ValueError):
+        if isinstance(obj, dict):
+            return {str(k): jsonable(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [jsonable(v) for v in obj]
+        return repr(obj)

@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from opsbook import secrets
 from opsbook.notebook import interactive
-from opsbook.notebook.display import show_html
-from opsbook.notebook.run import jsonable
+from opsbook.notebook.display import jsonable, show_html
 
 if TYPE_CHECKING:
     from opsbook.notebook.run import Run, StepRecord

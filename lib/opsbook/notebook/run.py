@@ -18,7 +18,7 @@ from opsbook.errors import OpsbookError, PreflightFailed, RunFailed
 from opsbook.ids import utcnow
 from opsbook.notebook import interactive
 from opsbook.notebook.context import _context_class, _model_name, path_base
-from opsbook.notebook.display import show_html, table_html, table_text
+from opsbook.notebook.display import jsonable, show_html, table_html, table_text
 from opsbook.notebook.echo import _returned
 from opsbook.results import Check, Result
 from opsbook.runenv import (
@@ -51,16 +51,6 @@ class StepRecord:
 
 
 
-def jsonable(obj: Any) -> Any:
-    try:
-        json.dumps(obj)
-        return obj
-    except (TypeError, ValueError):
-        if isinstance(obj, dict):
-            return {str(k): jsonable(v) for k, v in obj.items()}
-        if isinstance(obj, (list, tuple)):
-            return [jsonable(v) for v in obj]
-        return repr(obj)
 
 
 class Run:

@@ -121,7 +121,7 @@ class Context:
     """
 
     def __init__(self, *, settings: Any, target: Any = None, mode: str | None = None, run_id: str = "",
-                 operator: str = "", clients: Any = None, secret: Callable[[str], str] | None = None,
+                 operator: str = "", clients: Any = None, secret: Callable[..., str] | None = None,
                  evidence: Callable[..., Any] | None = None, plan_record: Callable[[], Any] | None = None,
                  path_base: Callable[[str, Any], Path] | None = None, archive: Callable[[], Any] | None = None,
                  project_dir: Path | None = None, incident_runs: Callable[[str], list[Any]] | None = None):
@@ -177,7 +177,10 @@ class Context:
         redaction by the notebook API before it is returned)."""
         if self._secret is None:
             raise OpsbookError(f"no secret resolver in this context: cannot resolve {name!r}")
-        return self._secret(name)
+        k8s = None  # a k8s:NAMESPACE/SECRET/KEY reference is read through the target's cluster
+        if str(getattr(self.settings, name, "") or "").startswith("k8s:") and self.has_cluster:
+            k8s = getattr(self.clients.kube, "read_secret_key", None)
+        return self._secret(name, k8s=k8s)
 
     def evidence(self, name: str, content: Any, *, description: str = "") -> dict[str, Any] | None:
         """Save a file into the record's ``evidence/`` (redacted); None when this context keeps none."""

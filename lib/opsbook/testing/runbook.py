@@ -48,8 +48,8 @@ def make_context(runbook_id: str, *, mode: str = "plan", target: Target | str | 
         params = {**params, "target": tgt.name}
     settings = rb.spec.settings(params, _model_name(rb.id))
 
-    def secret(name: str) -> str:
-        return secrets.resolve(getattr(settings, name))
+    def secret(name: str, *, k8s: Any = None) -> str:
+        return secrets.resolve(getattr(settings, name), k8s=k8s)
 
     return _context_class(rb.id)(
         settings=settings, target=tgt, mode=mode, run_id=run_id, operator=operator,
@@ -66,3 +66,24 @@ def _incident_runs(archive: Any) -> Any:
     from opsbook.records.bundle import incident_runs
 
     return lambda incident_id: incident_runs(archive, incident_id)
+
+
+def do(fn: Any, ctx: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a declared step the way ``run.do`` does, without a notebook: a step that does not apply
+    (its phase, no cluster, its own skip condition) returns a skipped ``Result`` with the reason and
+    is not called; in plan mode a change runs its ``plan`` (a change without one returns a planned
+    ``Result``). For tests that check what the notebook would record."""
+    from opsbook.ops.base import declaration, skip_reason
+    from opsbook.results import Result
+
+    decl = declaration(fn)
+    if decl is None:
+        raise TypeError(f"{fn!r} is not a declared step")
+    reason = skip_reason(decl, ctx)
+    if reason is not None:
+        return Result(summary=reason, outcome="skipped")
+    if decl.kind == "change" and not ctx.applying:
+        if decl.plan is None:
+            return Result(summary="would run " + getattr(fn, "__qualname__", repr(fn)), outcome="planned")
+        return decl.plan(ctx, *args, **kwargs)
+    return fn(ctx, *args, **kwargs)
