@@ -20,10 +20,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from opsbook.clients import Clients
 from opsbook.clients.kube import Kube
 from opsbook.clients.logstore import connect
 from opsbook.ops import centralized_logging as logcollect
 from opsbook.targets import Target
+from opsbook.testing.runbook import make_context
 
 from .conftest import manifests_of
 
@@ -39,8 +41,7 @@ def load(log_store, index_prefix: str, docs: list[dict]) -> None:
     """Bulk-load documents as the collector writes them (daily index by @timestamp), then refresh."""
     from opensearchpy import helpers
 
-    s = logcollect.Settings(index_prefix=index_prefix)
-    actions = [{"_index": logcollect.index_for(s, dt.datetime.fromisoformat(d["@timestamp"].replace("Z", "+00:00"))),
+    actions = [{"_index": logcollect.index_for(index_prefix, dt.datetime.fromisoformat(d["@timestamp"].replace("Z", "+00:00"))),
                 "_source": d} for d in docs]
     ok, errors = helpers.bulk(log_store.client(), actions, refresh=True)
     assert ok == len(docs) and not errors
@@ -95,28 +96,27 @@ def test_store_client_finds_by_service_by_request_id_and_counts_per_service(log_
 def test_counts_flag_services_without_logs_and_the_search_is_a_table(log_store):
     p = prefix()
     load(log_store, p, service_docs())
-    params = {"mode": "plan", "index_prefix": p, "services": ["proposer", "critic", "ranker"],
-              "search_request_id": "req-0001", "window_minutes": 15}
-    lc = logcollect.configure(params, store_target(log_store)).value
-    assert all(c.passed for c in logcollect.preflight(lc))
-    counts = logcollect.counts_per_service(lc)
+    params = {"index_prefix": p, "services": ["proposer", "critic", "ranker"], "search_request_id": "req-0001",
+              "window_minutes": 15}
+    ctx = make_context(RUNBOOK, target=store_target(log_store), **params)
+    assert all(c.passed for c in logcollect.preflight(ctx))
+    counts = logcollect.counts_per_service(ctx)
     assert counts.outcome == "failed" and "no logs from: ranker" in counts.summary
     assert {r["service"]: (r["lines"], r["status"]) for r in counts.rows} == {
         "proposer": (5, "ok"), "critic": (2, "ok"), "ranker": (0, "NO LOGS")}
-    result = logcollect.search(lc)
+    result = logcollect.search(ctx)
     assert result.outcome == "ok" and {r["service"] for r in result.rows} == {"proposer", "critic"}
     assert all("req-0001" in r["line"] for r in result.rows)
-    lc = logcollect.configure({**params, "search_service": "critic"}, store_target(log_store)).value
-    assert [r["pod"] for r in logcollect.search(lc).rows] == ["critic-5c7b8-q9w2e"]
+    ctx = make_context(RUNBOOK, target=store_target(log_store), **params, search_service="critic")
+    assert [r["pod"] for r in logcollect.search(ctx).rows] == ["critic-5c7b8-q9w2e"]
 
 
 @pytest.mark.services
 def test_store_down_fails_the_preflight_with_the_reason(log_store):
     from opsbook.testing.services import free_port
 
-    lc = logcollect.configure({"mode": "plan", "backend_url": f"http://127.0.0.1:{free_port()}"},
-                              store_target(log_store)).value
-    (bad,) = [c for c in logcollect.preflight(lc) if not c.passed]
+    ctx = make_context(RUNBOOK, target=store_target(log_store), backend_url=f"http://127.0.0.1:{free_port()}")
+    (bad,) = [c for c in logcollect.preflight(ctx) if not c.passed]
     assert bad.name == "log store answers" and "is not reachable" in bad.reason
 
 
@@ -131,35 +131,36 @@ def cluster_target(kube, log_store) -> Target:
 @contextlib.contextmanager
 def cluster_setup(kube, log_store, **params):
     k = Kube(kubeconfig=kube.kubeconfig, context=kube.context)
-    p = {"mode": "apply", "namespace": kube.namespace, "index_prefix": prefix(), "timeout": 60.0, **params}
-    lc = logcollect.configure(p, cluster_target(kube, log_store), kube=k).value
+    target = cluster_target(kube, log_store)
+    p = {"namespace": kube.namespace, "index_prefix": prefix(), "timeout": 60.0, **params}
+    ctx = make_context(RUNBOOK, mode="apply", target=target, clients=Clients(target, kube=k), **p)
     try:
-        yield lc
+        yield ctx
     finally:
         for kind in ("ClusterRoleBinding", "ClusterRole"):  # cluster-scoped: not removed with the namespace
             with contextlib.suppress(Exception):
-                k.delete(kind=kind, name=lc.settings.cluster_role)
+                k.delete(kind=kind, name=ctx.cluster_role)
         k.close()
 
 
 @pytest.mark.kube
 @pytest.mark.services
 def test_collector_reaches_one_ready_pod_per_node(kube, log_store):
-    with cluster_setup(kube, log_store) as lc:
-        k = lc.kube
-        assert all(c.passed for c in logcollect.preflight(lc)), logcollect.preflight(lc)
-        plan = logcollect.plan_deploy(lc)
+    with cluster_setup(kube, log_store) as ctx:
+        k = ctx.kube
+        assert all(c.passed for c in logcollect.preflight(ctx)), logcollect.preflight(ctx)
+        plan = logcollect.plan_deploy(ctx)
         assert plan.outcome == "planned" and len(plan.details["dry_run"]) == 5, plan.summary
         assert {r["action"] for r in plan.rows} == {"create"}
         with pytest.raises(Exception):  # noqa: B017 - a dry run stores nothing
             k.get(kind="DaemonSet", name=logcollect.APP, namespace=kube.namespace)
-        result = logcollect.deploy(lc)
+        result = logcollect.deploy(ctx)
         assert result.outcome == "changed", result.summary
         nodes = sorted(n["metadata"]["name"] for n in k.list_objects(kind="Node")
                        if not (n.get("spec") or {}).get("unschedulable"))
         pods = k.list_objects(kind="Pod", namespace=kube.namespace, selector="app.kubernetes.io/name=fluent-bit")
         assert sorted(p["spec"]["nodeName"] for p in pods) == nodes  # one per node, control plane included
-        check = logcollect.collectors_on_every_node(lc)
+        check = logcollect.collectors_on_every_node(ctx)
         assert check.outcome == "ok", check.summary
         assert sorted(r["node"] for r in check.rows) == nodes and all(r["status"] == "ok" for r in check.rows)
         # the configuration as the cluster holds it, parsed: input, filter and output that matter
@@ -168,10 +169,10 @@ def test_collector_reaches_one_ready_pod_per_node(kube, log_store):
         assert [p["name"] for p in cfg["pipeline"]["inputs"]] == ["tail"]
         assert [p["name"] for p in cfg["pipeline"]["filters"]] == ["kubernetes"]
         (out,) = cfg["pipeline"]["outputs"]
-        assert out["name"] == "opensearch" and out["logstash_prefix"] == lc.settings.index_prefix
+        assert out["name"] == "opensearch" and out["logstash_prefix"] == ctx.settings.index_prefix
         assert f"{out['host']}:{out['port']}" == log_store.url.split("//", 1)[1]
         # a re-run is idempotent: the plan says update
-        assert {r["action"] for r in logcollect.plan_deploy(lc).rows} == {"update (server-side apply)"}
+        assert {r["action"] for r in logcollect.plan_deploy(ctx).rows} == {"update (server-side apply)"}
 
 
 @pytest.mark.kube
@@ -181,12 +182,12 @@ def test_a_node_without_a_ready_collector_is_named(kube, log_store):
 
     if not kube.is_test_server:
         pytest.skip(requires_test_server.kwargs["reason"])
-    with cluster_setup(kube, log_store) as lc:
-        logcollect.deploy(lc)
+    with cluster_setup(kube, log_store) as ctx:
+        logcollect.deploy(ctx)
         worker = "opsbook-worker"
         kube.api.set_node_ready(worker, False)
         deadline = time.monotonic() + 15
-        while (check := logcollect.collectors_on_every_node(lc)).outcome == "ok" and time.monotonic() < deadline:
+        while (check := logcollect.collectors_on_every_node(ctx)).outcome == "ok" and time.monotonic() < deadline:
             time.sleep(0.2)
         assert check.outcome == "failed" and check.details["missing"] == [worker], check.summary
         assert worker in check.summary
@@ -195,22 +196,23 @@ def test_a_node_without_a_ready_collector_is_named(kube, log_store):
 @pytest.mark.kube
 @pytest.mark.services
 def test_marker_from_a_pod_becomes_searchable_and_the_time_is_shown(kube, log_store):
-    with cluster_setup(kube, log_store, marker_timeout=20.0) as lc:
-        emitted = logcollect.emit_marker(lc)
+    with cluster_setup(kube, log_store, marker_timeout=20.0) as ctx:
+        emitted = logcollect.emit_marker(ctx)
         marker = emitted.value
         assert emitted.outcome == "changed" and isinstance(marker, logcollect.Marker)
-        pod = lc.kube.get(kind="Pod", name=marker.pod, namespace=kube.namespace)
+        assert ctx.marker is marker  # what the next cell's check searches for
+        pod = ctx.kube.get(kind="Pod", name=marker.pod, namespace=kube.namespace)
         assert marker.request_id in " ".join(pod["spec"]["containers"][0]["command"])
 
         def collector() -> None:  # what Fluent Bit would do for the marker pod's line, 1.5 s later
             time.sleep(1.5)
-            load(log_store, lc.settings.index_prefix, [logcollect.document_for(
+            load(log_store, ctx.settings.index_prefix, [logcollect.document_for(
                 marker.line, namespace=kube.namespace, pod=marker.pod, container="marker",
                 app=logcollect.MARKER_LABEL)])
 
         thread = threading.Thread(target=collector)
         thread.start()
-        result = logcollect.marker_searchable(lc, marker, poll=0.3)
+        result = logcollect.marker_searchable(ctx, poll=0.3)
         thread.join()
         assert result.outcome == "ok", result.summary
         assert 1.5 <= result.details["seconds"] < 20 and result.details["searches"] >= 2
@@ -222,10 +224,10 @@ def test_marker_from_a_pod_becomes_searchable_and_the_time_is_shown(kube, log_st
 @pytest.mark.kube
 @pytest.mark.services
 def test_absent_marker_fails_after_the_timeout_with_a_clear_message(kube, log_store):
-    with cluster_setup(kube, log_store, marker_timeout=2.0) as lc:
-        marker = logcollect.emit_marker(lc).value
+    with cluster_setup(kube, log_store, marker_timeout=2.0) as ctx:
+        marker = logcollect.emit_marker(ctx).value
         t0 = time.monotonic()
-        result = logcollect.marker_searchable(lc, marker, poll=0.5)
+        result = logcollect.marker_searchable(ctx, poll=0.5)
         assert 2.0 <= time.monotonic() - t0 < 10
         assert result.outcome == "failed"
         assert (f"marker request_id={marker.request_id} from pod {kube.namespace}/{marker.pod} was not found in "
@@ -246,6 +248,10 @@ def test_plan_on_local_needs_no_cluster_and_no_network(opsbook_run):
     steps = {s["title"]: s for s in m["steps"]}
     assert steps["Deploy the collectors"]["outcome"] == "planned"
     assert steps["Emit a marker line"]["outcome"] == "planned"
+    assert [s["id"] for s in m["steps"]] == [  # the declared ids: what an apply finds the plan's steps by
+        "settings", "preflight", "collector-configuration", "render-manifests", "deploy-collectors",
+        "collector-on-every-node", "emit-marker", "marker-searchable", "logs-from-every-service", "search"]
+    assert steps["Marker line is searchable"]["summary"] == "no marker was emitted (plan mode): not checked"
     for title in ("A collector on every node", "Marker line is searchable", "Logs from every service", "Search"):
         assert steps[title]["outcome"] == "skipped", steps[title]
     kinds = [x["kind"] for x in steps["Deploy the collectors"]["details"]["manifests"]]
@@ -307,7 +313,8 @@ def test_the_banner_shows_the_runs_own_namespace(monkeypatch, capsys):
     for var in (notebook.ENV_SOURCE, notebook.ENV_EVENTS, notebook.ENV_RUN_ID):
         monkeypatch.delenv(var, raising=False)
     run = start(RUNBOOK, {"mode": "plan", "target": "local"})
-    assert run.params["namespace"] == "logging" and LOCAL.namespace == "ml-platform"
+    assert run.settings.namespace == "logging" and LOCAL.namespace == "ml-platform"
+    assert isinstance(run.ctx, logcollect.Context) and run.ctx.settings.namespace == "logging"
     target_line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("target"))
     assert "namespace logging" in target_line and "ml-platform" not in target_line
     assert LOCAL.describe() == "local: no cluster (plan only), namespace ml-platform"

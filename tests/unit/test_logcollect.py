@@ -4,25 +4,48 @@ checked for the inputs, filters and outputs that matter (not a string snapshot),
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import pytest
 import yaml
 from opsbook.errors import Invalid
 from opsbook.ops import centralized_logging as logcollect
+from opsbook.ops.base import declaration, skip_reason
+from opsbook.results import Code, Result
 from opsbook.targets import LOCAL, Target
+from opsbook.testing.runbook import make_context
+
+RUNBOOK = "centralized-logging"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / f"{RUNBOOK}.ipynb"
 
 
-def settings(target: Target = LOCAL, **params) -> logcollect.Settings:
-    return logcollect.settings_from({"mode": "plan", **params}, target)
+def context(target: Target = LOCAL, *, mode: str = "plan", **params: Any) -> logcollect.Context:
+    return make_context(RUNBOOK, mode=mode, target=target, **params)
 
 
-def parsed_config(s: logcollect.Settings) -> dict:
+def do(fn: Any, ctx: logcollect.Context, **kwargs: Any) -> Any:
+    """A declared step as ``run.do`` runs it: skipped with its reason when it does not apply here, a
+    change's plan in plan mode, else the step itself."""
+    decl = declaration(fn)
+    assert decl is not None, fn
+    reason = skip_reason(decl, ctx)
+    if reason is not None:
+        return Result(summary=reason, outcome="skipped")
+    if decl.kind == "change" and not ctx.applying:
+        return decl.plan(ctx, **kwargs)
+    return fn(ctx, **kwargs)
+
+
+def parsed_config(ctx: logcollect.Context) -> dict:
     """The configuration as Fluent Bit reads it: the ConfigMap's file, parsed."""
-    (cm,) = [m for m in logcollect.render_manifests(s) if m["kind"] == "ConfigMap"]
+    (cm,) = [m for m in logcollect.render_manifests(ctx) if m["kind"] == "ConfigMap"]
     return yaml.safe_load(cm["data"][logcollect.CONFIG_FILE])
 
 
 def test_tail_input_reads_every_container_log_with_the_cri_parser_and_a_disk_buffer():
-    cfg = parsed_config(settings())
+    cfg = parsed_config(context())
     (tail,) = cfg["pipeline"]["inputs"]
     assert tail["name"] == "tail" and tail["path"] == "/var/log/containers/*.log"
     assert "cri" in [p.strip() for p in tail["multiline.parser"].split(",")]
@@ -33,7 +56,7 @@ def test_tail_input_reads_every_container_log_with_the_cri_parser_and_a_disk_buf
 
 
 def test_kubernetes_filter_adds_namespace_pod_container_and_labels():
-    cfg = parsed_config(settings())
+    cfg = parsed_config(context())
     (flt,) = cfg["pipeline"]["filters"]
     (tail,) = cfg["pipeline"]["inputs"]
     assert flt["name"] == "kubernetes" and flt["labels"] == "on"
@@ -43,8 +66,8 @@ def test_kubernetes_filter_adds_namespace_pod_container_and_labels():
 
 @pytest.mark.parametrize("kind,plugin", [("opensearch", "opensearch"), ("elasticsearch", "es")])
 def test_search_backend_output_with_daily_indices_buffer_and_unlimited_retries(kind, plugin):
-    s = settings(backend_kind=kind, backend_url="https://logs.example.test:9201", index_prefix="team-logs",
-                 buffer_size="2G")
+    s = context(backend_kind=kind, backend_url="https://logs.example.test:9201", index_prefix="team-logs",
+                buffer_size="2G")
     (out,) = parsed_config(s)["pipeline"]["outputs"]
     assert out["name"] == plugin and out["match"] == "kube.*"
     assert (out["host"], out["port"], out["tls"], out["tls.verify"]) == ("logs.example.test", 9201, "on", "on")
@@ -52,11 +75,11 @@ def test_search_backend_output_with_daily_indices_buffer_and_unlimited_retries(k
     assert out["suppress_type_name"] == "on" and out["replace_dots"] == "on"
     assert out["storage.total_limit_size"] == "2G" and out["retry_limit"] == "no_limits"
     assert "http_user" not in out and "http_passwd" not in out
-    assert logcollect.index_for(s).startswith("team-logs-20")
+    assert logcollect.index_for(s.settings.index_prefix).startswith("team-logs-20")
 
 
 def test_loki_output_with_labels():
-    s = settings(backend_kind="loki", backend_url="http://loki.example.test:3100")
+    s = context(backend_kind="loki", backend_url="http://loki.example.test:3100")
     (out,) = parsed_config(s)["pipeline"]["outputs"]
     assert out["name"] == "loki" and (out["host"], out["port"]) == ("loki.example.test", 3100)
     labels = dict(x.strip().split("=", 1) for x in out["labels"].split(","))
@@ -69,22 +92,27 @@ def test_loki_output_with_labels():
 
 def test_backend_kind_auto_follows_the_target_and_collector_url_wins_for_the_collectors():
     target = Target(name="t", log_store_url="http://search.example.test:9200", log_store_kind="loki")
-    s = settings(target)
+    s = context(target)
     assert s.kind == "loki" and s.backend_url == "http://search.example.test:9200"
-    s = settings(target, collector_url="http://loki-gateway.logging.svc:80")
+    s = context(target, collector_url="http://loki-gateway.logging.svc:80")
     (out,) = parsed_config(s)["pipeline"]["outputs"]
     assert (out["host"], out["port"]) == ("loki-gateway.logging.svc", 80)
     # nothing given at all: the usual in-cluster service name, said so
-    assert settings().sink_url == logcollect.IN_CLUSTER_DEFAULTS["opensearch"]
+    assert context().sink_url == logcollect.IN_CLUSTER_DEFAULTS["opensearch"]
 
 
 def test_invalid_buffer_size_is_refused():
+    ctx = context(buffer_size="lots")
     with pytest.raises(Invalid, match="buffer_size"):
-        settings(buffer_size="lots")
+        logcollect.settings_report(ctx)  # the Settings step fails, before anything is rendered
+    with pytest.raises(Invalid, match="buffer_size"):
+        logcollect.render_config(ctx)
+    (bad,) = [c for c in logcollect.preflight(ctx) if not c.passed]
+    assert bad.name == "configuration renders" and "buffer_size 'lots'" in bad.reason
 
 
 def test_daemonset_lands_on_every_node_and_mounts_the_host_logs_read_only():
-    ms = {m["kind"]: m for m in logcollect.render_manifests(settings())}
+    ms = {m["kind"]: m for m in logcollect.render_manifests(context())}
     assert set(ms) == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet"}
     pod = ms["DaemonSet"]["spec"]["template"]["spec"]
     effects = {t.get("effect") for t in pod["tolerations"] if t["operator"] == "Exists" and "key" not in t}
@@ -100,7 +128,7 @@ def test_daemonset_lands_on_every_node_and_mounts_the_host_logs_read_only():
 
 
 def test_rbac_is_read_only_on_pods_and_namespaces_and_bound_to_the_collector():
-    s = settings(namespace="obs")
+    s = context(namespace="obs")
     ms = {m["kind"]: m for m in logcollect.render_manifests(s)}
     (rule,) = ms["ClusterRole"]["rules"]
     assert rule == {"apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["get", "list", "watch"]}
@@ -115,7 +143,7 @@ def test_rbac_is_read_only_on_pods_and_namespaces_and_bound_to_the_collector():
     ("k8s:elsewhere/opensearch-admin/pass", "log-store-credentials", "password"),  # not readable by the pod
 ])
 def test_credentials_reach_the_collector_only_by_secret_reference(ref, secret, key):
-    s = settings(backend_url="https://os.example.test", backend_user="fluent", backend_password=ref)
+    s = context(backend_url="https://os.example.test", backend_user="fluent", backend_password=ref)
     ms = {m["kind"]: m for m in logcollect.render_manifests(s)}
     (ctr,) = ms["DaemonSet"]["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e for e in ctr["env"]}
@@ -128,26 +156,60 @@ def test_credentials_reach_the_collector_only_by_secret_reference(ref, secret, k
 
 
 def test_a_new_configuration_rolls_the_collectors():
-    a = logcollect.render_manifests(settings(buffer_size="1G"))[-1]
-    b = logcollect.render_manifests(settings(buffer_size="3G"))[-1]
+    a = logcollect.render_manifests(context(buffer_size="1G"))[-1]
+    b = logcollect.render_manifests(context(buffer_size="3G"))[-1]
     key = "opsbook.io/config-sha256"
     assert a["spec"]["template"]["metadata"]["annotations"][key] != b["spec"]["template"]["metadata"]["annotations"][key]
 
 
 def test_on_local_everything_plans_or_skips_without_a_cluster_or_a_store():
-    lc = logcollect.configure({"mode": "plan"}, LOCAL).value
-    checks = logcollect.preflight(lc)
+    ctx = context()
+    assert logcollect.settings_report(ctx).summary == "opensearch at (no URL); no cluster (plan only)"
+    checks = do(logcollect.preflight, ctx)
     assert all(c.passed for c in checks), checks
-    assert logcollect.plan_deploy(lc).outcome == "planned"
-    assert logcollect.deploy(lc).outcome == "skipped"
-    assert logcollect.collectors_on_every_node(lc).outcome == "skipped"
-    assert logcollect.plan_marker(lc).details["pod"]["spec"]["restartPolicy"] == "Never"
-    assert logcollect.marker_searchable(lc, None).outcome == "skipped"
-    assert logcollect.counts_per_service(lc).outcome == "skipped"
-    assert logcollect.search(lc).outcome == "skipped"
+    assert do(logcollect.deploy, ctx).outcome == "planned"  # the rendered manifests, without a cluster
+    assert do(logcollect.collectors_on_every_node, ctx).outcome == "skipped"
+    assert do(logcollect.emit_marker, ctx).details["pod"]["spec"]["restartPolicy"] == "Never"
+    marker = do(logcollect.marker_searchable, ctx)
+    assert (marker.outcome, marker.summary) == ("skipped", "no marker was emitted (plan mode): not checked")
+    assert do(logcollect.counts_per_service, ctx).outcome == "skipped"
+    assert do(logcollect.search, ctx).outcome == "skipped"
+    # apply on a target without a cluster: the changes do not apply here, and say why
+    applying = context(mode="apply")
+    assert do(logcollect.deploy, applying).summary == "target local has no cluster: nothing deployed"
+    assert do(logcollect.emit_marker, applying).summary == "target local has no cluster: no marker pod"
+    assert do(logcollect.marker_searchable, applying).summary == (
+        "no marker was emitted (target local has no cluster): not checked")
+    searching = context(search_service="critic")
+    assert do(logcollect.search, searching).summary == "target local has no log store URL: nothing to search"
 
 
 def test_unpinned_collector_image_fails_the_preflight():
-    lc = logcollect.configure({"mode": "plan", "collector_image": "fluent/fluent-bit:latest"}, LOCAL).value
-    (bad,) = [c for c in logcollect.preflight(lc) if not c.passed]
+    ctx = context(collector_image="fluent/fluent-bit:latest")
+    (bad,) = [c for c in logcollect.preflight(ctx) if not c.passed]
     assert bad.name == "collector image pinned"
+
+
+def test_configuration_and_manifests_are_shown_as_yaml_not_displayed():
+    ctx = context()
+    cfg = logcollect.configuration(ctx)
+    (code,) = cfg.show
+    assert isinstance(code, Code) and code.lang == "yaml" and yaml.safe_load(code.text) == cfg.value
+    ms = logcollect.manifests(ctx)
+    (code,) = ms.show
+    assert [m["kind"] for m in yaml.safe_load_all(code.text)] == [m["kind"] for m in ms.value]
+
+
+def test_every_cell_runs_one_declared_step_with_a_stable_id():
+    """The notebook calls each step through ``run.do``; ids are unique (plan records are keyed by them)
+    and the titles are the ones the records have always carried."""
+    cells = ["".join(c["source"]) for c in json.loads(NOTEBOOK.read_text())["cells"] if c["cell_type"] == "code"]
+    calls = [c.removeprefix("run.do(centralized_logging.").removesuffix(")") for c in cells if c.startswith("run.do(")]
+    decls = [declaration(getattr(logcollect, name)) for name in calls]
+    assert all(decls), calls
+    assert [(d.id, d.title) for d in decls if d] == [
+        ("settings", "Settings"), ("preflight", "Preflight"), ("collector-configuration", "Collector configuration"),
+        ("render-manifests", "Render the manifests"), ("deploy-collectors", "Deploy the collectors"),
+        ("collector-on-every-node", "A collector on every node"), ("emit-marker", "Emit a marker line"),
+        ("marker-searchable", "Marker line is searchable"), ("logs-from-every-service", "Logs from every service"),
+        ("search", "Search")]

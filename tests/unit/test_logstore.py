@@ -24,6 +24,7 @@ from opsbook.clients.logstore import Loki, connect
 from opsbook.errors import Forbidden, Invalid, NotFound, TimedOut, Unreachable
 from opsbook.ops import centralized_logging as logcollect
 from opsbook.targets import Target
+from opsbook.testing.runbook import make_context
 from opsbook.testing.services import free_port
 
 UTC = dt.UTC
@@ -148,20 +149,20 @@ def test_loki_client_finds_by_service_by_request_id_and_counts(loki):
 
 def test_verification_steps_work_over_loki(loki):
     target = Target(name="t", log_store_url=loki.url, log_store_kind="loki")
-    lc = logcollect.configure({"mode": "apply", "marker_timeout": 3.0, "search_service": "critic"}, target).value
+    ctx = make_context("centralized-logging", mode="apply", target=target, marker_timeout=3.0, search_service="critic")
     loki.push(labels("proposer"), "hello")
-    counts = logcollect.counts_per_service(lc)
+    counts = logcollect.counts_per_service(ctx)
     assert counts.outcome == "failed" and counts.details["silent"] == ["critic"]
     assert {r["service"]: r["status"] for r in counts.rows} == {"proposer": "ok", "critic": "NO LOGS"}
     loki.push(labels("critic"), "judged")
-    assert logcollect.counts_per_service(lc).outcome == "ok"
-    result = logcollect.search(lc)
+    assert logcollect.counts_per_service(ctx).outcome == "ok"
+    result = logcollect.search(ctx)
     assert [r["line"] for r in result.rows] == ["judged"]
-    marker = logcollect.Marker(request_id="opsbook-feedfacecafe", pod="opsbook-log-marker-feedfacec",
+    marker = ctx.marker = logcollect.Marker(request_id="opsbook-feedfacecafe", pod="opsbook-log-marker-feedfacec",
                                namespace="logging", emitted_at=dt.datetime.now(UTC))
     loki.push({**labels("opsbook-log-marker"), "namespace": "logging"},
               logcollect.marker_line(marker.request_id))
-    found = logcollect.marker_searchable(lc, marker, poll=0.2)
+    found = logcollect.marker_searchable(ctx, poll=0.2)
     assert found.outcome == "ok" and found.details["searches"] == 1, found.summary
 
 
