@@ -14,7 +14,6 @@ where there is one, is chained (``raise ... from exc``).
     │   └── InvalidRunbookId       (also a UsageError) a notebook stem that is not an id, or an id that is a path
     ├── SecretError                a secret reference cannot be resolved (never carries the value)
     ├── RunFailed                  the runbook ran and failed (CLI exit code 1)
-    │   └── RunAborted             interrupted by Ctrl-C or SIGTERM (CLI exit code 130)
     ├── PreflightFailed            a prerequisite is missing; raised inside the notebook
     ├── ArchiveError               the record could not be written or read
     │   ├── RecordExists           a record with that run id is already archived (never overwritten)
@@ -116,10 +115,6 @@ class RunFailed(OpsbookError):
         self.run_id = run_id
         self.record = record
         self.cell_index = cell_index
-
-
-class RunAborted(RunFailed):
-    pass
 
 
 class PreflightFailed(OpsbookError):

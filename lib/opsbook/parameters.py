@@ -125,9 +125,14 @@ class ParameterSpec:
         cached = _MODELS.get(id(self))
         if cached is not None and cached[0] is self:
             return cached[1]
-        from pydantic import ConfigDict, create_model
+        from typing import Literal
 
-        fields: dict[str, Any] = {p.name: (_PY_TYPES[p.type], p.default) for p in self.params.values()}
+        from pydantic import ConfigDict, Field, create_model
+
+        fields: dict[str, Any] = {}
+        for p in self.params.values():  # the cell's type, choices and bounds; its help as the description
+            kind: Any = Literal[p.choices] if p.choices and p.type == "str" else _PY_TYPES[p.type]
+            fields[p.name] = (kind, Field(p.default, description=p.help or None, ge=p.minimum, le=p.maximum))
         model = create_model(name, __config__=ConfigDict(frozen=True, extra="forbid"), **fields)
         model.__doc__ = "Settings built from the runbook's parameters cell (the only declaration)."
         _MODELS[id(self)] = (self, model)
