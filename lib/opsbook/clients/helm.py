@@ -253,15 +253,6 @@ class Helm:
             args += ["--version", version]
         return yaml.safe_load(self.run(*args, cluster=False)) or {}
 
-    def show_chart(self, chart: str | os.PathLike[str], *, version: str | None = None) -> dict[str, Any]:
-        """The chart's Chart.yaml as a dict (name, version, appVersion...)."""
-        import yaml
-
-        args = ["show", "chart", str(chart)]
-        if version:
-            args += ["--version", version]
-        return yaml.safe_load(self.run(*args, cluster=False)) or {}
-
     def package(self, chart_dir: str | os.PathLike[str], *, destination: str | os.PathLike[str]) -> Path:
         """``helm package``: the path of the .tgz written into ``destination``."""
         out = self.run("package", str(chart_dir), "--destination", str(destination), cluster=False)

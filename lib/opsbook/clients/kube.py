@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from opsbook.clients.retry import Pending, wait_until
 from opsbook.errors import ClientError, Conflict, Forbidden, Invalid, NotFound, TimedOut, Unreachable
 
 __all__ = ["Kube", "RolloutFailed", "Rollout", "ResourceInfo", "FATAL_WAITING_REASONS", "pod_row"]
@@ -353,11 +354,6 @@ class Kube:
     def pod_objects(self, *, namespace: str, selector: str | None = None) -> list[dict[str, Any]]:
         return self.list_objects(kind="Pod", namespace=namespace, selector=selector)
 
-    def deployment_selector(self, *, namespace: str, name: str) -> str:
-        dep = self.get(kind="Deployment", name=name, namespace=namespace)
-        labels = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-        return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-
     def wait_rollout(self, *, namespace: str, name: str, timeout: float = 300.0, poll: float = 0.5,
                      fail_on: Iterable[str] = FATAL_WAITING_REASONS) -> Rollout:
         """Wait until the Deployment's rollout is complete: the controller has seen the latest
@@ -366,9 +362,8 @@ class Kube:
         waits for a reason in ``fail_on`` (ImagePullBackOff...), TimedOut after ``timeout`` s."""
         fatal = frozenset(fail_on)
         t0 = time.monotonic()
-        deadline = t0 + timeout
-        last = "not observed yet"
-        while True:
+
+        def rolled_out() -> Rollout | Pending:
             dep = self.get(kind="Deployment", name=name, namespace=namespace)
             spec, status = dep.get("spec") or {}, dep.get("status") or {}
             want = int(spec.get("replicas", 1))
@@ -384,17 +379,17 @@ class Kube:
             if (observed >= gen and updated == want and avail == want and total == want
                     and (want == 0 or available.get("status") == "True")):
                 return Rollout(name, namespace, round(time.monotonic() - t0, 3), want, status)
-            last = (f"observedGeneration {observed}/{gen}, updated {updated}/{want}, available {avail}/{want}, "
-                    f"total {total}")
             stuck = self._stuck(namespace, dep, fatal, False)
             if stuck:
                 worst = stuck[0]
                 raise RolloutFailed(f"deployment {namespace}/{name}: pod {worst['pod']} is {worst['reason']}"
                                     + (f" ({worst['message']})" if worst.get("message") else ""),
                                     deployment=name, reason=worst["reason"], pods=stuck)
-            if time.monotonic() >= deadline:
-                raise TimedOut(f"deployment {namespace}/{name} not rolled out after {timeout:g} s: {last}")
-            time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+            return Pending(f"observedGeneration {observed}/{gen}, updated {updated}/{want}, "
+                           f"available {avail}/{want}, total {total}")
+
+        return wait_until(rolled_out, timeout=timeout, interval=poll,
+                          what=f"deployment {namespace}/{name} not rolled out")
 
     def _stuck(self, namespace: str, dep: Mapping[str, Any], fatal: frozenset[str], all_not_ready: bool
                ) -> list[dict[str, Any]]:
@@ -525,22 +520,21 @@ class Kube:
         """Wait until the Job has condition Complete or Failed; return it. ``on_status(job, pods)`` is
         called on every poll (to report progress, or to give up early: return True and the wait ends
         with the Job as it is). TimedOut after ``timeout`` s, NotFound if the Job is deleted."""
-        deadline = time.monotonic() + timeout
-        while True:
+        def finished() -> dict[str, Any] | Pending:
             job = self.get(kind="Job", name=name, namespace=namespace)
-            finished = any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-                           for c in (job.get("status") or {}).get("conditions") or [])
+            done = any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+                       for c in (job.get("status") or {}).get("conditions") or [])
             if on_status is not None:
                 pods = self.job_pods(namespace=namespace, job=name)
-                if on_status(job, pods) and not finished:
+                if on_status(job, pods) and not done:
                     return job
-            if finished:
+            if done:
                 return job
-            if time.monotonic() >= deadline:
-                st = job.get("status") or {}
-                raise TimedOut(f"Job {namespace}/{name} not finished after {timeout:g} s (active "
-                               f"{st.get('active', 0)}, succeeded {st.get('succeeded', 0)}, failed {st.get('failed', 0)})")
-            time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+            st = job.get("status") or {}
+            return Pending(f"active {st.get('active', 0)}, succeeded {st.get('succeeded', 0)}, "
+                           f"failed {st.get('failed', 0)}")
+
+        return wait_until(finished, timeout=timeout, interval=poll, what=f"Job {namespace}/{name} not finished")
 
     def create(self, manifest: Mapping[str, Any], *, namespace: str | None = None,
                dry_run: bool = False) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from opsbook.clients.retry import Pending, wait_until
 from opsbook.errors import (
     ClientError,
     CommandFailed,
@@ -307,10 +308,14 @@ class Mlflow:
                                                      model_id=logged_id)
 
         mv = self._call(f"register {model_uri} as {name!r}", create)
-        deadline = time.monotonic() + wait
-        while mv.status == "PENDING_REGISTRATION" and time.monotonic() < deadline:
-            time.sleep(0.2)
-            mv = self._call(f"read {name} v{mv.version}", self.client.get_model_version, name, mv.version)
+        if mv.status == "PENDING_REGISTRATION":
+            version = mv.version
+
+            def settled() -> Any:
+                now = self._call(f"read {name} v{version}", self.client.get_model_version, name, version)
+                return now if now.status != "PENDING_REGISTRATION" else Pending(now.status)
+
+            mv = wait_until(settled, timeout=wait, interval=0.2, what=f"model version {name} v{version} not READY")
         if mv.status != "READY":
             raise TimedOut(f"model version {name} v{mv.version} is {mv.status}, not READY, after {wait:g} s")
         if alias:
@@ -394,13 +399,12 @@ class ServerStatus:
 
 
 def _answers(url: str, timeout: float = 1.0) -> bool:
-    import urllib.error
-    import urllib.request
+    import requests
 
     try:
-        with urllib.request.urlopen(url + "/health", timeout=timeout) as resp:  # noqa: S310 - loopback
-            return resp.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
+        with requests.get(url + "/health", timeout=timeout) as resp:
+            return resp.status_code == 200
+    except (requests.RequestException, OSError, ValueError):
         return False
 
 
@@ -499,21 +503,23 @@ class LocalServer:
             except OSError as exc:
                 raise CommandFailed(f"cannot run {argv[0]}: {exc}", command=argv) from exc
         self.pid_file.write_text(f"{proc.pid}\n")
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def up() -> bool:
             code = proc.poll()
             if code is not None:
                 self.pid_file.unlink(missing_ok=True)
                 raise CommandFailed(f"the embedded mlflow server exited with code {code} at start "
                                     f"(log: {self.log_file})", command=argv, returncode=code,
                                     stderr=_tail(self.log_file))
-            if _answers(self.url):
-                return self._status(proc.pid, False, time.monotonic() - t0)
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimedOut(f"the embedded mlflow server did not answer {self.url}/health within "
-                               f"{timeout:g} s (log: {self.log_file})")
-            time.sleep(0.25)
+            return _answers(self.url)
+
+        try:
+            wait_until(up, timeout=timeout, interval=0.25,
+                       what=f"the embedded mlflow server did not answer {self.url}/health")
+        except TimedOut as exc:
+            self.stop()
+            raise TimedOut(f"{exc} (log: {self.log_file})") from exc
+        return self._status(proc.pid, False, time.monotonic() - t0)
 
     def stop(self, *, grace: float = 10.0) -> bool:
         """Stop the server recorded in the pid file (SIGTERM its process group, SIGKILL after ``grace``).
@@ -524,17 +530,21 @@ class LocalServer:
             return False
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
+
+        def gone() -> bool:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
             try:
                 os.killpg(pid, 0)
             except (ProcessLookupError, PermissionError):
                 return True
-            time.sleep(0.1)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+            return False
+
+        try:
+            wait_until(gone, timeout=grace, interval=0.1, what=f"process group {pid} not stopped by SIGTERM")
+        except TimedOut:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
         return True
 
 

@@ -1,11 +1,11 @@
 """The MLflow model registry, as the ``deploy-new-model`` runbook needs it: a version with its stage,
-by alias or by the legacy stage, aliases set and removed, and the metrics of the run that produced it.
+by alias or by the legacy stage, aliases set, and the metrics of the run that produced it.
 
     reg = Registry("http://127.0.0.1:5000")
     mv = reg.version("proposer", "7")                     # RegistryVersion (stage, aliases, source, run)
     reg.by_alias("proposer", "production")                # None when the alias is not set
     reg.latest_in_stage("proposer", "Production")         # legacy stages (None when no version is there)
-    reg.set_alias("proposer", "production", "7"); reg.delete_alias("proposer", "production")
+    reg.set_alias("proposer", "production", "7")
     reg.run_metrics(mv.run_id)                            # {"accuracy": 0.91, ...} (latest values)
 
 Built on :class:`opsbook.clients.mlflow.Mlflow` (same bounded retries, same error mapping: NotFound,
@@ -110,9 +110,6 @@ class Registry(Mlflow):
     def set_alias(self, name: str, alias: str, version: str) -> None:
         self._call(f"point {name}@{alias} at v{version}", self.client.set_registered_model_alias, name, alias,
                    str(version))
-
-    def delete_alias(self, name: str, alias: str) -> None:
-        self._call(f"remove alias {alias} of {name}", self.client.delete_registered_model_alias, name, alias)
 
     def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
         self._call(f"tag {name} v{version}", self.client.set_model_version_tag, name, str(version), key, value)

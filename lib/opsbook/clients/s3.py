@@ -280,15 +280,6 @@ class S3:
             raise self._error(exc, f"read the Object Lock configuration of bucket {bucket}", bucket) from exc
         return (out.get("ObjectLockConfiguration") or {}).get("ObjectLockEnabled") == "Enabled"
 
-    def put_retention(self, bucket: str, key: str, *, mode: str, retain_until: datetime,
-                      version_id: str | None = None) -> None:
-        """Set (or extend) the Object Lock retention of an existing object."""
-        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key,
-                                  "Retention": {"Mode": mode, "RetainUntilDate": retain_until}}
-        if version_id:
-            kwargs["VersionId"] = version_id
-        self._call(f"PUT retention s3://{bucket}/{key}", bucket, self.client.put_object_retention, **kwargs)
-
     def probe(self, bucket: str, prefix: str = "") -> dict[str, Any]:
         """Write, read back and delete a small probe object under ``prefix``: proof that the bucket is
         writable with these credentials. Returns the key and timings; raises on any failure (the probe

@@ -1,4 +1,5 @@
-"""POST a JSON document to a webhook, with retries and a hard deadline (stdlib ``urllib`` only).
+"""POST a JSON document to a webhook, with retries and a hard deadline (``requests``, retried by
+:func:`opsbook.clients.retry.retrying`).
 
     hook = Webhook(timeout=5, deadline=20)
     result = hook.post_json("https://hooks.slack.com/services/...", {"text": "hi"})
@@ -22,21 +23,18 @@ on, and a webhook URL is a credential (Slack's path *is* the token). So:
 from __future__ import annotations
 
 import email.utils
-import http.client
 import json
-import random
 import re
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from opsbook.errors import Invalid
+from opsbook.clients.retry import retrying
+from opsbook.errors import ClientError, Invalid, TimedOut, Unreachable
 
 __all__ = ["Delivery", "Webhook", "check_url", "masked"]
 
@@ -85,11 +83,6 @@ def masked(url: str) -> str:
     return f"{parts.scheme or '?'}://{host}{port}/…"
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
-        return None  # the 3xx is then raised as an HTTPError and reported, not followed
-
-
 def _retry_after(value: str | None, now: float) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
     if not value:
@@ -120,87 +113,125 @@ class _Progress:
         self.last_reason = ""
 
 
+class _Throttled(Unreachable):
+    """A 429: temporary, and the receiver may say how long to wait (:func:`retrying` honours it)."""
+
+    def __init__(self, message: str, retry_after: float | None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _connection_text(exc: BaseException, url: str) -> str:
+    """Why a connection failed, without the URL: the innermost OS error (``[Errno 111] Connection
+    refused``) rather than requests' wrapper, whose text names the URL and so its token."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    found: BaseException | None = None
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and type(cur).__module__ == "builtins":
+            found = cur
+        inner = getattr(cur, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = next((a for a in getattr(cur, "args", ()) if isinstance(a, BaseException)), None)
+        cur = inner or cur.__cause__ or cur.__context__
+    text = str(found if found is not None else exc)
+    path = urlsplit(url).path
+    if path and path != "/":
+        text = text.replace(path, "/…")
+    return _CONTROL.sub(" ", text.replace(url, masked(url)))[:120] or type(exc).__name__
+
+
 class Webhook:
-    """A webhook sender. The seams (``sleep``, ``clock``, ``jitter``, ``opener``) are constructor
-    arguments so that tests can drive time and transport without patching."""
+    """A webhook sender. ``sleep`` and ``session`` (a ``requests.Session``) are constructor arguments
+    so that tests can drive time and transport without patching."""
 
     def __init__(self, *, timeout: float = 5.0, deadline: float = 20.0, max_attempts: int = 5,
                  backoff: float = 0.5, max_backoff: float = 8.0, user_agent: str = "opsbook-webhook/1",
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 jitter: Callable[[], float] = random.random, opener: Any = None):
+                 sleep: Callable[[float], None] = time.sleep, session: Any = None):
         if timeout <= 0 or deadline <= 0 or max_attempts < 1:
             raise ValueError("timeout and deadline must be > 0, max_attempts >= 1")
         self.timeout, self.deadline, self.max_attempts = timeout, deadline, max_attempts
         self.backoff, self.max_backoff = backoff, max_backoff
         self.user_agent = user_agent
-        self._sleep, self._clock, self._jitter = sleep, clock, jitter
-        self._opener = opener or urllib.request.build_opener(_NoRedirect())
-
-    def _delay(self, attempt: int) -> float:
-        """Exponential backoff with jitter: half fixed, half random, so that concurrent senders spread."""
-        base = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-        return base / 2 + self._jitter() * base / 2
+        self._sleep = sleep
+        self._session = session
 
     def post_json(self, url: str, payload: Any, *, _progress: _Progress | None = None) -> Delivery:
         """POST ``payload`` as JSON to ``url``; retry as the module docstring says. Never raises for a
         failed delivery (an invalid URL is a failed delivery too)."""
+        import requests
+
         progress = _progress or _Progress()
-        t0 = self._clock()
+        t0 = time.monotonic()
         try:
             check_url(url)
         except Invalid as exc:
             return Delivery(False, 0, None, str(exc), 0.0)
         body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        reason = ""
-        while True:
-            remaining = self.deadline - (self._clock() - t0)
+        headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": self.user_agent}
+        session = self._session or requests.Session()
+
+        def attempt() -> None:
+            remaining = self.deadline - (time.monotonic() - t0)
             if remaining <= 0:
-                return self._done(False, progress, f"{reason}; gave up at the {self.deadline:g} s deadline", t0)
+                raise ClientError(f"{progress.last_reason}; gave up at the {self.deadline:g} s deadline")
             progress.attempts += 1
-            req = urllib.request.Request(url, data=body, method="POST", headers={
-                "Content-Type": "application/json; charset=utf-8", "User-Agent": self.user_agent})
-            wait: float | None = None
+            limit = min(self.timeout, remaining)
             try:
-                with self._opener.open(req, timeout=min(self.timeout, remaining)) as resp:
-                    progress.status = resp.status
-                    resp.read(_MAX_BODY)
-                return self._done(True, progress, "", t0)
-            except urllib.error.HTTPError as exc:
-                progress.status = exc.code
-                detail = ""
+                resp = session.post(url, data=body, headers=headers, timeout=limit, allow_redirects=False,
+                                    stream=True)
+            except requests.Timeout:  # before ConnectionError: ConnectTimeout is both
+                progress.last_reason = f"no answer within {limit:g} s"
+                raise TimedOut(progress.last_reason) from None
+            except requests.RequestException as exc:
+                if "timed out" in str(exc):
+                    progress.last_reason = f"no answer within {limit:g} s"
+                    raise TimedOut(progress.last_reason) from None
+                progress.last_reason = f"connection failed ({_connection_text(exc, url)})"
+                raise Unreachable(progress.last_reason) from None
+            with resp:
+                progress.status = code = resp.status_code
                 try:
-                    detail = _snippet(exc.read(_MAX_BODY))
-                except Exception:
-                    pass
-                reason = f"HTTP {exc.code}" + (f" ({detail})" if detail else "")
-                if exc.code == 429:
-                    wait = _retry_after(exc.headers.get("Retry-After") if exc.headers else None, time.time())
-                    if wait is not None:
-                        reason += f", Retry-After {wait:g} s"
-                elif exc.code < 500:  # 3xx (not followed) and 4xx: the request is wrong, retrying cannot help
-                    if 300 <= exc.code < 400:
-                        reason += ": redirects are not followed; configure the final URL"
-                    return self._done(False, progress, reason, t0)
-            except (TimeoutError, urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-                inner = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-                if isinstance(inner, TimeoutError) or "timed out" in str(inner):
-                    reason = f"no answer within {min(self.timeout, remaining):g} s"
-                else:
-                    text = _CONTROL.sub(" ", str(inner))[:120] or type(inner).__name__
-                    reason = f"connection failed ({text})"
-            if progress.attempts >= self.max_attempts:
-                return self._done(False, progress, reason, t0)
-            delay = wait if wait is not None else self._delay(progress.attempts)
-            remaining = self.deadline - (self._clock() - t0)
-            if delay >= remaining:
-                return self._done(False, progress, f"{reason}; the next retry (in {delay:.1f} s) would pass the "
-                                  f"{self.deadline:g} s deadline", t0)
-            progress.last_reason = reason
-            self._sleep(delay)
+                    reply = resp.raw.read(_MAX_BODY, decode_content=True) or b""
+                except Exception as exc:
+                    if not 200 <= code < 300:
+                        reply = b""  # the status says it all
+                    elif "timed out" in str(exc):
+                        progress.last_reason = f"no answer within {limit:g} s"
+                        raise TimedOut(progress.last_reason) from None
+                    else:
+                        progress.last_reason = f"connection failed ({_connection_text(exc, url)})"
+                        raise Unreachable(progress.last_reason) from None
+            if 200 <= code < 300:
+                return
+            detail = _snippet(reply)
+            reason = progress.last_reason = f"HTTP {code}" + (f" ({detail})" if detail else "")
+            if code == 429:
+                wait = _retry_after(resp.headers.get("Retry-After"), time.time())
+                if wait is not None:
+                    reason = progress.last_reason = reason + f", Retry-After {wait:g} s"
+                raise _Throttled(reason, wait)
+            if code >= 500:
+                raise Unreachable(reason)
+            if 300 <= code < 400:  # 3xx (not followed) and 4xx: the request is wrong, retrying cannot help
+                reason += ": redirects are not followed; configure the final URL"
+            raise Invalid(reason)
+
+        try:
+            retrying(attempt, attempts=self.max_attempts, deadline=self.deadline, backoff=self.backoff,
+                     max_backoff=self.max_backoff, sleep=self._sleep)
+        except ClientError as exc:
+            why = "; ".join([str(exc), *getattr(exc, "__notes__", ())])
+            return self._done(False, progress, why, t0)
+        finally:
+            if session is not self._session:
+                session.close()
+        return self._done(True, progress, "", t0)
 
     def _done(self, ok: bool, progress: _Progress, reason: str, t0: float) -> Delivery:
         return Delivery(ok, progress.attempts, progress.status, reason.lstrip("; "),
-                        round(self._clock() - t0, 3))
+                        round(time.monotonic() - t0, 3))
 
     def post_all(self, items: Sequence[tuple[str, Any]], *, grace: float = 1.0) -> list[Delivery]:
         """Deliver each ``(url, payload)`` concurrently; return within ``deadline + grace`` seconds
