@@ -14,6 +14,8 @@ from .conftest import CHART, manifests_of, values_for
 
 RUNBOOK = "initial-kubernetes-deployment"
 DB_PASSWORD = "db-pass-for-the-runbook-test-7f3a"
+STEP_IDS = ["connect", "preflight", "helm-repo", "values", "db-secret", "render", "access", "server-dry-run",
+            "install", "pods-ready", "service-logs", "ingress", "events"]
 
 
 def test_plan_on_local_needs_no_cluster_and_records_the_rendered_manifests(opsbook_run):
@@ -24,12 +26,18 @@ def test_plan_on_local_needs_no_cluster_and_records_the_rendered_manifests(opsbo
     (m,) = manifests_of(opsbook_run.outputs, RUNBOOK)
     assert m["status"] == "succeeded" and m["mode"] == "plan" and m["target"] == "local"
     steps = {s["title"]: s for s in m["steps"]}
+    by_id = {s["id"]: s for s in m["steps"]}
+    assert list(by_id) == STEP_IDS  # each step recorded once, under its declared id
+    assert by_id["connect"]["summary"] == "no cluster on this target: Kubernetes steps plan only"
     assert steps["Add the Helm repository"]["outcome"] == "skipped"
+    assert steps["Add the Helm repository"]["summary"].startswith("chart is a local path (")
+    assert by_id["access"]["outcome"] == "skipped" and "access not checked" in by_id["access"]["summary"]
     assert steps["Install the release"]["outcome"] == "planned"
     assert "helm install ml-platform" in steps["Install the release"]["summary"]
     assert steps["Create the database Secret if missing"]["outcome"] == "planned"
     assert steps["Server-side dry run"]["outcome"] == "skipped"
     assert all(steps[t]["outcome"] == "skipped" for t in ("Pods are Ready", "Ingress endpoints answer"))
+    assert by_id["pods-ready"]["summary"] == "plan mode: nothing was installed, nothing to verify"
     rendered = steps["Render the manifests"]
     assert rendered["summary"] == "5 object(s): 2 Deployment, 1 Ingress, 2 Service"
     assert "kind: Deployment" in rendered["details"]["manifests"]
@@ -78,6 +86,8 @@ def test_plan_then_approved_apply_installs_and_verifies(opsbook_run, kube, chart
     am = [m for m in manifests_of(opsbook_run.outputs, RUNBOOK) if m["mode"] == "apply"][0]
     assert am["status"] == "succeeded" and am["approval"]["plan_run_id"] == pm["run_id"]
     outcomes = {s["title"]: s["outcome"] for s in am["steps"]}
+    assert [s["id"] for s in am["steps"]] == STEP_IDS
+    assert {s["id"]: s["outcome"] for s in am["steps"]}["access"] == "ok"  # asked the API server this time
     assert outcomes["Create the database Secret if missing"] == "changed"
     assert outcomes["Install the release"] == "changed"
     assert outcomes["Pods are Ready"] == outcomes["Service logs have no errors"] == "ok"
