@@ -98,6 +98,12 @@ class Clients:
         key = (kind, url, tuple(sorted((k, repr(v)) for k, v in options.items())))
         return self._once("logstore", key, lambda: connect(kind, url, **options))
 
+    def http(self, *, timeout: float = 10.0) -> Any:
+        """A plain HTTP client (``clients.http.Http``: probes of endpoints a runbook deployed)."""
+        from opsbook.clients.http import Http
+
+        return self._once("http", timeout, lambda: Http(timeout=timeout))
+
     def s3(self, **options: Any) -> Any:
         from opsbook.clients.s3 import S3
 

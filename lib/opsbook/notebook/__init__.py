@@ -5,19 +5,25 @@ A runbook's setup cell creates the run context from its parameters::
     import opsbook
     run = opsbook.start("initial-kubernetes-deployment", globals())
 
-and every later cell is one call through it::
+and every later cell is one call through it, to a step its ops module declares
+(``opsbook.ops.base``: id, title, kind, plan function, when it does not apply)::
 
-    run.preflight(deploy.preflight(helm=helm, kube=kube))     # stops the run if a prerequisite fails
-    run.step("Render values.yaml", deploy.render_values, params)   # ok / failed
-    run.change("Install the release", deploy.install, helm, release, plan=deploy.plan_install)
-    run.check("Pods are Ready", deploy.pods_ready, kube, namespace)
+    run.do(initial_kubernetes_deployment.preflight)   # stops the run if a prerequisite fails
+    run.do(initial_kubernetes_deployment.write_values) # ok / failed
+    run.do(initial_kubernetes_deployment.install)      # a change: planned in plan mode, changed in apply
+    run.do(initial_kubernetes_deployment.verify_pods)  # a check: failed is recorded, the run goes on
     run.summary()
 
-``change`` is the plan/apply guard: in ``plan`` mode the change is not made, and the step is recorded
-as ``planned`` with what the ``plan`` callable returns (rendered manifests, a server-side dry run);
-in ``apply`` mode it is made and recorded as ``changed``. Every outcome (``ok``, ``changed``,
-``planned``, ``skipped``, ``failed``) is shown in the notebook and, under ``opsbook run``, written to
-the run's events file, from which the runner builds the record's manifest.
+``run.do`` builds the runbook's context once (``run.ctx``: the ``Context`` class of
+``opsbook.ops.<id with _>``, with the typed settings of the parameters cell, the target, lazy
+clients, secrets, evidence and the approved plan) and records a step that does not apply here as
+skipped with its reason. ``run.step``/``change``/``check``/``preflight`` with a title stay for
+notebooks without an ops module (test fixtures). ``change`` is the plan/apply guard: in ``plan`` mode
+the change is not made, and the step is recorded as ``planned`` with what its plan function returns
+(rendered manifests, a server-side dry run); in ``apply`` mode it is made and recorded as
+``changed``. Every outcome (``ok``, ``changed``, ``planned``, ``skipped``, ``failed``) is shown in
+the notebook and, under ``opsbook run``, written to the run's events file, from which the runner
+builds the record's manifest (each step with its stable ``id``).
 
 Interactive runs (JupyterLab, not ``opsbook run``) are recorded too: ``run.summary()`` archives the
 run when it runs in a kernel started by a Jupyter server (``record=True``/``False`` forces it either

@@ -36,7 +36,7 @@ def make_context(runbook_id: str, *, mode: str = "plan", target: Target | str | 
                  operator: str = "tester", **values: Any) -> Any:
     """The runbook's ``Context`` (its ops module's class) with ``values`` over the parameters cell's
     defaults, validated as ``opsbook run`` validates them (a bad value raises ``ParameterError``)."""
-    from opsbook.notebook import _context_class, _model_name, path_base
+    from opsbook.notebook import _context_class, _model_name
 
     rb = catalog.get(runbook_id, notebooks)
     params = parameters.validate(rb.spec, {"mode": mode, **values})
@@ -47,6 +47,12 @@ def make_context(runbook_id: str, *, mode: str = "plan", target: Target | str | 
     if "target" in rb.spec:
         params = {**params, "target": tgt.name}
     settings = rb.spec.settings(params, _model_name(rb.id))
+
+    def path_base(name: str, value: Any) -> Path:
+        """As in a kernel: a relative default as the parameters cell writes it is taken from the
+        runbook's folder (``chart = "../charts/ml-platform"``), any other value from the working folder."""
+        p = rb.spec.params.get(name)
+        return rb.path.resolve().parent if p is not None and value == p.default else Path.cwd()
 
     def secret(name: str, *, k8s: Any = None) -> str:
         return secrets.resolve(getattr(settings, name), k8s=k8s)
