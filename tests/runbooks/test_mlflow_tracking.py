@@ -12,10 +12,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from opsbook.clients import Clients
 from opsbook.clients.kube import Kube
 from opsbook.clients.mlflow import LocalServer
 from opsbook.ops import mlflow_tracking_server as tracking
+from opsbook.ops.base import declaration, skip_reason
+from opsbook.ops.mlflow_tracking_server.cluster import cluster_preflight
 from opsbook.targets import LOCAL
+from opsbook.testing.runbook import make_context
 from opsbook.testing.services import free_port
 
 from .conftest import manifests_of
@@ -67,14 +71,16 @@ def _env(mlflow_server, **over) -> dict[str, str]:
     return env
 
 
-def _setup(mlflow_server, env: dict[str, str] | None = None, **over) -> tracking.Tracking:
-    values = env or _env(mlflow_server)
-    params = _params(mlflow_server, **over)
+def _setup(mlflow_server, monkeypatch, env: dict[str, str] | None = None, **over) -> tracking.Context:
+    """The runbook's context on target local, its secret references (env:) pointing at ``env``."""
+    for name, value in (env or _env(mlflow_server)).items():
+        monkeypatch.setenv(name, value)
+    return make_context(RUNBOOK, **_params(mlflow_server, **over))
 
-    def secret(name: str, k8s=None) -> str:  # noqa: ANN001 - what run.secret does, minus the registry
-        return values[params[name].split(":", 1)[1]]
 
-    return tracking.configure(params, LOCAL, secret=secret).value
+def _skipped(fn, ctx) -> str | None:  # noqa: ANN001
+    """Why ``run.do`` would skip step ``fn`` in ``ctx`` (None: it runs)."""
+    return skip_reason(declaration(fn), ctx)
 
 
 @pytest.fixture
@@ -116,28 +122,35 @@ def _no_secret_in(outputs: Path, values: list[str]) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
-def test_verification_passes_against_the_mlflow_server_and_boto3_finds_the_model(mlflow_server, db_role):
-    t = _setup(mlflow_server)
-    assert t.settings.mode == "url"
+def test_verification_passes_against_the_mlflow_server_and_boto3_finds_the_model(mlflow_server, db_role,
+                                                                                 monkeypatch):
+    t = _setup(mlflow_server, monkeypatch)
+    assert t.server_mode == "url"
     checks = tracking.preflight(t)
     assert all(c.passed for c in checks), checks
     by_name = {c.name: c for c in checks}
     assert "PostgreSQL 15" in by_name["PostgreSQL backend store"].reason
     assert "MLflow schema at revision" in by_name["PostgreSQL backend store"].reason
     assert by_name["S3 bucket writable"].evidence["deleted"] is True
-    assert tracking.deploy(t).outcome == "skipped" and tracking.start_embedded(t).outcome == "skipped"
+    assert "nothing deployed" in _skipped(tracking.deploy, t)
+    assert "not the embedded mode" in _skipped(tracking.start_embedded, t)
+    assert _skipped(tracking.log_model, t) is not None  # nothing tracked yet: nothing to log a model to
     assert tracking.backend_store(t).outcome == "ok"
     assert tracking.health(t).details["status"] == 200
+    assert _skipped(tracking.track_experiment, t) is None
     probe = tracking.track_experiment(t).value
     assert isinstance(probe, tracking.Probe) and probe.url.endswith(f"/runs/{probe.run_id}")
-    tracking.log_model(t, probe)
+    assert t.probe is probe and _skipped(tracking.log_model, t) is None
+    tracking.log_model(t)
     assert probe.model.model_uri == f"models:/{probe.model.model_id}"
-    assert tracking.model_from_registry(t, probe).outcome == "ok"
-    in_bucket = tracking.model_in_bucket(t, probe)
+    assert tracking.model_from_registry(t).outcome == "ok"
+    in_bucket = tracking.model_in_bucket(t)
     assert in_bucket.outcome == "ok", in_bucket.summary
-    rows = tracking.run_in_database(t, probe)
+    rows = tracking.run_in_database(t)
     assert rows.outcome == "ok" and rows.details["counts"]["runs"] == 1, rows.summary
-    assert tracking.finish_probe(t, probe).outcome == "ok"
+    link = tracking.run_link(t)
+    assert [(s.url, s.label) for s in link.show] == [(probe.url, "Open the run")]
+    assert tracking.finish_probe(t).outcome == "ok"
     # independently of the runbook: boto3 sees the model's files under the configured prefix
     prefix = f"artifacts/{probe.experiment_id}/models/{probe.model.model_id}/"
     keys = mlflow_server.s3.list_keys(prefix)
@@ -155,10 +168,10 @@ def test_verification_passes_against_the_mlflow_server_and_boto3_finds_the_model
     ("S3 credentials rejected", {}, {"T_MLFLOW_S3_SECRET": "wrong-secret-key-0000000000000000000"},
      "S3 bucket exists", "rejected the credentials"),
 ])
-def test_preflight_names_what_is_wrong(mlflow_server, db_role, case, over, env_over, check, needle):
+def test_preflight_names_what_is_wrong(mlflow_server, db_role, monkeypatch, case, over, env_over, check, needle):
     if over.get("db_port") == "closed":
         over = {**over, "db_port": free_port()}
-    t = _setup(mlflow_server, env=_env(mlflow_server, **env_over), **over)
+    t = _setup(mlflow_server, monkeypatch, env=_env(mlflow_server, **env_over), **over)
     checks = {c.name: c for c in tracking.preflight(t)}
     assert not checks[check].passed, checks
     assert needle in checks[check].reason, checks[check].reason
@@ -166,13 +179,13 @@ def test_preflight_names_what_is_wrong(mlflow_server, db_role, case, over, env_o
     assert failed == [check], failed  # only what is wrong fails
 
 
-def test_server_not_healthy_is_said_plainly(mlflow_server, unhealthy_server):
+def test_server_not_healthy_is_said_plainly(mlflow_server, unhealthy_server, monkeypatch):
     from opsbook.errors import Unreachable
 
-    t = _setup(mlflow_server, tracking_uri=unhealthy_server)
+    t = _setup(mlflow_server, monkeypatch, tracking_uri=unhealthy_server)
     with pytest.raises(Unreachable, match=r"not healthy: GET /health answered HTTP 503 \(upstream not ready\)"):
         tracking.health(t)
-    t = _setup(mlflow_server, tracking_uri=f"http://127.0.0.1:{free_port()}")
+    t = _setup(mlflow_server, monkeypatch, tracking_uri=f"http://127.0.0.1:{free_port()}")
     with pytest.raises(Unreachable, match="is not reachable"):
         tracking.health(t)
 
@@ -251,6 +264,33 @@ def test_unhappy_paths_leave_a_failed_record_with_the_reason(mlflow_server, db_r
 # ---------------------------------------------------------------------------------------- local target
 
 
+def test_plan_on_local_declares_what_runs_and_touches_nothing(tmp_path):
+    """In process, the embedded server given as a client: the plan-mode steps say what they would do,
+    the verification steps are skipped by their declarations, and no folder or server is made."""
+    port = free_port()
+    server = LocalServer(tmp_path / "state", port=port)
+    ctx = make_context(RUNBOOK, local_port=port, clients=Clients(LOCAL, local_server=server))
+    assert ctx.server_mode == "embedded" and ctx.local is server and ctx.tracking_uri == server.url
+    assert tracking.settings_report(ctx).details["mode"] == "embedded"
+    checks = {c.name: c for c in tracking.preflight(ctx)}
+    assert all(c.passed for c in checks.values()), checks
+    assert "would start in apply mode" in checks["embedded server port"].reason
+    assert checks["PostgreSQL backend store"].reason.startswith("skipped:")
+    shown = tracking.manifests(ctx).show
+    assert len(shown) == 1 and shown[0].lang == "yaml" and "$(MLFLOW_DB_PASSWORD)" in shown[0].text
+    assert _skipped(tracking.deploy, ctx) is None  # a plan shows what would be deployed
+    assert tracking.plan_deploy(ctx).outcome == "planned"
+    assert _skipped(tracking.start_embedded, ctx) is None
+    assert f"would start `mlflow server` on {server.url}" in tracking.plan_embedded(ctx).summary
+    assert tracking.health(ctx).outcome == "skipped" and tracking.backend_store(ctx).outcome == "skipped"
+    for fn in (tracking.track_experiment, tracking.log_model, tracking.model_from_registry, tracking.model_in_bucket,
+               tracking.run_in_database, tracking.run_link, tracking.finish_probe):
+        assert _skipped(fn, ctx) == "plan mode: the verification writes to the tracking server, so it runs in " \
+                                    "apply mode", fn
+    assert tracking.embedded_status(ctx).summary == f"not running at {server.url}"
+    assert not server.running() and not (tmp_path / "state").exists()
+
+
 def test_plan_on_local_needs_no_network_and_starts_nothing(opsbook_run, tmp_path):
     port = free_port()
     env = {"OPSBOOK_MLFLOW_STATE": str(tmp_path / "state"), "HTTPS_PROXY": "http://127.0.0.1:9",
@@ -307,23 +347,25 @@ def test_manifests_apply_to_the_cluster_and_roll_out(kube):
 
     core = client.CoreV1Api(kube.api_client())
     ns = kube.namespace
-    params = {"mode": "apply", "namespace": ns, "db_host": "", "s3_bucket": "mlflow", "s3_endpoint": "",
+    params = {"namespace": ns, "db_host": "", "s3_bucket": "mlflow", "s3_endpoint": "",
               "db_password": f"k8s:{ns}/mlflow-db/password", "s3_access_key": f"k8s:{ns}/mlflow-s3/access-key-id",
               "s3_secret_key": f"k8s:{ns}/mlflow-s3/secret-access-key", "ingress_host": "mlflow.example.test",
               "tracking_uri": "http://127.0.0.1:9", "timeout": 60.0}
     k = Kube(kubeconfig=kube.kubeconfig, context=kube.context)
-    s = tracking.settings_from(params, LOCAL.model_copy(update={"kube_context": kube.context}))
-    t = tracking.Tracking(settings=s, kube=k)
-    assert s.mode == "cluster"
+    target = LOCAL.model_copy(update={"kube_context": kube.context})
+    t = make_context(RUNBOOK, mode="apply", target=target, clients=Clients(target, kube=k), **params)
+    assert t.server_mode == "cluster" and t.kube is k
+    assert _skipped(tracking.deploy, t) is None and "not the embedded mode" in _skipped(tracking.start_embedded, t)
     # the Secrets are missing: preflight says which
-    failed = [c for c in tracking._cluster_preflight(t) if not c.passed]
+    failed = [c for c in cluster_preflight(t) if not c.passed]
     assert [c.name for c in failed] == ["Secret mlflow-db", "Secret mlflow-s3"]
     assert "does not exist" in failed[0].reason
     core.create_namespaced_secret(ns, client.V1Secret(metadata=client.V1ObjectMeta(name="mlflow-db"),
                                                       string_data={"password": "in-cluster-db-password"}))
     core.create_namespaced_secret(ns, client.V1Secret(metadata=client.V1ObjectMeta(name="mlflow-s3"), string_data={
         "access-key-id": "cluster-key-id", "secret-access-key": "cluster-secret-key"}))
-    assert all(c.passed for c in tracking._cluster_preflight(t))
+    assert all(c.passed for c in cluster_preflight(t))
+    assert t.secret("db_password") == "in-cluster-db-password"  # a k8s: reference, read in the cluster
     plan = tracking.plan_deploy(t)
     assert plan.outcome == "planned" and plan.details["dry_run"], plan.summary
     assert [r["action"] for r in plan.rows] == ["create", "create", "create"]

@@ -10,7 +10,8 @@ from opsbook.clients.postgres import Postgres
 from opsbook.clients.s3 import S3
 from opsbook.errors import Forbidden, Invalid, NotFound, Unreachable
 from opsbook.ops import mlflow_tracking_server as tracking
-from opsbook.targets import LOCAL, Target
+from opsbook.targets import Target
+from opsbook.testing.runbook import make_context
 
 
 def _client_error(code: str, status: int, message: str = ""):
@@ -65,21 +66,20 @@ def test_local_server_paths_and_stop_command(tmp_path):
 
 
 def test_modes_follow_the_target_and_tracking_uri():
-    assert tracking.settings_from({}, LOCAL).mode == "embedded"
-    assert tracking.settings_from({"tracking_uri": "http://m:5000/"}, LOCAL).tracking_uri == "http://m:5000"
-    assert tracking.settings_from({"tracking_uri": "http://m:5000"}, LOCAL).mode == "url"
+    assert make_context("mlflow-tracking-server").server_mode == "embedded"
+    assert make_context("mlflow-tracking-server", tracking_uri="http://m:5000/").tracking_uri == "http://m:5000"
+    assert make_context("mlflow-tracking-server", tracking_uri="http://m:5000").server_mode == "url"
     staging = Target(name="staging", kube_context="staging", mlflow_uri="https://mlflow.staging",
                      s3_endpoint="https://minio.staging")
-    s = tracking.settings_from({"mode": "apply"}, staging)
-    assert (s.mode, s.tracking_uri, s.s3_endpoint, s.applying) == ("cluster", "https://mlflow.staging",
-                                                                  "https://minio.staging", True)
+    s = make_context("mlflow-tracking-server", mode="apply", target=staging)
+    assert (s.server_mode, s.tracking_uri, s.s3_endpoint, s.applying) == ("cluster", "https://mlflow.staging",
+                                                                         "https://minio.staging", True)
 
 
 def test_manifests_take_credentials_from_secrets_only():
-    s = tracking.settings_from({"namespace": "ml-platform", "db_password": "k8s:ml-platform/pg/pw",
-                                "s3_access_key": "env:KEY", "s3_endpoint": "http://minio:9000",
-                                "ingress_host": "mlflow.example.com"}, LOCAL)
-    ms = tracking.render_manifests(s)
+    ctx = make_context("mlflow-tracking-server", namespace="ml-platform", db_password="k8s:ml-platform/pg/pw",
+                       s3_access_key="env:KEY", s3_endpoint="http://minio:9000", ingress_host="mlflow.example.com")
+    ms = tracking.render_manifests(ctx)
     assert [m["kind"] for m in ms] == ["Deployment", "Service", "Ingress"]
     c = ms[0]["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e for e in c["env"]}
@@ -96,7 +96,7 @@ def test_manifests_take_credentials_from_secrets_only():
         assert c[probe]["httpGet"]["path"] == "/health"
     assert c["resources"]["requests"] and "value" not in env["MLFLOW_DB_PASSWORD"]
     assert "\"value\"" not in json.dumps([e for e in c["env"] if e["name"].startswith(("MLFLOW_DB", "AWS_SECRET", "AWS_ACCESS"))])
-    assert tracking.required_secrets(s) == {"pg": ["pw"], "mlflow-s3": ["access-key-id", "secret-access-key"]}
+    assert tracking.required_secrets(ctx.settings) == {"pg": ["pw"], "mlflow-s3": ["access-key-id", "secret-access-key"]}
 
 
 @pytest.mark.parametrize("location,expected", [
@@ -106,4 +106,4 @@ def test_manifests_take_credentials_from_secrets_only():
     ("file:///tmp/a/3", ("file", "/tmp/a/3")),
 ])
 def test_artifact_locations(location, expected):
-    assert tracking._artifact_path(location) == expected
+    assert tracking.artifact_path(location) == expected
