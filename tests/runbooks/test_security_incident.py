@@ -14,13 +14,16 @@ import time
 from pathlib import Path
 
 import pytest
+from opsbook.clients import Clients
 from opsbook.clients.helm import Helm
 from opsbook.clients.kube import Kube
 from opsbook.clients.pgbackup import PgBackup
 from opsbook.clients.prometheus import Prometheus
 from opsbook.errors import NotFound
 from opsbook.ops import security_incident_response as incident
+from opsbook.targets import LOCAL
 from opsbook.testing.kube import requires_test_server, wait_until
+from opsbook.testing.runbook import make_context
 
 from .conftest import NOTEBOOKS, manifests_of
 
@@ -46,13 +49,15 @@ class Evidence:
         return {"name": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "description": description}
 
 
-def make_incident(kube_client, tmp_path, *, applying=True, **params):
-    base = {"incident_id": "INC-7", "namespace": params.pop("namespace"), "selector": "app=web",
-            "mode": "apply" if applying else "plan", "timeout": 30.0}
-    base.update(params)
-    s = incident.settings_from(base, None, applying=applying)
-    return incident.Incident(settings=s, kube=kube_client, evidence=Evidence(tmp_path / "evidence"),
-                             helm=params.get("helm"))
+def make_incident(kube_client, tmp_path, *, applying=True, helm=None, prometheus=None, archive=None, **params):
+    """The runbook's context with these clients (``None``: none) and an :class:`Evidence` that keeps
+    what the steps saved: ``(ctx, evidence)``."""
+    values = {"incident_id": "INC-7", "selector": "app=web", "timeout": 30.0, **params}
+    given = {k: v for k, v in (("kube", kube_client), ("helm", helm), ("prometheus", prometheus)) if v is not None}
+    evidence = Evidence(tmp_path / "evidence")
+    ctx = make_context(RUNBOOK, mode="apply" if applying else "plan", target=LOCAL, clients=Clients(LOCAL, **given),
+                       evidence=evidence, archive=archive, **values)
+    return ctx, evidence
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -125,7 +130,7 @@ def _rbac_state(k, ns, crb):
 @pytest.mark.kube
 def test_quarantine_applied_reapplied_idempotently_then_lifted(cluster, tmp_path):
     k, ns, _ = cluster
-    inc = make_incident(k, tmp_path, namespace=ns, lift_isolation=True)
+    inc, _ = make_incident(k, tmp_path, namespace=ns, lift_isolation=True)
     plan = incident.plan_isolate(inc)
     assert plan.outcome == "planned" and len(plan.rows) == 3  # 2 pods + the policy
     assert not k.list_objects(kind="NetworkPolicy", namespace=ns, selector=incident.QUARANTINE_LABEL)
@@ -160,7 +165,7 @@ def test_quarantine_applied_reapplied_idempotently_then_lifted(cluster, tmp_path
 def test_accounts_disabled_and_restored_round_trip(cluster, tmp_path):
     k, ns, crb = cluster
     before = _rbac_state(k, ns, crb)
-    inc = make_incident(k, tmp_path, namespace=ns, compromised_accounts=[f"{ns}/web-sa"])
+    inc, evidence = make_incident(k, tmp_path, namespace=ns, compromised_accounts=[f"{ns}/web-sa"])
     plan = incident.plan_disable_accounts(inc)
     assert {r["object"] for r in plan.rows} == {f"RoleBinding/{ns}/web-only", f"RoleBinding/{ns}/shared",
                                                 f"ClusterRoleBinding/{crb}", f"Secret/{ns}/web-sa-token"}
@@ -177,10 +182,10 @@ def test_accounts_disabled_and_restored_round_trip(cluster, tmp_path):
     shared = k.get(kind="RoleBinding", name="shared", namespace=ns)
     assert [s["name"] for s in shared["subjects"]] == ["other", "alice"]
     # the copy in the record: every object as it was, the token Secret without its value
-    copy_ = json.loads(inc.evidence.saved[incident.ACCOUNTS_EVIDENCE])
+    copy_ = json.loads(evidence.saved[incident.ACCOUNTS_EVIDENCE])
     assert len(copy_["items"]) == 4
-    assert b"leaked-token-value" not in inc.evidence.saved[incident.ACCOUNTS_EVIDENCE]
-    assert base64.b64encode(b"leaked-token-value") not in inc.evidence.saved[incident.ACCOUNTS_EVIDENCE]
+    assert b"leaked-token-value" not in evidence.saved[incident.ACCOUNTS_EVIDENCE]
+    assert base64.b64encode(b"leaked-token-value") not in evidence.saved[incident.ACCOUNTS_EVIDENCE]
 
     assert incident.disable_accounts(inc).outcome == "ok"  # idempotent: nothing left to disable
 
@@ -190,13 +195,12 @@ def test_accounts_disabled_and_restored_round_trip(cluster, tmp_path):
     archive = Archive(tmp_path / "outputs", fsync=False)
     src = tmp_path / "record"
     (src / "evidence" / "containment").mkdir(parents=True)
-    (src / "evidence" / incident.ACCOUNTS_EVIDENCE).write_bytes(inc.evidence.saved[incident.ACCOUNTS_EVIDENCE])
+    (src / "evidence" / incident.ACCOUNTS_EVIDENCE).write_bytes(evidence.saved[incident.ACCOUNTS_EVIDENCE])
     archive.record(runbook_id=RUNBOOK, run_id="20260101T000000Z-aaaaaa", source_dir=src,
                    manifest={"parameters": {"incident_id": "INC-7"}, "started": "2026-01-01T00:00:00Z",
                              "status": "succeeded", "mode": "apply"})
-    inc2 = make_incident(k, tmp_path / "r", namespace=ns, compromised_accounts=[f"{ns}/web-sa"],
-                         reenable_accounts=True)
-    inc2.archive = archive
+    inc2, _ = make_incident(k, tmp_path / "r", namespace=ns, compromised_accounts=[f"{ns}/web-sa"],
+                            reenable_accounts=True, archive=archive)
     assert incident.plan_reenable_accounts(inc2).outcome == "planned"
     res2 = incident.reenable_accounts(inc2)
     assert res2.outcome == "changed"
@@ -212,12 +216,13 @@ def test_evidence_files_match_what_the_cluster_returned(cluster, tmp_path, kube)
     pods = sorted(p["metadata"]["name"] for p in k.pod_objects(namespace=ns, selector="app=web"))
     kube.feed_logs(pods[0], "server", "GET /predict 200\nPOST /admin 403 from 10.9.9.9\n")
     kube.feed_logs(pods[0], "server", "crashed: segfault\n", previous=True)
-    inc = make_incident(k, tmp_path, namespace=ns, compromised_accounts=[f"system:serviceaccount:{ns}:web-sa"])
+    inc, evidence = make_incident(k, tmp_path, namespace=ns, compromised_accounts=[f"system:serviceaccount:{ns}:web-sa"],
+                                  log_lines=2000)
     ident = incident.affected_pods(inc)
     assert {r["pod"] for r in ident.rows} == set(pods)
     assert all(r["digest"].startswith("ghcr.io/ml/web@sha256:") or "sha256:" in r["digest"] for r in ident.rows)
     res = incident.capture_evidence(inc)
-    saved = inc.evidence.saved
+    saved = evidence.saved
     assert res.details["files"] == list(saved)
     for name in pods:
         assert json.loads(saved[f"pods/{name}.json"]) == k.get(kind="Pod", name=name, namespace=ns)
@@ -262,8 +267,7 @@ def test_helm_rollback_to_a_named_revision(kube, tmp_path):
     helm.upgrade("tiny", str(chart), namespace=ns, set_values={"build": "backdoored"})
     k = Kube(kubeconfig=kube.kubeconfig, context=kube.context)
     assert k.get(kind="ConfigMap", name="tiny-build", namespace=ns)["data"]["build"] == "backdoored"
-    inc = make_incident(k, tmp_path, namespace=ns, release="tiny", rollback_revision=1)
-    inc.helm = helm
+    inc, _ = make_incident(k, tmp_path, namespace=ns, release="tiny", rollback_revision=1, helm=helm)
     changes = incident.recent_changes(inc)
     assert [r["revision"] for r in changes.rows if r["what"] == "helm tiny"] == [1, 2]
     plan = incident.plan_rollback(inc)
@@ -298,11 +302,11 @@ def test_database_restored_from_a_dump_rows_deleted_after_the_dump_are_back(post
     params = dict(namespace="ml", backup_file=str(dump), db_host=postgres.host, db_port=postgres.port,
                   db_name=db, db_user=postgres.user, expected_rows={"public.runs": 50, "public.audit": 2},
                   phases=["eradication"])
-    plan_inc = make_incident(None, tmp_path, applying=False, **params)
+    plan_inc, _ = make_incident(None, tmp_path, applying=False, **params)
     plan = incident.plan_restore_database(plan_inc)
     assert plan.outcome == "planned"
     assert {r["table"]: r["rows now (replaced)"] for r in plan.rows} == {"public.audit": 3, "public.runs": 10}
-    inc = make_incident(None, tmp_path, **params)
+    inc, evidence = make_incident(None, tmp_path, **params)
     res = incident.restore_database(inc)
     assert res.outcome == "changed"
     assert {r["table"]: (r["rows before"], r["rows after"]) for r in res.rows} == {
@@ -310,10 +314,10 @@ def test_database_restored_from_a_dump_rows_deleted_after_the_dump_are_back(post
     assert incident.restore_verified(inc).outcome == "ok"
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*), max(name) FROM runs").fetchone() == (50, "run-9")
-    saved = json.loads(inc.evidence.saved["eradication/database-restore.json"])
+    saved = json.loads(evidence.saved["eradication/database-restore.json"])
     assert saved["rows_after"] == {"public.audit": 2, "public.runs": 50}
     # a wrong expectation fails the check
-    bad = make_incident(None, tmp_path, **{**params, "expected_rows": {"public.runs": 51}})
+    bad, _ = make_incident(None, tmp_path, **{**params, "expected_rows": {"public.runs": 51}})
     assert incident.restore_verified(bad).outcome == "failed"
 
 
@@ -349,21 +353,19 @@ def test_firing_alerts_are_read_from_prometheus(prometheus, tmp_path):
         prom = Prometheus(prometheus.url)
         wait_until(lambda: any(a["alertname"] == "OpsbookIncidentTest" and a["state"] == "firing"
                                for a in prom.alerts()), timeout=30, message="the test alert firing")
-        inc = make_incident(None, tmp_path, namespace="ml", prometheus_url=prometheus.url)
-        inc.prometheus = prom
+        inc, evidence = make_incident(None, tmp_path, namespace="ml", prometheus_url=prometheus.url, prometheus=prom)
         res = incident.alerts(inc)
         row = next(r for r in res.rows if r["alert"] == "OpsbookIncidentTest")
         assert row["state"] == "firing" and row["severity"] == "critical"
         assert "OpsbookIncidentTest" in res.details["firing"]
-        assert "OpsbookIncidentTest" in inc.evidence.saved["identification/alerts.json"].decode()
+        assert "OpsbookIncidentTest" in evidence.saved["identification/alerts.json"].decode()
         assert incident.assess_severity(inc).details["assessed"] == "sev2"  # critical alert, not production
         # recovery's error-rate check over a window, through the same API
-        ok = make_incident(None, tmp_path, namespace="ml", error_rate_query="vector(0.001)", error_rate_max=0.01,
-                           monitor_seconds=10)
-        ok.prometheus = prom
+        ok, _ = make_incident(None, tmp_path, namespace="ml", error_rate_query="vector(0.001)", error_rate_max=0.01,
+                              monitor_seconds=10, prometheus_url=prometheus.url, prometheus=prom)
         assert incident.error_rate(ok).outcome == "ok"
-        high = make_incident(None, tmp_path, namespace="ml", error_rate_query="vector(0.5)", monitor_seconds=10)
-        high.prometheus = prom
+        high, _ = make_incident(None, tmp_path, namespace="ml", error_rate_query="vector(0.5)", monitor_seconds=10,
+                                prometheus_url=prometheus.url, prometheus=prom)
         assert incident.error_rate(high).outcome == "failed"
     finally:
         prometheus.write_config()
@@ -388,6 +390,12 @@ def test_notebook_plans_on_local_then_incident_and_evidence_bundle_via_the_cli(o
     assert outcomes["Quarantine the affected pods"] == "planned"
     assert outcomes["Disable the compromised accounts"] == "planned"
     assert outcomes["Severity assessment"] == "ok" and "failed" not in outcomes.values()
+    # each step recorded under its declared id; a step that does not apply says why
+    by_id = {s["id"]: s for s in m["steps"]}
+    assert by_id["quarantine"]["outcome"] == "planned" and by_id["disable-accounts"]["outcome"] == "planned"
+    assert by_id["alerts"]["outcome"] == "skipped" and by_id["alerts"]["summary"].startswith("no Prometheus URL")
+    assert by_id["capture-evidence"]["summary"] == "no cluster on target local: nothing to read"
+    assert by_id["lift-isolation"]["summary"].startswith("lift_isolation is false")
 
     out = str(opsbook_run.outputs)
     listing = _cli("incident", "INC-99", "--json", "--outputs", out, cwd=tmp_path)
@@ -420,7 +428,7 @@ def test_notebook_plans_on_local_then_incident_and_evidence_bundle_via_the_cli(o
 def test_known_good_digest_redeployed_and_scale_down_restored(cluster, tmp_path):
     k, ns, _ = cluster
     good = "ghcr.io/ml/web@sha256:" + "ab" * 32
-    inc = make_incident(k, tmp_path, namespace=ns, known_good_image=f"web/server={good}", scale_down=True)
+    inc, evidence = make_incident(k, tmp_path, namespace=ns, known_good_image=f"web/server={good}", scale_down=True)
     plan = incident.plan_redeploy_image(inc)
     assert plan.rows == [{"container": "server", "image now": "ghcr.io/ml/web:1.0", "image after": good}]
     assert incident.redeploy_image(inc).outcome == "changed"
@@ -434,7 +442,7 @@ def test_known_good_digest_redeployed_and_scale_down_restored(cluster, tmp_path)
     assert incident.plan_scale_down(inc).rows == [{"deployment": "web", "replicas now": 2}]
     assert incident.scale_down(inc).outcome == "changed"
     assert k.get(kind="Deployment", name="web", namespace=ns)["spec"]["replicas"] == 0
-    assert json.loads(inc.evidence.saved[incident.SCALE_EVIDENCE])["replicas"] == {"web": 2}
+    assert json.loads(evidence.saved[incident.SCALE_EVIDENCE])["replicas"] == {"web": 2}
     assert incident.scale_back(inc).outcome == "changed"
     assert k.get(kind="Deployment", name="web", namespace=ns)["spec"]["replicas"] == 2
     assert incident.pods_ready(inc).outcome == "ok"
