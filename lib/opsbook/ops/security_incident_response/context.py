@@ -9,7 +9,6 @@ needs is saved as evidence (``ACCOUNTS_EVIDENCE``, ``SCALE_EVIDENCE``) and read 
 
 from __future__ import annotations
 
-import inspect
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -173,15 +172,8 @@ class Context(base.Context):
         return self._db
 
     def _db_password(self) -> str | None:
-        if not self.settings.db_password:
-            return None
-        # a k8s: reference is read through the target's cluster; the base context's secret() takes no
-        # Kubernetes reader yet, the notebook API's resolver does
-        resolver: Any = self._secret
-        kube = self.kube if self.has_cluster else None
-        if resolver is not None and kube is not None and "k8s" in inspect.signature(resolver).parameters:
-            return str(resolver("db_password", k8s=kube.read_secret_key))
-        return self.secret("db_password")
+        """The database password (a ``k8s:`` reference is read through the target's cluster)."""
+        return self.secret("db_password") if self.settings.db_password else None
 
     # -- evidence ----------------------------------------------------------------------------------
     def save(self, name: str, content: Any, description: str) -> dict[str, Any]:
