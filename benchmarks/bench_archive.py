@@ -28,12 +28,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lib"))  # run from a checkout without installing
 
 from _timings import print_timings  # noqa: E402  (benchmarks/, the script's own folder)
-from opsbook.records.disk import (  # noqa: E402
-    Archive,
-    build_manifest,
-    chain_entry,
-    iter_record_files,
-)
+from opsbook.records.disk import Archive  # noqa: E402
+from opsbook.records.disk_files import iter_record_files  # noqa: E402
+from opsbook.records.ledger import build_manifest, chain_entry  # noqa: E402
 
 VERIFY_TARGET = 10.0
 HISTORY_TARGET = 1.0

@@ -36,8 +36,10 @@ sys.path.insert(0, str(HERE))
 
 from bench_archive import RUNBOOKS, _files, _manifest, synthesise_direct  # noqa: E402
 from opsbook.clients.s3 import S3  # noqa: E402
-from opsbook.records.disk import Archive, build_manifest, chain_entry  # noqa: E402
-from opsbook.records.s3 import STORE_KEY, S3Archive, pack_body  # noqa: E402
+from opsbook.records.disk import Archive  # noqa: E402
+from opsbook.records.ledger import build_manifest, chain_entry  # noqa: E402
+from opsbook.records.s3 import STORE_KEY, S3Archive  # noqa: E402
+from opsbook.records.s3_layout import pack_body  # noqa: E402
 
 VERIFY_TARGET = 30.0
 

@@ -35,7 +35,8 @@ sys.path.insert(0, str(HERE.parent / "lib"))  # run from a checkout without inst
 
 from _timings import print_timings  # noqa: E402  (benchmarks/, the script's own folder)
 from opsbook.records import site  # noqa: E402
-from opsbook.records.disk import Archive, build_manifest, chain_entry  # noqa: E402
+from opsbook.records.disk import Archive  # noqa: E402
+from opsbook.records.ledger import build_manifest, chain_entry  # noqa: E402
 
 BUDGET = 30.0
 RUNBOOKS = ["initial-kubernetes-deployment", "mlflow-tracking-server", "centralized-logging",

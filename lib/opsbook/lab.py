@@ -153,7 +153,7 @@ def serve(*, port: int | None = None, notebooks: str | None = None, outputs: str
 
 def _archive_location(outputs: str | None) -> str:
     """The archive as the kernels must see it: an absolute folder, or the ``s3://`` URL unchanged."""
-    from opsbook.records.disk import open_archive
+    from opsbook.records.archive import open_archive
 
     return str(open_archive(outputs).location)
 

@@ -31,7 +31,7 @@ from opsbook.errors import ApprovalError, ArchiveError, RecordExists, RecordNotU
 from opsbook.ids import new_run_id, utcnow
 from opsbook.parameters import check_required, refuse, resolve_path, validate
 from opsbook.records import record as recording
-from opsbook.records.disk import Archive, open_archive
+from opsbook.records.archive import RunArchive, open_archive
 from opsbook.runenv import (
     ENV_APPROVED_PLAN,
     ENV_EVENTS,
@@ -44,7 +44,7 @@ from opsbook.targets import Target
 from opsbook.targets import get as get_target
 
 if TYPE_CHECKING:
-    from opsbook.records.s3 import S3Archive, S3Path
+    from opsbook.records.s3 import S3Path
 
 from opsbook.kernel import (  # noqa: F401 - KERNEL_SHUTDOWN_WAIT, cell_labels, _kernel_manager_class: re-exported
     KERNEL_SHUTDOWN_WAIT,
@@ -60,7 +60,7 @@ from opsbook.kernel import (  # noqa: F401 - KERNEL_SHUTDOWN_WAIT, cell_labels, 
     cell_labels,
 )
 
-#: Space an archive must have free before a run (``Archive.check_writable``): a plan, or any run
+#: Space an archive must have free before a run (``RunArchive.check_writable``): a plan, or any run
 #: that is not an apply, needs RESERVE_FLOOR (a record of a few notebooks' size; refusing a plan
 #: into a full or read-only archive costs nothing, its record would be lost anyway); an apply
 #: approved from a plan RESERVE_FACTOR times that plan record's size plus RESERVE_FLOOR (the apply
@@ -154,7 +154,7 @@ class Prepared:
 
 def prepare(runbook_id: str, given: dict[str, Any], *, text_values: set[str] | None = None,
             mode: str | None = None, target: str | None = None, approve: str | None = None,
-            archive: Archive | S3Archive | None = None, notebooks: Path | None = None,
+            archive: RunArchive | None = None, notebooks: Path | None = None,
             operator: str | None = None, check_paths: bool = True) -> Prepared:
     """Everything that is checked before a kernel starts. Raises UsageError subclasses. ``check_paths=False``
     (``--on-cluster``: the files are the pod's) leaves ``[path...]`` parameters as given."""
@@ -240,7 +240,7 @@ def _read_events(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def execute(prep: Prepared, *, archive: Archive | S3Archive, progress: ProgressCallback | None = None,
+def execute(prep: Prepared, *, archive: RunArchive, progress: ProgressCallback | None = None,
             operator: str | None = None, run_id: str | None = None, cell_timeout: int | None = None,
             run_timeout: int | None = None) -> RunOutcome:
     """Execute a prepared run and archive its record, whatever happens. Never raises for a run that
@@ -350,7 +350,7 @@ def execute(prep: Prepared, *, archive: Archive | S3Archive, progress: ProgressC
     return outcome
 
 
-def _minimal_record(prep: Prepared, *, archive: Archive | S3Archive, run_id: str, operator: str, started: str, status: str,
+def _minimal_record(prep: Prepared, *, archive: RunArchive, run_id: str, operator: str, started: str, status: str,
                     error: str | None, finalize_error: BaseException, secrets_file: Path,
                     timeouts: dict[str, Any] | None = None) -> RunOutcome:
     """The full record could not be built: keep a manifest-only record rather than nothing. The
@@ -379,7 +379,7 @@ def _minimal_record(prep: Prepared, *, archive: Archive | S3Archive, run_id: str
                       record_dir=ref.path, error=manifest["error"], manifest=manifest)
 
 
-def _finalize(prep: Prepared, *, archive: Archive | S3Archive, staging: Path, out_nb: Path, events: Path,
+def _finalize(prep: Prepared, *, archive: RunArchive, staging: Path, out_nb: Path, events: Path,
               secrets_file: Path, run_id: str, operator: str, started: str, seconds: float, status: str,
               failed_cell: dict[str, Any] | None, error: str | None, warm: _HtmlWarmup,
               timeouts: dict[str, Any] | None = None) -> RunOutcome:

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from opsbook import approval, catalog, cli, runner, signing, targets
 from opsbook.errors import ApprovalError
-from opsbook.records.disk import Archive, chain_entry
+from opsbook.records.disk import Archive
+from opsbook.records.ledger import chain_entry
 
 from ..conftest import FIXTURE_NOTEBOOKS, FIXTURE_SECRET, OPSBOOK
 

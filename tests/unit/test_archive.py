@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 from opsbook.errors import ArchiveError, LedgerError, RecordExists
-from opsbook.records.disk import GENESIS, Archive, LedgerEntry, canonical_json
+from opsbook.records.disk import Archive
+from opsbook.records.ledger import GENESIS, LedgerEntry, canonical_json
 
 RUNBOOK = "deploy-new-model"
 

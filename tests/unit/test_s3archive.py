@@ -34,7 +34,8 @@ from opsbook.errors import (
     UsageError,
 )
 from opsbook.records import bundle as incident_bundle
-from opsbook.records.disk import GENESIS, LedgerEntry, canonical_json, open_archive
+from opsbook.records.archive import open_archive
+from opsbook.records.ledger import GENESIS, LedgerEntry, canonical_json
 from opsbook.records.s3 import RecordNotUploaded, Retention, S3Archive, S3Path, S3RecordRef, parse_s3_url
 
 from ..conftest import FIXTURE_NOTEBOOKS, FIXTURE_SECRET, OPSBOOK
@@ -787,7 +788,7 @@ class TestCli:
 
 def test_entries_parse_like_the_disk_ledger(filled: S3Archive) -> None:
     """The same LedgerEntry hashing as on disk: each object re-hashes to its hash and links by prev."""
-    lines = filled._ledger_lines()
+    lines = filled.ledger_lines()
     assert [seq for seq, _ in lines] == [1, 2, 3, 4]
     for _seq, raw_line in lines:
         e = LedgerEntry.from_obj(json.loads(raw_line))

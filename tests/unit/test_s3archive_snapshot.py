@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from opsbook.records.disk import canonical_json
+from opsbook.records.ledger import canonical_json
 from opsbook.records.s3 import S3Archive, _scan_source
 
 from .test_archive import _manifest, _source

@@ -41,10 +41,11 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from opsbook.errors import ArchiveError, BundleUnreadable, UsageError
-from opsbook.records.disk import GENESIS, MANIFEST_NAME, Archive, LedgerEntry, canonical_json
+from opsbook.records.ledger import GENESIS, MANIFEST_NAME, LedgerEntry, canonical_json
 
 if TYPE_CHECKING:
-    from opsbook.records.s3 import S3Archive, S3Path
+    from opsbook.records.archive import RunArchive
+    from opsbook.records.s3 import S3Path
 
 __all__ = ["IncidentRun", "BundleInfo", "BundleReport", "incident_runs", "export", "verify_bundle", "postmortem",
            "BUNDLE_FORMAT"]
@@ -77,7 +78,7 @@ class IncidentRun:
         return str(self.manifest.get("started") or self.entry.started or "")
 
 
-def incident_runs(archive: Archive | S3Archive, incident_id: str) -> list[IncidentRun]:
+def incident_runs(archive: RunArchive, incident_id: str) -> list[IncidentRun]:
     """Every archived run whose parameter ``incident_id`` is ``incident_id``, in time order (start
     time, then ledger order). Only records listed in the ledger count (a bundle needs their entries)."""
     out = []
@@ -240,12 +241,12 @@ def _record_files(path: Path | S3Path) -> dict[str, bytes]:
 def _site_pages(incident_id: str, runs: list[IncidentRun], files: dict[str, bytes]) -> dict[str, bytes]:
     """The incident's site pages under ``site/`` (an index of its runs, its timeline, each run's page,
     the canary plots): ordinary bundle files, hashed into SHA256SUMS and so checked by verify_bundle."""
-    from opsbook.records import site
+    from opsbook.records.site import bundle_pages
 
-    return site.bundle_pages(incident_id, runs, files)
+    return bundle_pages(incident_id, runs, files)
 
 
-def export(archive: Archive | S3Archive, incident_id: str, out: str | os.PathLike[str]) -> BundleInfo:
+def export(archive: RunArchive, incident_id: str, out: str | os.PathLike[str]) -> BundleInfo:
     """Write the evidence bundle of ``incident_id`` to ``out`` (``.tar.gz``); ``UsageError`` if the
     archive has no run of that incident."""
     runs = incident_runs(archive, incident_id)
@@ -255,7 +256,7 @@ def export(archive: Archive | S3Archive, incident_id: str, out: str | os.PathLik
     lo, hi = min(seqs), max(seqs)
     segment: list[bytes] = []
     entries: list[LedgerEntry] = []
-    for _lineno, raw in archive._ledger_lines():
+    for _lineno, raw in archive.ledger_lines():
         e = LedgerEntry.from_obj(json.loads(raw))
         if lo <= e.seq <= hi:
             segment.append(raw.rstrip(b"\n") + b"\n")
