@@ -9,11 +9,14 @@ import secrets as _random
 from pathlib import Path
 
 import pytest
+from opsbook.clients import Clients
 from opsbook.clients.helm import Helm
 from opsbook.clients.kube import Kube
 from opsbook.clients.registry import Registry
 from opsbook.ops import deploy_new_model as rollout
+from opsbook.ops.base import declaration, skip_reason
 from opsbook.targets import LOCAL
+from opsbook.testing.runbook import make_context
 
 from .conftest import CHART, ROOT, manifests_of, values_for
 
@@ -41,10 +44,11 @@ def registry_model(mlflow_server):
     return reg, name, run_id, (v1.version, v2.version, v3.version)
 
 
-def _ctx(reg: Registry, name: str, **params) -> rollout.ModelRollout:
+def _ctx(reg: Registry, name: str, **params) -> rollout.Context:
     p = {"mode": "plan", "model": "proposer", "registered_model": name, "serving_version": "1",
          "metrics_file": str(HEALTHY), "tracking_uri": reg.tracking_uri, **params}
-    return rollout.configure(p, LOCAL, registry=reg, run_id="run-x", operator="alice").value
+    return make_context(RUNBOOK, target=LOCAL, clients=Clients(LOCAL, registry=reg), run_id="run-x",
+                        operator="alice", **p)
 
 
 @pytest.mark.services
@@ -139,11 +143,12 @@ def stable(kube, tmp_path):
     k.close()
 
 
-def _cluster_ctx(kube, k: Kube, metrics: Path, **params) -> rollout.ModelRollout:
+def _cluster_ctx(kube, k: Kube, metrics: Path, *, plan_record: dict | None = None, **params) -> rollout.Context:
     p = {"mode": "apply", "model": "proposer", "version": "2", "namespace": kube.namespace,
          "metrics_file": str(metrics), "timeout": 60.0, **params}
     target = LOCAL.model_copy(update={"name": "test", "kube_context": kube.context})
-    return rollout.configure(p, target, kube=k, run_id="run-k", operator="bob").value
+    return make_context(RUNBOOK, target=target, clients=Clients(target, kube=k), plan_record=plan_record,
+                        run_id="run-k", operator="bob", **p)
 
 
 def _versions(k: Kube, ns: str, track: str) -> list[str]:
@@ -151,7 +156,7 @@ def _versions(k: Kube, ns: str, track: str) -> list[str]:
     return sorted(rollout.model_of(p)[0] for p in pods if not p["metadata"].get("deletionTimestamp"))
 
 
-def _canary_up(ctx: rollout.ModelRollout, k: Kube, ns: str) -> None:
+def _canary_up(ctx: rollout.Context, k: Kube, ns: str) -> None:
     checks = rollout.preflight(ctx)
     assert all(c.passed for c in checks), checks
     assert ctx.serving.version == "1" and ctx.stable_name == "ml-ml-platform-proposer"
@@ -177,7 +182,8 @@ def test_canary_then_promote_rolls_the_new_version_out_everywhere(kube, stable):
     assert rollout.judge(ctx).details["decision"] == "promote"
     assert rollout.decide(ctx).details["decision"] == "promote"
     assert rollout.plan_promote(ctx).details["dry_run_version"] == "2"
-    assert rollout.rollback(ctx).outcome == "skipped"
+    assert skip_reason(declaration(rollout.rollback), ctx) == "the decision is promote, not rollback"
+    assert skip_reason(declaration(rollout.promote), ctx) is None
     done = rollout.promote(ctx)
     assert done.outcome == "changed" and done.details["canary_deleted"], done.summary
     verified = rollout.verify_instances(ctx)
@@ -192,17 +198,17 @@ def test_canary_then_promote_rolls_the_new_version_out_everywhere(kube, stable):
 def test_rollback_deletes_the_canary_and_restores_what_served_before(kube, stable):
     ns = kube.namespace
     # the approved plan recorded v1 serving and a rollback verdict
-    plan = {"steps": [{"title": rollout.SERVING_STEP, "details": {"version": "1", "uri": "models:/proposer/1"}},
-                      {"title": rollout.JUDGE_STEP, "details": {"decision": "rollback", "reason": "latency"}}]}
-    ctx = _cluster_ctx(kube, stable, REGRESSED)
-    ctx.approved_plan, ctx.plan_record = "plan-r", lambda: plan
+    plan = {"run_id": "plan-r",
+            "steps": [{"id": "serving-version", "details": {"version": "1", "uri": "models:/proposer/1"}},
+                      {"id": "judge", "details": {"decision": "rollback", "reason": "latency"}}]}
+    ctx = _cluster_ctx(kube, stable, REGRESSED, plan_record=plan)
     _canary_up(ctx, stable, ns)
     assert rollout.judge(ctx).details["decision"] == "rollback"
     decided = rollout.decide(ctx)
     assert decided.details["decision"] == "rollback" and decided.details["plan_run_id"] == "plan-r"
-    assert rollout.promote(ctx).outcome == "skipped"
+    assert skip_reason(declaration(rollout.promote), ctx) == "the decision is rollback, not promote"
     # someone changed the stable Deployment meanwhile: the rollback puts back exactly v1
-    rollout._patch_stable(ctx, version="2", uri="models:/proposer/2")
+    rollout.patch_stable(ctx, version="2", uri="models:/proposer/2")
     done = rollout.rollback(ctx)
     assert done.outcome == "changed" and done.details["restored"] and done.details["canary_deleted"], done.summary
     verified = rollout.verify_instances(ctx)
@@ -236,7 +242,8 @@ def test_a_stable_deployment_that_would_adopt_the_canary_is_refused(kube, stable
 
 
 def _steps(m: dict) -> dict[str, dict]:
-    return {s["title"]: s for s in m["steps"]}
+    """A run's recorded steps by their declared id (what an apply finds its plan's steps by)."""
+    return {s["id"]: s for s in m["steps"]}
 
 
 def test_plan_on_local_judges_the_recorded_canary(opsbook_run):
@@ -246,17 +253,18 @@ def test_plan_on_local_judges_the_recorded_canary(opsbook_run):
     (m,) = manifests_of(opsbook_run.outputs, RUNBOOK)
     assert m["status"] == "succeeded" and m["mode"] == "plan" and m["target"] == "local"
     steps = _steps(m)
-    judged = steps[rollout.JUDGE_STEP]["details"]
+    assert steps["judge"]["title"] == "Judge the canary" and steps["judge"]["kind"] == "step"
+    judged = steps["judge"]["details"]
     assert judged["decision"] == "promote", judged
     assert {x["metric"] for x in judged["metrics"]} == {"accuracy", "latency", "error_rate", "d"}
     assert all(x["reason"] for x in judged["metrics"])
-    assert steps["Decide"]["details"]["decision"] == "promote"
-    assert steps["Deploy the canary"]["outcome"] == "planned"
-    assert steps["Render the canary"]["details"]["manifest"]["metadata"]["labels"]["opsbook.io/track"] == "canary"
-    assert steps["Promote to every instance"]["outcome"] == "planned"
-    assert steps[rollout.SERVING_STEP]["details"]["version"] == "1"
-    assert steps["Plot the analysis"]["details"]["png_bytes"] > 1000
-    assert judged["warmup_intervals"] == 1 and steps["Plot the analysis"]["details"]["warmup_intervals"] == 1
+    assert steps["decide"]["details"]["decision"] == "promote"
+    assert steps["deploy-canary"]["outcome"] == "planned"
+    assert steps["canary-manifest"]["details"]["manifest"]["metadata"]["labels"]["opsbook.io/track"] == "canary"
+    assert steps["promote"]["outcome"] == "planned"
+    assert steps["serving-version"]["details"]["version"] == "1"
+    assert steps["plot"]["details"]["png_bytes"] > 1000
+    assert judged["warmup_intervals"] == 1 and steps["plot"]["details"]["warmup_intervals"] == 1
     nb = (next((opsbook_run.outputs / RUNBOOK).iterdir()) / "notebook.ipynb").read_text()
     assert "image/png" in nb
     assert "the first 1 interval(s), 1 min, are not judged" in nb  # the settings table
@@ -270,7 +278,7 @@ def test_a_warmup_as_long_as_the_monitoring_period_is_refused_naming_it(opsbook_
     assert ("warmup_intervals=10: expected at most 9: the warm-up must leave at least one of the monitoring "
             "period's 10 intervals of 60 s (monitor_minutes=10) to judge") in out, out
     (m,) = manifests_of(opsbook_run.outputs, RUNBOOK)
-    assert m["status"] == "failed" and rollout.JUDGE_STEP not in _steps(m)  # stopped at the settings
+    assert m["status"] == "failed" and "judge" not in _steps(m)  # stopped at the settings
     r = opsbook_run(RUNBOOK, "-p", "warmup_intervals", "-2")
     assert r.returncode == 2 and "warmup_intervals: got '-2'; expected a value >= 0" in r.stderr, r.stdout + r.stderr
 
@@ -281,21 +289,21 @@ def test_regressed_canary_plan_then_approved_apply_acts_on_the_plans_verdict(ops
     r = opsbook_run(RUNBOOK, *args)
     assert r.returncode == 0, r.stdout + r.stderr
     (plan,) = manifests_of(opsbook_run.outputs, RUNBOOK)
-    assert _steps(plan)[rollout.JUDGE_STEP]["details"]["decision"] == "rollback"
-    assert _steps(plan)["Roll back"]["outcome"] == "planned"
+    assert _steps(plan)["judge"]["details"]["decision"] == "rollback"
+    assert _steps(plan)["rollback"]["outcome"] == "planned"
     # the terminal says what the run found, not only "succeeded"
-    headline = _steps(plan)[rollout.JUDGE_STEP]["headline"]
+    headline = _steps(plan)["judge"]["headline"]
     assert headline.startswith("ROLLBACK at interval ") and "latency +" in headline
     assert f"▶ {headline}" in r.stdout
     r = opsbook_run(RUNBOOK, *args, "--mode", "apply", "--approve", plan["run_id"], env={"OPSBOOK_OPERATOR": "carol"})
     assert r.returncode == 0, r.stdout + r.stderr
     (m,) = [m for m in manifests_of(opsbook_run.outputs, RUNBOOK) if m["mode"] == "apply"]
     assert m["status"] == "succeeded"
-    decided = _steps(m)["Decide"]["details"]
+    decided = _steps(m)["decide"]["details"]
     assert decided["decision"] == "rollback" and decided["plan_run_id"] == plan["run_id"]
     assert decided["verdict_source"] == f"the approved plan {plan['run_id']}" and decided["operator"] == "carol"
-    assert _steps(m)["Roll back"]["outcome"] == "skipped"  # no cluster on local
-    assert _steps(m)["Promote to every instance"]["outcome"] == "skipped"
+    assert _steps(m)["rollback"]["outcome"] == "skipped"  # no cluster on local
+    assert _steps(m)["promote"]["outcome"] == "skipped"
 
 
 @pytest.mark.kube
@@ -313,17 +321,17 @@ def test_plan_then_approved_apply_on_a_cluster_canaries_promotes_and_verifies(ku
     assert r.returncode == 0, r.stdout + r.stderr
     (plan,) = manifests_of(opsbook_run.outputs, RUNBOOK)
     steps = _steps(plan)
-    assert steps["Deploy the canary"]["outcome"] == "planned" and steps["Deploy the canary"]["details"]["dry_run"]
-    assert steps["Promote to every instance"]["details"]["dry_run_version"] == "2"
+    assert steps["deploy-canary"]["outcome"] == "planned" and steps["deploy-canary"]["details"]["dry_run"]
+    assert steps["promote"]["details"]["dry_run_version"] == "2"
     assert _versions(stable, ns, "canary") == []  # plan changed nothing
     r = opsbook_run(RUNBOOK, *args, "--mode", "apply", "--approve", plan["run_id"], env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     (m,) = [m for m in manifests_of(opsbook_run.outputs, RUNBOOK) if m["mode"] == "apply"]
     steps = _steps(m)
-    assert steps["Deploy the canary"]["outcome"] == "changed"
-    assert steps["Decide"]["details"]["plan_run_id"] == plan["run_id"]
-    assert steps["Promote to every instance"]["outcome"] == "changed"
-    assert steps["Every instance serves the decided version"]["outcome"] == "ok"
+    assert steps["deploy-canary"]["outcome"] == "changed"
+    assert steps["decide"]["details"]["plan_run_id"] == plan["run_id"]
+    assert steps["promote"]["outcome"] == "changed"
+    assert steps["verify-instances"]["outcome"] == "ok"
     assert _versions(stable, ns, "stable") == ["2", "2"] and _versions(stable, ns, "canary") == []
 
 
@@ -338,13 +346,13 @@ def test_local_apply_with_a_registry_moves_the_alias_on_the_approved_evidence(re
         assert r.returncode == 0, r.stdout + r.stderr
         (plan,) = manifests_of(opsbook_run.outputs, RUNBOOK)
         steps = _steps(plan)
-        assert steps["Model version in the registry"]["details"]["in_production_by"] == "stage"
-        assert steps["Move the registry alias"]["outcome"] == "planned"
+        assert steps["registry-version"]["details"]["in_production_by"] == "stage"
+        assert steps["move-alias"]["outcome"] == "planned"
         assert reg.by_alias(name, "production").version == v1  # the plan moved nothing
         r = opsbook_run(RUNBOOK, *args, "--mode", "apply", "--approve", plan["run_id"], env=env)
         assert r.returncode == 0, r.stdout + r.stderr
         (m,) = [m for m in manifests_of(opsbook_run.outputs, RUNBOOK) if m["mode"] == "apply"]
-        moved = _steps(m)["Move the registry alias"]
+        moved = _steps(m)["move-alias"]
         assert moved["outcome"] == "changed", moved
         d = moved["details"]
         assert (d["from_version"], d["to_version"], d["by"], d["run_id"]) == (v1, v3, "erin", m["run_id"])

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-from opsbook.canary import DEFAULT_METRICS, LATENCY
+from opsbook.canary import DEFAULT_METRICS, LATENCY, inputs_from_frame
 from opsbook.clients.prometheus import Prometheus, duration, to_unix
 from opsbook.errors import ClientError, Invalid, TimedOut, Unreachable
 from opsbook.ops.deploy_new_model import metrics as cm
@@ -436,7 +436,7 @@ class TestBucketColumns:
             "latency_le_0.1", "latency_le_0.2", "latency_le_0.4", "latency_le_+Inf"]
         assert frame["latency_le_0.2"].tolist() == [75.0] * 6 and frame["latency_le_+Inf"].tolist() == [150.0] * 6
         frame = cm.validate_metrics(frame)
-        for item in cm.inputs_from_frame(frame, DEFAULT_METRICS):
+        for item in inputs_from_frame(frame, DEFAULT_METRICS):
             for arm in (item.stable, item.canary):  # 150 requests: 25% / 50% / 90% / 100% cumulative
                 assert arm["latency"].hist == (37.5, 37.5, 60.0, 15.0)
 
@@ -451,7 +451,7 @@ class TestBucketColumns:
         assert s.loc[2, ["latency_le_0.5", "latency_le_1", "latency_le_+Inf"]].tolist() == [50.0, 50.0, 50.0]
         assert math.isnan(s.loc[3, "latency_le_1"]) and s.loc[3, "latency_le_+Inf"] == 12.0
         frame = frame.assign(latency_logmean=-1.0, latency_logstd=0.5)  # the moments are not this test's concern
-        hists = {item.interval: item.stable["latency"].hist for item in cm.inputs_from_frame(frame, [LATENCY])}
+        hists = {item.interval: item.stable["latency"].hist for item in inputs_from_frame(frame, [LATENCY])}
         assert hists == {1: (40.0, 50.0, 10.0), 2: (50.0, 0.0, 0.0), 3: None}
 
     def test_one_bound_spelt_twice_is_invalid(self):

@@ -1,6 +1,6 @@
 """Plots of a canary analysis (matplotlib, no pyplot: safe under Agg and headless papermill runs).
 
-    result = canary_metrics.judge_metrics(frame)
+    result = metrics.judge_metrics(frame)        # opsbook.ops.deploy_new_model.metrics
     fig = plot_analysis(result.value)            # one panel per metric, stable vs canary
     fig.savefig("canary.png")
     fig2 = plot_verdict_timeline(result.value.history)
