@@ -6,7 +6,7 @@ import sys
 
 import pytest
 from opsbook.testing import timing
-from opsbook.testing.services import _Process
+from opsbook.testing.services.process import _Process
 
 
 def test_a_service_that_exits_fails_the_test_with_its_log(tmp_path):

@@ -323,7 +323,7 @@ def kube_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApi]:
             pytest.fail(f"the Kubernetes API test server did not start (exit code {proc.poll()}); its log "
                         f"({log_path}):\n{log_path.read_text(errors='replace')[-4000:]}")
         _record(time.monotonic() - t0)
-        yield KubeApi(kubeconfig=str(kubeconfig), context="opsbook-test", url=url, is_test_server=True,
+        yield KubeApi(kubeconfig=str(kubeconfig), context=TEST_CONTEXT, url=url, is_test_server=True,
                       log_path=str(log_path), pid=proc.pid, cache_dir=str(d / "kubectl-cache"))
     finally:
         _stop(proc)

@@ -6,4 +6,4 @@ library is imported until a test asks for a fixture.
 """
 
 from opsbook.testing.kube import *  # noqa: F401,F403  (kube fixtures: owned by testing/kube.py)
-from opsbook.testing.services import *  # noqa: F401,F403  (service fixtures: owned by testing/services.py)
+from opsbook.testing.services import *  # noqa: F401,F403  (service fixtures: owned by testing/services/)

@@ -76,10 +76,6 @@ def unsupported_media(ct: str) -> ApiError:
                     f'application/apply-patch+yaml, application/strategic-merge-patch+json (got "{ct}")')
 
 
-def gone(message: str) -> ApiError:
-    return ApiError(410, "Expired", message)
-
-
 def internal(message: str) -> ApiError:
     return ApiError(500, "InternalError", f"Internal error occurred: {message}",
                     {"causes": [{"message": message}]})

@@ -112,7 +112,6 @@ GROUP_ORDER = [
 ]
 
 BY_PATH: dict[tuple[str, str, str], Resource] = {(r.group, r.version, r.plural): r for r in RESOURCES}
-BY_KIND: dict[tuple[str, str], Resource] = {(r.api_version, r.kind): r for r in RESOURCES}
 
 
 def register(r: Resource) -> Resource | None:
@@ -120,10 +119,8 @@ def register(r: Resource) -> Resource | None:
     old = BY_PATH.get((r.group, r.version, r.plural))
     if old is not None:
         RESOURCES.remove(old)
-        BY_KIND.pop((old.api_version, old.kind), None)
     RESOURCES.append(r)
     BY_PATH[(r.group, r.version, r.plural)] = r
-    BY_KIND[(r.api_version, r.kind)] = r
     if r.group and r.group not in GROUP_ORDER:
         GROUP_ORDER.append(r.group)
     return old
@@ -133,15 +130,10 @@ def unregister(r: Resource) -> None:
     if r in RESOURCES:
         RESOURCES.remove(r)
     BY_PATH.pop((r.group, r.version, r.plural), None)
-    BY_KIND.pop((r.api_version, r.kind), None)
 
 
 def lookup(group: str, version: str, plural: str) -> Resource | None:
     return BY_PATH.get((group, version, plural))
-
-
-def by_kind(api_version: str, kind: str) -> Resource | None:
-    return BY_KIND.get((api_version, kind))
 
 
 def res(api_version: str, plural: str) -> Resource:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
+from .meta import parse_iso
 from .resources import Resource
-from .store import parse_iso
 
 
 def human_duration(seconds: float) -> str:

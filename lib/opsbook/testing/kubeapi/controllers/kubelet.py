@@ -1,5 +1,5 @@
-"""The node side of the simulated cluster: node status and leases, the scheduler, and the kubelet
-that runs (simulates) containers: image pulls, exits and restarts, readiness, init containers, logs."""
+"""The kubelet of every simulated node: runs (simulates) the containers of the pods bound to it:
+image pulls, exits and restarts with back-off, probes, readiness, init containers, and their logs."""
 
 from __future__ import annotations
 
@@ -8,28 +8,35 @@ import re
 import time
 import uuid
 
+from ..meta import now_iso
 from .common import (
     CRASH_RUN_SECONDS,
-    LEASE_RENEW_SECONDS,
-    LEASES,
     NODES,
     PODS,
     PULL_FAIL_SECONDS,
-    PVCS,
     READY_DELAY_ANNOTATION,
     RUN_SECONDS_ANNOTATION,
     RUN_TO_COMPLETION_SECONDS,
-    UNREACHABLE,
     ControllerBase,
     _cond,
     _set_cond,
     _shell_cmd,
-    _target_node,
     _terminal,
-    _tolerates,
     fnv32a,
 )
-from .store import image_never_pulls, now_iso
+
+
+def _container_image_host(image: str) -> str:
+    first = image.split("/", 1)[0]
+    if "/" in image and ("." in first or ":" in first or first == "localhost"):
+        return first.split(":")[0]
+    return ""
+
+
+def image_never_pulls(image: str) -> bool:
+    """Images from a registry under .invalid (RFC 2606) fail to pull, as they do on a real cluster."""
+    return _container_image_host(image or "").endswith(".invalid")
+
 
 # Test-only pod annotation: the exit code of a container that runs to completion (the "any other
 # command, restartPolicy Never/OnFailure" case), e.g. "1" to fail a Job's pod. Inert on a real cluster.
@@ -81,147 +88,8 @@ def _probe_fails(probe: dict) -> bool:
         len(pcmd) >= 3 and pcmd[1] == "-c" and re.fullmatch(r"false|exit\s+[1-9]\d*", pcmd[2].strip()))
 
 
-class NodeAgents(ControllerBase):
-    # ------------------------------------------------------------ nodes
-
-    def nodes(self) -> None:
-        """Node leases (renewed by the kubelets of Ready nodes), and the admin overrides: a node whose
-        kubelet "stops posting status" goes Ready=Unknown and gets the unreachable taints the node
-        lifecycle controller adds; back to Ready, the taints go away."""
-        from .store import micro_iso
-        now_t = time.time()
-        for n in self.c.objects(NODES):
-            name = n["metadata"]["name"]
-            if not self.c.node_overrides.get(name, {}).get("ready", True):
-                continue
-            lease = self.c.raw(LEASES, "kube-node-lease", name)
-            if lease is None:
-                self._create(LEASES, "kube-node-lease", {
-                    "metadata": {"name": name, "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": name,
-                                                                    "uid": n["metadata"]["uid"]}]},
-                    "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": micro_iso()}})
-            elif now_t - self.lease_renewed.get(name, 0) >= LEASE_RENEW_SECONDS:
-                new = copy.deepcopy(lease)
-                new["spec"]["renewTime"] = micro_iso()
-                self._update(LEASES, new)
-            else:
-                continue
-            self.lease_renewed[name] = now_t
-        overrides = self.c.node_overrides
-        for name, ov in list(overrides.items()):
-            node = self.c.raw(NODES, "", name)
-            if node is None:
-                continue
-            new = copy.deepcopy(node)
-            conds = new["status"]["conditions"]
-            ready = ov.get("ready", True)
-            cur = _cond(conds, "Ready")
-            if cur is not None and (cur["status"] == "True") != bool(ready):
-                now = now_iso()
-                cur.update({"status": "True" if ready else "Unknown", "lastTransitionTime": now,
-                            "lastHeartbeatTime": now,
-                            "reason": "KubeletReady" if ready else "NodeStatusUnknown",
-                            "message": "kubelet is posting ready status" if ready else
-                            "Kubelet stopped posting node status."})
-                self._update(NODES, new, "status")
-                new = copy.deepcopy(self.c.raw(NODES, "", name) or new)
-                taints = [t for t in new["spec"].get("taints") or [] if t.get("key") != UNREACHABLE]
-                if not ready:
-                    taints += [{"key": UNREACHABLE, "effect": "NoSchedule", "timeAdded": now},
-                               {"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": now}]
-                if taints:
-                    new["spec"]["taints"] = taints
-                else:
-                    new["spec"].pop("taints", None)
-                self._update(NODES, new)
-
-    def _ready_nodes(self) -> list[dict]:
-        out = []
-        for n in self.c.objects(NODES):
-            c = _cond((n.get("status") or {}).get("conditions") or [], "Ready")
-            if c and c.get("status") == "True":
-                out.append(n)
-        return out
-
-    # ------------------------------------------------------------ scheduler
-
-    def schedule(self) -> None:
-        c = self.c
-        nodes = [n for n in self._ready_nodes() if not (n.get("spec") or {}).get("unschedulable")]
-        load: dict[str, int] = {n["metadata"]["name"]: 0 for n in nodes}
-        pending = []
-        for p in c.objects(PODS):
-            nn = (p.get("spec") or {}).get("nodeName")
-            if nn:
-                if nn in load and not _terminal(p):
-                    load[nn] += 1
-            elif not p["metadata"].get("deletionTimestamp") and not _terminal(p) and \
-                    (p.get("spec") or {}).get("schedulerName", "default-scheduler") == "default-scheduler":
-                pending.append(p)
-        for p in pending:
-            spec = p.get("spec") or {}
-            claim_problem = None
-            for v in spec.get("volumes") or []:
-                claim = (v.get("persistentVolumeClaim") or {}).get("claimName")
-                if not claim:
-                    continue
-                pvc = c.raw(PVCS, p["metadata"]["namespace"], claim)
-                if pvc is None:
-                    claim_problem = f'persistentvolumeclaim "{claim}" not found'
-                elif pvc["metadata"].get("deletionTimestamp"):
-                    claim_problem = f'persistentvolumeclaim "{claim}" is being deleted'
-                elif (pvc.get("status") or {}).get("phase") != "Bound":
-                    claim_problem = "pod has unbound immediate PersistentVolumeClaims"
-            if claim_problem:
-                new = copy.deepcopy(p)
-                conds = new.setdefault("status", {}).setdefault("conditions", [])
-                msg = f"0/{len(c.objects(NODES))} nodes are available: {claim_problem}."
-                _set_cond(conds, "PodScheduled", "False", "Unschedulable", msg, with_probe_time=True)
-                if new != p:
-                    self._update(PODS, new, "status")
-                    self._event(p, "FailedScheduling", msg, "Warning", component="default-scheduler")
-                continue
-            target = _target_node(p)
-            fits = []
-            for n in nodes:
-                name = n["metadata"]["name"]
-                if target and name != target:
-                    continue
-                taints = [t for t in (n.get("spec") or {}).get("taints") or []
-                          if t.get("effect") in ("NoSchedule", "NoExecute")]
-                if not all(_tolerates(spec.get("tolerations") or [], t) for t in taints):
-                    continue
-                if not all((n["metadata"].get("labels") or {}).get(k) == v
-                           for k, v in (spec.get("nodeSelector") or {}).items()):
-                    continue
-                fits.append(name)
-            new = copy.deepcopy(p)
-            st = new.setdefault("status", {})
-            conds = st.setdefault("conditions", [])
-            if not fits:
-                msg = f"0/{len(c.objects(NODES))} nodes are available: {len(c.objects(NODES))} node(s) didn't " \
-                      f"match Pod's node affinity/selector or had untolerated taint."
-                _set_cond(conds, "PodScheduled", "False", "Unschedulable", msg, with_probe_time=True)
-                if new != p:
-                    self._update(PODS, new, "status")
-                    self._event(p, "FailedScheduling", msg, "Warning", component="default-scheduler")
-                continue
-            node = min(fits, key=lambda n: (load[n], n))
-            load[node] += 1
-            new["spec"]["nodeName"] = node
-            out = self._update(PODS, new)
-            if out is None:
-                continue
-            out = copy.deepcopy(out)
-            _set_cond(out.setdefault("status", {}).setdefault("conditions", []), "PodScheduled", "True",
-                      with_probe_time=True)
-            self._update(PODS, out, "status")
-            self._event(out, "Scheduled", f"Successfully assigned {p['metadata']['namespace']}/"
-                        f"{p['metadata']['name']} to {node}", component="default-scheduler")
-
-    # ------------------------------------------------------------ kubelet
-
-    def kubelet(self) -> None:
+class Kubelet(ControllerBase):
+    def sync(self) -> None:
         c = self.c
         now = time.time()
         nodes = {n["metadata"]["name"]: n for n in c.objects(NODES)}
@@ -237,7 +105,7 @@ class NodeAgents(ControllerBase):
                     if p["metadata"].get("finalizers"):
                         c.sim[uid].pop("terminate_at", None)
                     else:
-                        c._drop(PODS, p)
+                        c.drop(PODS, p)
                 continue
             node_ready = _cond((nodes[node].get("status") or {}).get("conditions") or [], "Ready")
             if not node_ready or node_ready.get("status") != "True":
@@ -364,7 +232,7 @@ class NodeAgents(ControllerBase):
             state.pop("_cid")
         return s
 
-    def _start_logs(self, p, ctr, sim_c) -> None:
+    def _start_logs(self, p, ctr) -> None:
         c = self.c
         key = (p["metadata"]["namespace"], p["metadata"]["name"], ctr["name"])
         if key in c.logs:
@@ -409,7 +277,7 @@ class NodeAgents(ControllerBase):
             return self._cstatus(ctr, {"waiting": w}, 0, False, {}), "waiting"
         if cs["phase"] == "new":
             cs["phase"], cs["since"] = "running", now
-            self._start_logs(p, ctr, cs)
+            self._start_logs(p, ctr)
             if cs["restarts"] == 0:
                 self._event(p, "Pulled", f'Container image "{ctr.get("image")}" already present on machine')
             self._event(p, "Created", f"Created container: {name}")
@@ -437,7 +305,7 @@ class NodeAgents(ControllerBase):
             cs["restarts"] += 1
             cs["cid"] = uuid.uuid4().hex
             cs["phase"], cs["since"] = "running", now
-            self._start_logs(p, ctr, cs)
+            self._start_logs(p, ctr)
             self._event(p, "Created", f"Created container: {name}")
             self._event(p, "Started", f"Started container {name}")
         if cs["phase"] == "done":

@@ -9,15 +9,15 @@ import math
 import time
 from typing import Any
 
-from .errors import ApiError
-from .resources import res
-from .store import ALNUM, Cluster, now_iso, parse_iso
+from ..errors import ApiError
+from ..events import record_event
+from ..meta import ALNUM, now_iso, parse_iso
+from ..resources import res
+from ..store import Cluster
 
 PODS = res("v1", "pods")
 NODES = res("v1", "nodes")
 NSS = res("v1", "namespaces")
-SAS = res("v1", "serviceaccounts")
-CMS = res("v1", "configmaps")
 SVCS = res("v1", "services")
 EPS = res("v1", "endpoints")
 SLICES = res("discovery.k8s.io/v1", "endpointslices")
@@ -178,17 +178,13 @@ def _target_node(pod: dict) -> str | None:
     return None
 
 
-
-
 class ControllerBase:
     """Write helpers shared by the controllers and the node agents (writes are internal: no admission,
     status writable)."""
 
     def __init__(self, cluster: Cluster):
         self.c = cluster
-        self.errors = 0
-        self.last_error = ""
-        self.lease_renewed: dict[str, float] = {}
+        self.last_error = ""  # the message of the last internal create that failed (for FailedCreate events)
 
     def _create(self, r, ns, obj):
         try:
@@ -215,5 +211,59 @@ class ControllerBase:
             return None
 
     def _event(self, obj, reason, message, typ="Normal", component="kubelet"):
-        self.c.record_event(obj, reason, message, typ, component)
+        record_event(self.c, obj, reason, message, typ, component)
 
+    # ------------------------------------------------------------ pods owned by controllers
+
+    def _owned_pods(self) -> dict[str, list[dict]]:
+        out: dict[str, list[dict]] = {}
+        for p in self.c.objects(PODS):
+            uid = _controller_uid(p)
+            if uid:
+                out.setdefault(uid, []).append(p)
+        return out
+
+    def _pod_from_template(self, owner: dict, kind: str, api_version: str, tmpl: dict, *, name=None,
+                           generate=None, extra_labels=None) -> dict:
+        t = copy.deepcopy(tmpl)
+        meta: dict[str, Any] = {"labels": dict((t.get("metadata") or {}).get("labels") or {}),
+                "ownerReferences": [_owner_ref(owner, kind, api_version)]}
+        if extra_labels:
+            meta["labels"].update(extra_labels)
+        ann = (t.get("metadata") or {}).get("annotations")
+        if ann:
+            meta["annotations"] = dict(ann)
+        if name:
+            meta["name"] = name
+        else:
+            meta["generateName"] = generate or owner["metadata"]["name"] + "-"
+        return {"metadata": meta, "spec": t.get("spec") or {}}
+
+    # ------------------------------------------------------------ controller revisions (DaemonSet, StatefulSet)
+
+    def _revision(self, owner: dict, kind: str, tmpl: dict, h: str) -> None:
+        """Keep a ControllerRevision per template, as `kubectl rollout history|undo` reads them."""
+        c = self.c
+        ns, name, uid = owner["metadata"]["namespace"], owner["metadata"]["name"], owner["metadata"]["uid"]
+        crs = [cr for cr in c.objects(CREVS, ns) if _controller_uid(cr) == uid]
+        max_rev = max((int(cr.get("revision") or 0) for cr in crs), default=0)
+        cr_name = f"{name}-{h}"
+        cur = next((cr for cr in crs if cr["metadata"]["name"] == cr_name), None)
+        if cur is None:
+            data_tmpl = copy.deepcopy(tmpl)
+            data_tmpl["$patch"] = "replace"
+            labels = dict((tmpl.get("metadata") or {}).get("labels") or {})
+            labels["controller-revision-hash"] = h
+            created = self._create(CREVS, ns, {"metadata": {"name": cr_name, "labels": labels,
+                                                            "ownerReferences": [_owner_ref(owner, kind, "apps/v1")]},
+                                               "data": {"spec": {"template": data_tmpl}}, "revision": max_rev + 1})
+            if created is not None:
+                crs.append(created)
+        elif int(cur.get("revision") or 0) < max_rev:
+            new = copy.deepcopy(cur)
+            new["revision"] = max_rev + 1
+            self._update(CREVS, new)
+        limit = int((owner.get("spec") or {}).get("revisionHistoryLimit", 10))
+        old = sorted((cr for cr in crs if cr["metadata"]["name"] != cr_name), key=lambda cr: int(cr.get("revision") or 0))
+        for cr in old[: max(0, len(old) - limit)]:
+            self._delete(CREVS, cr)
