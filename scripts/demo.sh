@@ -24,7 +24,7 @@ plan_id="$(last_run mlflow-tracking-server)"
 
 say "4. mlflow-tracking-server, apply the approved plan $plan_id: embedded server, verified by logging a model"
 "$OPSBOOK" run mlflow-tracking-server --mode apply --approve "$plan_id"
-"$PY" -m opsbook.clients.mlflow stop || true
+"$OPSBOOK" mlflow stop || true
 
 say "5. deploy-new-model, plan: registry check planned, canary judged on a recorded metrics file"
 "$OPSBOOK" run deploy-new-model -p version 2 -p serving_version 1

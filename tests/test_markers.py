@@ -71,13 +71,18 @@ def test_every_test_of_this_session_carries_the_markers_of_its_services(request)
 
 
 def test_every_service_fixture_of_the_plugin_has_a_marker(pytestconfig):
+    # a session fixture that starts a service reports its start-up time (opsbook.testing.timing)
+    import importlib
+    import pkgutil
+
     from opsbook.testing import kube, services
 
-    # a session fixture that starts a service reports its start-up time (opsbook.testing.timing)
+    mods = [kube, services, *(importlib.import_module(f"{services.__name__}.{m.name}")
+                              for m in pkgutil.iter_modules(services.__path__))]
     started = set()
-    for mod in (kube, services):
+    for mod in mods:
         started |= set(re.findall(r'record_startup\("(\w+)"', inspect.getsource(mod)))
-    assert started and started <= set(SERVICE_FIXTURES)
+    assert len(started) > 2 and started <= set(SERVICE_FIXTURES)  # the test server and the services
     assert set(SERVICE_FIXTURES) <= set(kube.__all__) | set(services.__all__)
     declared = {line.split(":")[0].strip() for line in pytestconfig.getini("markers")}
     assert {*SERVICE_FIXTURES.values(), SERVICES, "slow"} <= declared

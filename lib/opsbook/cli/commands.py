@@ -68,6 +68,43 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_new(args: argparse.Namespace) -> int:
+    from opsbook import scaffold
+
+    made = scaffold.create(args.runbook, title=args.title, risk=args.risk, objective=args.objective,
+                           notebooks=args.notebooks)
+    what = ("the runbook: prose, parameters cell, one step per cell", "its steps: @preflight, @change with a "
+            "plan, @check", "its tests: make_context/do, the Kubernetes API, a plan run")
+    paths = [scaffold.shown(p) for p in made.files]
+    width = max(len(p) for p in paths)
+    print(f"created runbook {made.runbook_id} (risk {made.risk}):")
+    for path, note in zip(paths, what, strict=True):
+        print(f"  {path.ljust(width)}  {note}")
+    if made.external:
+        print(f"note: {made.notebook.parent} is outside the catalogue: the runbook runs as high-risk there")
+    print("next:")
+    for command in made.next_commands():
+        print(f"  {command}")
+    print("then replace each TODO, and add the runbook to docs/runbooks.md and README.md's catalogue "
+          "(docs/writing-a-runbook.md)")
+    return EXIT_OK
+
+
+def _cmd_mlflow(args: argparse.Namespace) -> int:
+    """``mlflow stop|status``: the embedded MLflow server of target local (``clients.mlflow.LocalServer``)."""
+    from opsbook import catalog
+    from opsbook.clients.mlflow import DEFAULT_LOCAL_PORT, LocalServer, state_dir
+
+    folder = args.state_dir or state_dir(catalog.project_root())
+    server = LocalServer(folder, port=args.port or DEFAULT_LOCAL_PORT)
+    if args.action == "stop":
+        print("stopped" if server.stop() else f"no embedded server running (no live pid in {server.pid_file})")
+        return EXIT_OK
+    pid = server.pid()
+    print(f"pid {pid or '-'}; {server.url} {'answers' if server.running() else 'does not answer'}")
+    return EXIT_OK if pid else EXIT_FAILED
+
+
 def _cmd_targets(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -111,7 +148,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.on_cluster or args.dry_run:
         return _cmd_run_on_cluster(args)
     from opsbook import catalog, cireport, notify, runner, runview
-    from opsbook.records.disk import open_archive
+    from opsbook.records import open_archive
 
     ci_format = cireport.choose(args.ci)  # None: terminal output
     # a bad --notify (or an env:/file: reference that cannot give a URL) is refused before anything runs
@@ -230,7 +267,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
-    from opsbook.records.disk import open_archive
+    from opsbook.records import open_archive
     from opsbook.text import safe_text
 
     archive = open_archive(args.outputs, create=False)  # a read verb never creates an archive
@@ -259,7 +296,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from opsbook.records.disk import open_archive
+    from opsbook.records import open_archive
 
     archive = open_archive(args.outputs, create=False)  # a mistyped --outputs is exit 2, not "OK: 0 record(s)"
     report = archive.verify(expect_head=args.expect_head, deep=args.deep)
@@ -279,7 +316,7 @@ def _cmd_upload(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from opsbook.errors import OpsbookError
-    from opsbook.records.disk import open_archive
+    from opsbook.records import open_archive
     from opsbook.records.s3 import PENDING_NAME, S3Archive, default_fallback_dir
 
     folders = [Path(f) for f in args.folders]
@@ -313,7 +350,7 @@ def _cmd_incident(args: argparse.Namespace) -> int:
 
     from opsbook.errors import UsageError
     from opsbook.records import bundle as incident_bundle
-    from opsbook.records.disk import open_archive
+    from opsbook.records import open_archive
     from opsbook.text import safe_text
 
     archive = open_archive(args.outputs, create=False)
@@ -361,7 +398,7 @@ def _cmd_evidence(args: argparse.Namespace) -> int:
         return EXIT_OK if report.ok else EXIT_FAILED
     if not args.incident_id or not args.out:
         raise UsageError("evidence INCIDENT_ID --out FILE.tar.gz, or evidence --verify FILE.tar.gz")
-    from opsbook.records.disk import open_archive
+    from opsbook.records import open_archive
 
     info = incident_bundle.export(open_archive(args.outputs, create=False), args.incident_id, args.out)
     con.print(f"bundle of incident {info.incident_id}: {len(info.runs)} run(s), {info.files} file(s) -> {info.path}")
@@ -371,8 +408,7 @@ def _cmd_evidence(args: argparse.Namespace) -> int:
 
 
 def _cmd_site(args: argparse.Namespace) -> int:
-    from opsbook.records import site
-    from opsbook.records.disk import open_archive
+    from opsbook.records import open_archive, site
 
     archive = open_archive(args.outputs, create=False)  # a read verb never creates an archive
     err = _console(stderr=True)

@@ -56,6 +56,21 @@ def _parser() -> argparse.ArgumentParser:
     common(sp, outputs=False)
 
     sp = sub.add_parser(
+        "new", help="scaffold a new runbook: notebook, ops module, tests",
+        description="Write a new runbook that follows the runbook contract and passes its tests as generated: "
+                    "notebooks/ID.ipynb, lib/opsbook/ops/MODULE.py (MODULE: the id with _ for -) and "
+                    "tests/runbooks/test_MODULE.py, all three or none. Replace each TODO in them; "
+                    "docs/writing-a-runbook.md walks through it.")
+    sp.add_argument("runbook", metavar="ID", help="the new runbook's id: lowercase letters, digits and '-'")
+    sp.add_argument("--title", required=True, metavar="TITLE", help="its title, one line")
+    sp.add_argument("--risk", required=True, metavar="low|high",
+                    help="high: an apply carries out a reviewed plan run (--approve PLAN_RUN_ID)")
+    sp.add_argument("--objective", default="", metavar="TEXT",
+                    help="what it achieves and when to run it (default: a TODO to replace)")
+    sp.add_argument("--notebooks", metavar="DIR", help="where the notebook goes (default: the catalogue, "
+                    "notebooks/; any other folder is high-risk)")
+
+    sp = sub.add_parser(
         "run", help="run a runbook headlessly and archive its record",
         description="Validate the parameters, execute the runbook with papermill in a private staging folder, "
                     "redact secrets, and archive the executed notebook, its HTML and manifest.",
@@ -190,6 +205,14 @@ def _parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("targets", help="list target environments",
                         description="List the targets (built-in, targets.yaml, ~/.config/opsbook/targets.yaml).")
+
+    sp = sub.add_parser("mlflow", help="stop or check the embedded MLflow server",
+                        description="The MLflow server that mlflow-tracking-server starts on target local "
+                        "(127.0.0.1, state in .opsbook/mlflow or $OPSBOOK_MLFLOW_STATE) keeps running "
+                        "after the run: stop it, or ask whether it answers (exit 1 if it is not running).")
+    sp.add_argument("action", choices=("stop", "status"), help="stop the server, or report on it")
+    sp.add_argument("--state-dir", metavar="DIR", help="its state folder (default: .opsbook/mlflow)")
+    sp.add_argument("--port", type=int, default=None, metavar="N", help="its port (default 5055)")
     return p
 
 

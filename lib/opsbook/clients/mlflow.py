@@ -63,6 +63,11 @@ DEFAULT_LOCAL_PORT = 5055
 ENV_STATE_DIR = "OPSBOOK_MLFLOW_STATE"  # overrides the embedded server's state folder (.opsbook/mlflow)
 
 
+def state_dir(project_dir: Path) -> Path:
+    """The embedded server's state folder: ``$OPSBOOK_MLFLOW_STATE``, else ``.opsbook/mlflow`` in the project."""
+    return Path(os.environ.get(ENV_STATE_DIR) or Path(project_dir) / ".opsbook" / "mlflow")
+
+
 def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     """The run's page in the MLflow UI."""
     return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
@@ -408,7 +413,7 @@ def _answers(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def _port_taken(host: str, port: int) -> bool:
+def port_taken(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
         return s.connect_ex((host, port)) == 0
@@ -462,7 +467,7 @@ class LocalServer:
 
     @property
     def stop_command(self) -> str:
-        return f'kill -TERM -- -$(cat {self.pid_file})   # or: python -m opsbook.clients.mlflow stop {self.state_dir}'
+        return f'kill -TERM -- -$(cat {self.pid_file})   # or: opsbook mlflow stop --state-dir {self.state_dir}'
 
     def pid(self) -> int | None:
         try:
@@ -485,7 +490,7 @@ class LocalServer:
         t0 = time.monotonic()
         if self.running():
             return self._status(self.pid(), True, time.monotonic() - t0)
-        if _port_taken(self.host, self.port):
+        if port_taken(self.host, self.port):
             raise Unreachable(f"port {self.host}:{self.port} is taken by something that does not answer "
                               "MLflow's /health: choose another port (parameter local_port)")
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -560,29 +565,3 @@ def _mlflow_argv() -> list[str]:
     if cand.is_file():
         return [str(cand)]
     return [sys.executable, "-m", "mlflow"]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m opsbook.clients.mlflow stop|status [STATE_DIR]``: manage the embedded server."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m opsbook.clients.mlflow")
-    parser.add_argument("action", choices=("stop", "status"))
-    parser.add_argument("state_dir", nargs="?", default=None)
-    parser.add_argument("--port", type=int, default=DEFAULT_LOCAL_PORT)
-    args = parser.parse_args(argv)
-    if args.state_dir is None:
-        from opsbook.catalog import project_root
-
-        args.state_dir = os.environ.get(ENV_STATE_DIR) or str(project_root() / ".opsbook" / "mlflow")
-    server = LocalServer(args.state_dir, port=args.port)
-    if args.action == "stop":
-        print("stopped" if server.stop() else f"no embedded server running (no live pid in {server.pid_file})")
-        return 0
-    pid = server.pid()
-    print(f"pid {pid or '-'}; {server.url} {'answers' if server.running() else 'does not answer'}")
-    return 0 if pid else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -97,7 +97,7 @@ class Run:
         return self.archive().load_manifest(plan) if plan else None
 
     def archive(self) -> Any:
-        from opsbook.records.disk import open_archive
+        from opsbook.records import open_archive
 
         return open_archive()  # $OPSBOOK_OUTPUTS: a folder or s3://BUCKET/PREFIX
 

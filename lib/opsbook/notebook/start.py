@@ -38,7 +38,7 @@ def _gate(rb: catalog.Runbook, params: dict[str, Any], target: Target, operator:
     records this run)."""
     from opsbook import approval as gate
     from opsbook.errors import ApprovalError
-    from opsbook.records.disk import open_archive
+    from opsbook.records import open_archive
 
     if params.get("mode") != "apply":
         return None, run_id, headless

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace, given: dict[str, Any], text_values: set[str], 
     annotations = oncluster.parse_annotations(args.pod_annotation)
     archive = None
     if args.approve:  # the approved plan is checked here, in the same S3 archive, before anything is created
-        from opsbook.records.disk import open_archive
+        from opsbook.records import open_archive
 
         archive = open_archive(outputs)
     prep = runner.prepare(args.runbook, given, text_values=text_values, mode=args.mode, target=args.target,

@@ -78,17 +78,6 @@ _LOCK_TIMEOUT = 120.0
 _SPACE_MARGIN = 64 << 10
 
 
-def __getattr__(name: str) -> Any:
-    """``open_archive`` moved to :mod:`opsbook.records.archive`; this keeps
-    ``from opsbook.records.disk import open_archive`` working until its last importers move (a lazy
-    import, so the two modules do not import each other at load time)."""
-    if name == "open_archive":
-        from opsbook.records.archive import open_archive
-
-        return open_archive
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 @dataclass(frozen=True, slots=True)
 class RecordRef:
     """Where one archived record lives. ``entry`` is its ledger entry, ``None`` if it has none."""

@@ -17,7 +17,6 @@ test hands in its own with ``Clients(target, mlflow=..., postgres=..., s3=..., l
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -51,11 +50,8 @@ class Probe:
 
 
 def state_dir(project_dir: Path) -> Path:
-    """The embedded server's state folder: ``$OPSBOOK_MLFLOW_STATE`` or ``.opsbook/mlflow`` in the project.
-
-    The variable is the MLflow client's (``clients.mlflow.ENV_STATE_DIR``, also read by its
-    ``stop``/``status`` command); it is read here only because that module has no function for it yet."""
-    return Path(os.environ.get(mlflow_client.ENV_STATE_DIR) or project_dir / ".opsbook" / "mlflow")
+    """The embedded server's state folder (the client's rule: ``$OPSBOOK_MLFLOW_STATE`` or ``.opsbook/mlflow``)."""
+    return mlflow_client.state_dir(project_dir)
 
 
 class Context(base.Context):

@@ -30,7 +30,7 @@ def skipped(name: str, reason: str) -> Check:
 def embedded_preflight(ctx: Context) -> list[Check]:
     """The state folder can be written (or, in plan mode, created) and the port is free or already
     the server's; the stores a cluster would need are not checked here."""
-    from opsbook.clients.mlflow import _port_taken
+    from opsbook.clients.mlflow import port_taken
 
     local = ctx.local
     out = []
@@ -49,7 +49,7 @@ def embedded_preflight(ctx: Context) -> list[Check]:
             out.append(Check("state folder writable", False, f"{local.state_dir}: {exc.strerror}"))
     if local.running():
         out.append(Check("embedded server port", True, f"an MLflow server answers at {local.url}: it is reused"))
-    elif _port_taken(local.host, local.port):
+    elif port_taken(local.host, local.port):
         out.append(Check("embedded server port", False, f"{local.host}:{local.port} is taken by something that "
                          "is not an MLflow server: choose another local_port"))
     else:
