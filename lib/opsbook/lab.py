@@ -23,54 +23,15 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from opsbook import catalog
-from opsbook.errors import OpsbookError, UsageError
-
-HOST = "127.0.0.1"
-
-
-@dataclass
-class Lab:
-    process: subprocess.Popen[bytes]
-    port: int
-    token: str
-    root: Path
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"{self.base_url}/lab?token={self.token}"
-
-    def stop(self, grace: float = 15.0) -> int:
-        """SIGTERM (a clean shutdown of the server and its kernels), then SIGKILL after ``grace``."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+from opsbook.clients.jupyter import HOST, Lab, free_port, launch
+from opsbook.errors import UsageError
 
 
 def command(*, port: int, token: str, root: Path, open_browser: bool) -> list[str]:
@@ -102,24 +63,8 @@ def start(*, port: int | None = None, notebooks: str | None = None, outputs: str
     token = secrets.token_hex(24)
     full_env = {**os.environ, **(env or {}), catalog.ENV_NOTEBOOKS: str(root),
                 catalog.ENV_OUTPUTS: _archive_location(outputs)}
-    proc = subprocess.Popen(command(port=port, token=token, root=root, open_browser=open_browser),
-                            env=full_env, cwd=str(root), stdin=subprocess.DEVNULL, stdout=stdout,
-                            stderr=stderr, start_new_session=True)
-    lab = Lab(process=proc, port=port, token=token, root=root)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise OpsbookError(f"JupyterLab exited with code {proc.returncode} before it answered "
-                               f"(is port {port} free?)")
-        try:
-            with urllib.request.urlopen(f"{lab.base_url}/api/status?token={token}", timeout=2) as resp:
-                if resp.status == 200:
-                    return lab
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.3)
-    lab.stop()
-    raise OpsbookError(f"JupyterLab did not answer on {lab.base_url} within {timeout:.0f} s")
+    return launch(command(port=port, token=token, root=root, open_browser=open_browser), port=port, token=token,
+                  root=root, env=full_env, timeout=timeout, stdout=stdout, stderr=stderr)
 
 
 def serve(*, port: int | None = None, notebooks: str | None = None, outputs: str | None = None,

@@ -177,7 +177,7 @@ def test_error_lines_in_a_service_log_are_flagged_and_fail_the_check(make, kube)
 def test_ingress_path_that_does_not_answer_fails_the_probe(make, ingress):
     ingress.paths = {"/proposer"}
     ctx = make(ingress_base_url=ingress.url)
-    res = deploy.probe_ingress(ctx, attempts=1)
+    res = deploy.probe_ingress(ctx, retry_for=0)  # one look
     assert res.outcome == "failed"
     assert "1 of 2 endpoint(s) answered" in res.summary and "/critic (404)" in res.summary
     assert {r["path"]: r["answer"] for r in res.rows}["/critic"] == "Not Found"
@@ -187,7 +187,7 @@ def test_ingress_that_cannot_be_reached_fails_the_probe_saying_why(make):
     from opsbook.testing.services import free_port
 
     ctx = make(ingress_base_url=f"http://127.0.0.1:{free_port()}")
-    res = deploy.probe_ingress(ctx, attempts=2)
+    res = deploy.probe_ingress(ctx, retry_for=1.0)
     assert res.outcome == "failed" and "0 of 2 endpoint(s) answered" in res.summary
     assert all(r["status"] == "-" and r["answer"].startswith("ConnectionError: ") for r in res.rows)
     assert "set ingress_base_url" in res.summary
@@ -205,8 +205,9 @@ def test_ingress_probe_uses_the_http_client_a_test_gives(make, kube):
     http = Recorder()
     ctx = make(ingress_base_url="http://ingress.invalid")
     ctx.clients = Clients(ctx.target, kube=ctx.kube, http=http)
-    res = deploy.probe_ingress(ctx, timeout=2.5, attempts=3)
-    assert len(http.calls) == 6  # every attempt at each of the two paths
+    res = deploy.probe_ingress(ctx, timeout=2.5, retry_for=2.0)
+    per_url = {u: sum(c[0] == u for c in http.calls) for u, *_ in http.calls}
+    assert len(per_url) == 2 and all(n >= 2 for n in per_url.values())  # each path tried again, a second apart
     assert ("http://ingress.invalid/proposer", {"Host": "ml.example.com"}, 2.5, False) in http.calls
     assert res.outcome == "failed" and all(r["answer"].startswith("ReadTimeout: ") for r in res.rows)
 

@@ -10,11 +10,10 @@ from opsbook.clients import Clients
 from opsbook.clients.pgbackup import dump_format
 from opsbook.errors import Invalid, OpsbookError, ParameterError
 from opsbook.ops import security_incident_response as incident
-from opsbook.ops.base import Result, declaration, skip_reason
 from opsbook.ops.security_incident_response import Account, parse_account, subject_matches
 from opsbook.records.disk import Archive
 from opsbook.targets import LOCAL, Target
-from opsbook.testing.runbook import make_context
+from opsbook.testing.runbook import do, make_context
 
 RUNBOOK = "security-incident-response"
 
@@ -24,16 +23,6 @@ def inc_for(*, mode="plan", target=None, clients=None, archive=None, **values):
     return make_context(RUNBOOK, mode=mode, target=target, clients=clients, archive=archive, **values)
 
 
-def do(fn, ctx):
-    """What ``run.do`` makes of a declared step in this context: skipped with the reason, a change's
-    plan in plan mode, else the step itself."""
-    decl = declaration(fn)
-    reason = skip_reason(decl, ctx)
-    if reason is not None:
-        return Result(summary=reason, outcome="skipped")
-    if decl.kind == "change" and not ctx.applying:
-        return decl.plan(ctx)
-    return fn(ctx)
 
 
 @pytest.mark.parametrize("text, want", [

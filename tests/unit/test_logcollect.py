@@ -12,10 +12,10 @@ import pytest
 import yaml
 from opsbook.errors import Invalid
 from opsbook.ops import centralized_logging as logcollect
-from opsbook.ops.base import declaration, skip_reason
-from opsbook.results import Code, Result
+from opsbook.ops.base import declaration
+from opsbook.results import Code
 from opsbook.targets import LOCAL, Target
-from opsbook.testing.runbook import make_context
+from opsbook.testing.runbook import do, make_context
 
 RUNBOOK = "centralized-logging"
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / f"{RUNBOOK}.ipynb"
@@ -25,17 +25,6 @@ def context(target: Target = LOCAL, *, mode: str = "plan", **params: Any) -> log
     return make_context(RUNBOOK, mode=mode, target=target, **params)
 
 
-def do(fn: Any, ctx: logcollect.Context, **kwargs: Any) -> Any:
-    """A declared step as ``run.do`` runs it: skipped with its reason when it does not apply here, a
-    change's plan in plan mode, else the step itself."""
-    decl = declaration(fn)
-    assert decl is not None, fn
-    reason = skip_reason(decl, ctx)
-    if reason is not None:
-        return Result(summary=reason, outcome="skipped")
-    if decl.kind == "change" and not ctx.applying:
-        return decl.plan(ctx, **kwargs)
-    return fn(ctx, **kwargs)
 
 
 def parsed_config(ctx: logcollect.Context) -> dict:
@@ -176,7 +165,7 @@ def test_on_local_everything_plans_or_skips_without_a_cluster_or_a_store():
     assert do(logcollect.search, ctx).outcome == "skipped"
     # apply on a target without a cluster: the changes do not apply here, and say why
     applying = context(mode="apply")
-    assert do(logcollect.deploy, applying).summary == "target local has no cluster: nothing deployed"
+    assert do(logcollect.deploy, applying).summary == "no cluster on target local: nothing to change"
     assert do(logcollect.emit_marker, applying).summary == "target local has no cluster: no marker pod"
     assert do(logcollect.marker_searchable, applying).summary == (
         "no marker was emitted (target local has no cluster): not checked")

@@ -168,3 +168,25 @@ def test_wait_until_lets_an_error_of_the_condition_through_at_once():
         with pytest.raises(NotFound):
             wait_until(lambda: prom.query("up"), timeout=30, interval=0.1, what="series not there")
         assert time.monotonic() - t0 < 5 and srv.hits == 1
+
+
+def test_an_error_the_caller_names_is_retried_like_a_temporary_one():
+    """A 409 Conflict is not temporary (retrying the same request fails the same way), but a caller
+    that recomputes the request on every attempt (RetryOnConflict) names it with ``when``."""
+    from opsbook.errors import Conflict
+
+    calls, naps = [], []
+
+    def patch():
+        calls.append(1)
+        if len(calls) < 3:
+            raise Conflict("the object has been modified; please apply your changes to the latest version")
+        return "patched"
+
+    assert retrying(patch, attempts=5, backoff=0.01, sleep=naps.append,
+                    when=lambda exc: isinstance(exc, Conflict)) == "patched"
+    assert len(calls) == 3 and len(naps) == 2
+    calls.clear()
+    with pytest.raises(Conflict):  # without ``when`` a Conflict goes through at once
+        retrying(patch, attempts=5, backoff=0.01, sleep=naps.append)
+    assert len(calls) == 1

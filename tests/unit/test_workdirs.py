@@ -73,6 +73,7 @@ def test_a_killed_owners_folder_is_swept_and_a_live_owners_is_kept(tmpdir_, tmp_
             if p.poll() is None:
                 p.kill()
             p.wait(timeout=10)
+            p.stdout.close()
 
 
 def test_a_recycled_pid_is_not_taken_for_the_owner(tmpdir_, tmp_path):
@@ -127,6 +128,7 @@ def test_stale_interactive_folders_are_swept(tmpdir_, tmp_path):
     killed, _ = spawn_owner(tmpdir_, "opsbook-x-")
     killed.kill()
     killed.wait(timeout=10)
+    killed.stdout.close()
     dead = workdirs.interactive_root(root) / RUN
     (dead / "evidence").mkdir(parents=True)
     (dead / workdirs.OWNER_FILE).write_text(json.dumps({"pid": killed.pid, "start": "1"}))

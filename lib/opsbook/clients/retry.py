@@ -63,11 +63,12 @@ class _Backoff:
 
 
 def retrying(call: Callable[[], T], *, attempts: int = 3, deadline: float | None = None,
-             backoff: float = 0.5, max_backoff: float = 8.0,
+             backoff: float = 0.5, max_backoff: float = 8.0, when: Callable[[BaseException], bool] | None = None,
              sleep: Callable[[float], None] = time.sleep) -> T:
-    """``call()``, tried again while it raises a *temporary* :class:`~opsbook.errors.ClientError`, at
-    most ``attempts`` times and never sleeping past ``deadline`` seconds from the first try. Any other
-    error is raised at once. When it gives up, the last error is raised with a note saying why (its
+    """``call()``, tried again while it raises a *temporary* :class:`~opsbook.errors.ClientError` (or
+    an error ``when`` accepts: a 409 Conflict to recompute and retry, as client-go's RetryOnConflict),
+    at most ``attempts`` times and never sleeping past ``deadline`` seconds from the first try. Any
+    other error is raised at once. When it gives up, the last error is raised with a note saying why (its
     attempts ran out, or the next retry would pass the deadline), so the message keeps the cause."""
     if attempts < 1:
         raise ValueError(f"attempts={attempts!r}: at least 1")
@@ -86,7 +87,7 @@ def retrying(call: Callable[[], T], *, attempts: int = 3, deadline: float | None
                          "deadline")
         raise exc
 
-    retryer = tenacity.Retrying(retry=tenacity.retry_if_exception(_temporary), stop=stop,
+    retryer = tenacity.Retrying(retry=tenacity.retry_if_exception(when or _temporary), stop=stop,
                                 wait=_Backoff(backoff, max_backoff), sleep=sleep, retry_error_callback=give_up)
     return retryer(call)
 

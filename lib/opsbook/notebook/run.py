@@ -190,7 +190,13 @@ class Run:
         if decl is None:
             raise OpsbookError(f"{_callable_name(fn)} is not a declared step (opsbook.ops.base: @step, "
                                "@change, @check or @preflight); call run.step/change/check with a title instead")
-        ctx = self.ctx
+        try:  # the context checks what spans settings (a warm-up longer than the monitoring period...)
+            ctx = self.ctx
+        except Exception as exc:  # recorded as this step's failure, like an error inside the step
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            self._record(decl.kind, decl.title, "failed", detail, {}, None, time.monotonic(), utcnow(),
+                         step_id=decl.id)
+            raise
         reason = skip_reason(decl, ctx)
         if reason is not None:
             self._record(decl.kind, decl.title, "skipped", reason, {}, None, time.monotonic(), utcnow(),
@@ -219,7 +225,8 @@ class Run:
                                               None, time.monotonic(), utcnow(), step_id=step_id))
             return _returned(self._call("change", title, plan, args, kwargs, default_outcome="planned",
                                         step_id=step_id))
-        done = next((r for r in self.records if r.kind == "change" and r.title == title
+        key = step_id or _slug(title)  # a change is known by its id: a reworded title is the same change
+        done = next((r for r in self.records if r.kind == "change" and r.id == key
                      and r.outcome == "changed"), None)
         if done is not None:
             raise OpsbookError(

@@ -52,7 +52,9 @@ class StepDecl:
     title: str
     kind: Kind
     plan: Callable[..., Any] | None = None  # a change's plan-mode function (same arguments)
-    needs_cluster: bool = False  # skipped, with the reason, on a target without a cluster
+    #: skipped, with the reason, on a target without a cluster; "apply": only an apply needs one (the
+    #: plan of a change renders without a cluster, client-side)
+    needs_cluster: bool | Literal["apply"] = False
     phase: str | None = None  # skipped unless ``ctx.wants(phase)``
     skip_if: Callable[[Any], str | None] | None = None  # a reason to skip, or None to run
 
@@ -75,7 +77,8 @@ def step(step_id: str, title: str, *, needs_cluster: bool = False, phase: str | 
     return _declare("step", step_id, title, needs_cluster=needs_cluster, phase=phase, skip_if=skip_if)
 
 
-def change(step_id: str, title: str, *, plan: Callable[..., Any] | None = None, needs_cluster: bool = False,
+def change(step_id: str, title: str, *, plan: Callable[..., Any] | None = None,
+           needs_cluster: bool | Literal["apply"] = False,
            phase: str | None = None, skip_if: Callable[[Any], str | None] | None = None) -> Callable[[F], F]:
     """A step that changes the world: in plan mode only ``plan`` runs and the step is recorded as
     planned; in apply mode the function runs and it is recorded as changed."""
@@ -104,7 +107,10 @@ def skip_reason(decl: StepDecl, ctx: Context) -> str | None:
     """Why this step does not run in this context, or None."""
     if decl.phase and not ctx.wants(decl.phase):
         return f"phase {decl.phase} not selected"
-    if decl.needs_cluster and not ctx.has_cluster:
+    if decl.needs_cluster == "apply":
+        if ctx.applying and not ctx.has_cluster:
+            return f"no cluster on target {ctx.target_name}: nothing to change"
+    elif decl.needs_cluster and not ctx.has_cluster:
         return f"no cluster on target {ctx.target_name}: nothing to {'change' if decl.kind == 'change' else 'read'}"
     if decl.skip_if is not None:
         return decl.skip_if(ctx)

@@ -41,6 +41,9 @@ from typing import Any
 
 import pytest
 
+from opsbook.clients import retry
+from opsbook.errors import TimedOut
+
 __all__ = [
     "kube_api",
     "kube",
@@ -77,21 +80,27 @@ def kubectl_binary() -> str:
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2,
                message: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; return it, or fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
+    """Poll ``predicate`` until it returns something truthy; return it, or fail the test after ``timeout``.
+    Unlike :func:`opsbook.clients.retry.wait_until`, errors of the predicate mean "not yet": the API may be
+    briefly unhappy (e.g. injected faults); the last one, if the last try raised, is in the failure."""
     last_exc: BaseException | None = None
-    while True:
+
+    def attempt() -> Any:
+        nonlocal last_exc
         try:
             value = predicate()
-            if value:
-                return value
-            last_exc = None
-        except Exception as e:  # the API may be briefly unhappy (e.g. injected faults)
+        except Exception as e:  # noqa: BLE001 - see above
             last_exc = e
-        if time.monotonic() > deadline:
-            extra = f" (last error: {last_exc!r})" if last_exc else ""
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {message}{extra}")
-        time.sleep(interval)
+            return retry.Pending(f"last error: {e!r}")
+        last_exc = None
+        return value
+
+    try:
+        return retry.wait_until(attempt, timeout=timeout, interval=interval, what=f"still waiting for {message}")
+    except TimedOut:
+        pass  # fail below, outside this handler: the TimedOut adds nothing to the failure
+    extra = f" (last error: {last_exc!r})" if last_exc else ""
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {message}{extra}")
 
 
 @dataclass
@@ -248,24 +257,34 @@ def _record(seconds: float) -> None:
     record_startup("kube_api", seconds)
 
 
+class _NoServer(Exception):
+    """The test server exited or closed its output: its READY line will not come, waiting cannot help."""
+
+
 def _read_ready(proc: subprocess.Popen, timeout: float) -> str | None:
-    deadline = time.monotonic() + timeout
-    buf = b""
+    """The URL of the server's ``READY <url>`` line, or None if it exits or says nothing for ``timeout`` s."""
+    buf = bytearray()
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
-    while time.monotonic() < deadline:
+
+    def url() -> str | retry.Pending:
         if proc.poll() is not None:
-            return None
-        r, _, _ = select.select([fd], [], [], 0.1)
+            raise _NoServer
+        r, _, _ = select.select([fd], [], [], 0.1)  # the pause between tries (interval=0 below)
         if r:
             chunk = os.read(fd, 4096)
             if not chunk:
-                return None
-            buf += chunk
+                raise _NoServer
+            buf.extend(chunk)
             m = re.search(rb"READY (http://\S+)", buf)
             if m:
                 return m.group(1).decode()
-    return None
+        return retry.Pending(f"{len(buf)} bytes of output, no READY line")
+
+    try:
+        return retry.wait_until(url, timeout=timeout, interval=0, what="no READY line from the test server")
+    except (_NoServer, TimedOut):
+        return None
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -349,15 +368,18 @@ def kube(kube_api: KubeApi, request: pytest.FixtureRequest) -> Iterator[KubeName
     ns = KubeNamespace(api=kube_api, namespace=name)
     try:
         # a real cluster creates the default ServiceAccount asynchronously; pods need it
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
+        def has_service_account() -> bool:
             try:
                 core.read_namespaced_service_account("default", name)
-                break
             except client.ApiException as e:
                 if e.status != 404:
                     raise
-                time.sleep(0.1)
+                return False
+            return True
+
+        with contextlib.suppress(TimedOut):  # still none after 15 s: the test's pods will say so
+            retry.wait_until(has_service_account, timeout=15, interval=0.1,
+                             what=f"no default ServiceAccount in namespace {name}")
         yield ns
     finally:
         ns.close()

@@ -8,7 +8,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from opsbook.errors import ClientError, NotFound, OpsbookError, TimedOut
+from opsbook.clients.retry import Pending, wait_until
+from opsbook.errors import ClientError, NotFound, OpsbookError
 from opsbook.ops import base
 from opsbook.ops.base import Check, Result, change, check
 from opsbook.ops.centralized_logging.config import SELECTOR, credentials_ref, render_manifests, rows_of
@@ -118,25 +119,17 @@ def _daemonset_state(ds: Mapping[str, Any]) -> tuple[bool, str]:
 def wait_daemonset(kube: Any, *, namespace: str, name: str = APP, timeout: float = 300.0,
                    poll: float = 0.5) -> dict[str, Any]:
     """Wait until every scheduled collector is updated and Ready; the DaemonSet, or TimedOut."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def ready() -> Any:
         ds = kube.get(kind="DaemonSet", name=name, namespace=namespace)
         done, state = _daemonset_state(ds)
-        if done:
-            return ds
-        if time.monotonic() >= deadline:
-            raise TimedOut(f"DaemonSet {namespace}/{name} not ready after {timeout:g} s: {state}")
-        time.sleep(poll)
+        return ds if done else Pending(state)
+
+    return wait_until(ready, timeout=timeout, interval=poll, what=f"DaemonSet {namespace}/{name} not ready")
 
 
-def _nothing_to_deploy(ctx: Context) -> str | None:
-    # plan mode renders (and, on a cluster, dry-runs) without a cluster too: only an apply needs one
-    if ctx.applying and not ctx.has_cluster:
-        return f"target {ctx.target_name} has no cluster: nothing deployed"
-    return None
-
-
-@change("deploy-collectors", "Deploy the collectors", plan=plan_deploy, skip_if=_nothing_to_deploy)
+# plan mode renders (and, on a cluster, dry-runs) without a cluster too: only an apply needs one
+@change("deploy-collectors", "Deploy the collectors", plan=plan_deploy, needs_cluster="apply")
 def deploy(ctx: Context) -> Result:
     """Apply the manifests (server-side apply: idempotent, and what the plan's dry run showed) and wait
     until a collector is Ready on every node."""

@@ -19,10 +19,10 @@ selector would).
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
+from opsbook.clients.retry import retrying
 from opsbook.errors import Conflict, NotFound, OpsbookError
 from opsbook.ops.deploy_new_model.context import (
     CANARY_OF_KEY,
@@ -204,19 +204,16 @@ def patch_stable(ctx: Context, *, version: str, uri: str, dry_run: bool = False,
     Conflict the Deployment is read again and the patch recomputed, as client-go's RetryOnConflict does."""
     ns = ctx.settings.namespace
     path = ctx.kube.resource(kind="Deployment").path(namespace=ns, name=ctx.stable_name)
-    for attempt in range(1, attempts + 1):
+    def attempt() -> dict[str, Any]:
         stable = ctx.kube.get(kind="Deployment", name=ctx.stable_name, namespace=ns)
         template = set_model(stable["spec"]["template"], version=version, uri=uri, container=ctx.settings.model)
         patch = {"metadata": {"resourceVersion": stable["metadata"]["resourceVersion"]},
                  "spec": {"template": {"metadata": {"annotations": template["metadata"]["annotations"]},
                                        "spec": {"containers": [{"name": c["name"], "env": c.get("env") or []}
                                                                for c in template["spec"]["containers"]]}}}}
-        try:
-            return ctx.kube.request("PATCH", path, body=patch,
-                                    content_type="application/strategic-merge-patch+json",
-                                    query={"fieldManager": FIELD_MANAGER, "dryRun": "All" if dry_run else None})
-        except Conflict:
-            if attempt == attempts:
-                raise
-            time.sleep(0.05 * 2 ** attempt)
-    raise AssertionError("unreachable")
+        return cast(dict[str, Any], ctx.kube.request(
+            "PATCH", path, body=patch, content_type="application/strategic-merge-patch+json",
+            query={"fieldManager": FIELD_MANAGER, "dryRun": "All" if dry_run else None}))
+
+    return retrying(attempt, attempts=attempts, backoff=0.1, max_backoff=1.0,
+                    when=lambda exc: isinstance(exc, Conflict))

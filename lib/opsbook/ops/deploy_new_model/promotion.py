@@ -9,11 +9,11 @@ without a cluster; in plan mode without a cluster it still says what it would do
 from __future__ import annotations
 
 import datetime as _dt
-import time
 from collections.abc import Callable
 from typing import Any
 
-from opsbook.errors import ClientError
+from opsbook.clients.retry import Pending, wait_until
+from opsbook.errors import ClientError, TimedOut
 from opsbook.ops.base import Result, change, check
 from opsbook.ops.deploy_new_model.cluster import delete_canary, existing_canary, model_of, patch_stable
 from opsbook.ops.deploy_new_model.context import TRACK_LABEL, Context, Serving
@@ -210,12 +210,12 @@ def verify_instances(ctx: Context, *, wait: float | None = None, poll: float = 0
     replicas = int(stable["spec"].get("replicas", 1))
     service_sel = ",".join(f"{k}={v}" for k, v in sorted(stable["spec"]["selector"]["matchLabels"].items())
                            if k != TRACK_LABEL)
-    deadline = time.monotonic() + (min(s.timeout, 120.0) if wait is None else wait)
-    rows: list[dict[str, Any]] = []
-    problems: list[str] = []
-    while True:
+    seen: dict[str, Any] = {"rows": [], "problems": []}
+
+    def settled() -> Any:
         pods = ctx.kube.pod_objects(namespace=s.namespace, selector=service_sel)
-        rows, problems = [], []
+        rows: list[dict[str, Any]] = []
+        problems: list[str] = []
         for p in sorted(pods, key=lambda p: p["metadata"]["name"]):
             v, _, _ = model_of(p)
             track = (p["metadata"].get("labels") or {}).get(TRACK_LABEL, "")
@@ -233,9 +233,16 @@ def verify_instances(ctx: Context, *, wait: float | None = None, poll: float = 0
             problems.append(f"{len(stable_pods)} stable pod(s), the Deployment wants {replicas}")
         if existing_canary(ctx) is not None:
             problems.append(f"Deployment {ctx.canary_name} still exists")
-        if not problems or time.monotonic() >= deadline:
-            break
-        time.sleep(poll)
+        seen.update(rows=rows, problems=problems)
+        return True if not problems else Pending("; ".join(problems))
+
+    try:  # old pods take a while to go: look again until the wait runs out
+        wait_until(settled, timeout=min(s.timeout, 120.0) if wait is None else wait, interval=poll,
+                   what=f"instances of {ctx.stable_name} not settled")
+    except TimedOut:
+        if not seen["rows"] and not seen["problems"]:
+            raise
+    rows, problems = seen["rows"], seen["problems"]
     return Result(summary=(f"all {replicas} instance(s) of {ctx.stable_name} serve v{want}, Ready; no canary left"
                            if not problems else "; ".join(problems)), outcome="ok" if not problems else "failed",
                   rows=rows, details={"version": want, "replicas": replicas, "pods": rows, "problems": problems})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from opsbook.clients.retry import Pending, wait_until
 from opsbook.errors import ClientError, TimedOut
 from opsbook.ops.base import Result, check, step
 
@@ -122,26 +123,43 @@ def _nothing_to_probe(ctx: Context) -> str | None:
     return None if ingress_urls(ctx) else "the chart renders no Ingress (ingress.enabled is false)"
 
 
+def _probe(ctx: Context, url: str, headers: dict[str, str], *, timeout: float,
+           retry_for: float) -> tuple[int | None, str]:
+    """The status and reason of the first answer below 400 (or of the last answer, or the last error
+    when nothing answered), looking again once a second for ``retry_for`` seconds."""
+    seen: dict[str, Any] = {"status": None, "note": ""}
+
+    def answer() -> Any:
+        try:
+            got = ctx.http.get(url, headers=headers, timeout=timeout, follow_redirects=False)
+        except ClientError as exc:
+            if not exc.temporary:
+                raise
+            return Pending(str(exc))
+        seen.update(status=got.status, note=got.reason)
+        return got if got.status < 400 else Pending(f"HTTP {got.status} {got.reason}")
+
+    try:
+        wait_until(answer, timeout=retry_for, interval=1.0, what=f"{url} did not answer below 400")
+    except ClientError as exc:
+        if seen["status"] is None:  # nothing answered: the last error, as the client worded it
+            seen["note"] = str(exc).split(": ", 1)[-1] if isinstance(exc, TimedOut) else str(exc)
+    return seen["status"], seen["note"]
+
+
 @check("ingress", "Ingress endpoints answer", skip_if=_nothing_to_probe)
-def probe_ingress(ctx: Context, *, timeout: float = 10.0, attempts: int = 3) -> Result:
+def probe_ingress(ctx: Context, *, timeout: float = 10.0, retry_for: float = 3.0) -> Result:
     """HTTP GET every ingress host/path (through ``ingress_base_url`` with the Host header, for a
-    cluster without external DNS). An answer below 400 passes."""
+    cluster without external DNS). An answer below 400 passes; an error status or no answer is tried
+    again, once a second, for ``retry_for`` seconds (an ingress controller that has just picked the
+    Ingress up answers 404/503 for a moment); a permanent client error is not retried."""
     if (failed := _unreachable(ctx)) is not None:
         return failed
     via_base = bool(ctx.settings.ingress_base_url)
     rows: list[dict[str, Any]] = []
     for t in ingress_urls(ctx):
-        status: int | None = None
-        note = ""
-        for _ in range(attempts):
-            try:
-                headers = {"Host": t["host"]} if via_base and t["host"] else {}
-                answer = ctx.http.get(t["url"], headers=headers, timeout=timeout, follow_redirects=False)
-                status, note = answer.status, answer.reason
-                if status < 400:
-                    break
-            except ClientError as exc:
-                note = str(exc)
+        headers = {"Host": t["host"]} if via_base and t["host"] else {}
+        status, note = _probe(ctx, t["url"], headers, timeout=timeout, retry_for=retry_for)
         rows.append({"host": t["host"], "path": t["path"], "url": t["url"], "backend": t["backend"],
                      "status": status if status is not None else "-", "answer": note,
                      "ok": "✓" if status is not None and status < 400 else "✗"})

@@ -15,7 +15,8 @@ import json
 import time
 from typing import Any
 
-from opsbook.errors import NotFound, OpsbookError
+from opsbook.clients.retry import Pending, wait_until
+from opsbook.errors import NotFound, OpsbookError, TimedOut
 from opsbook.ops.base import Result, change, check
 from opsbook.ops.security_incident_response import objects
 from opsbook.ops.security_incident_response.contain import item_rows
@@ -185,18 +186,26 @@ def pods_ready(ctx: Context, *, poll: float = 1.0) -> Result:
     """Check: every affected pod is Running and Ready (in apply mode, waits up to ``timeout``; a plan
     reports how they are now and does not fail on it)."""
     s = ctx.settings
-    deadline = time.monotonic() + s.timeout
-    while True:
+    seen: dict[str, list[dict[str, Any]]] = {}
+
+    def all_ready() -> Any:
         pods = ctx.kube.pod_objects(namespace=s.namespace, selector=s.selector or None)
         rows = [{"pod": p["metadata"]["name"], "phase": (p.get("status") or {}).get("phase", ""),
                  "ready": any(c.get("type") == "Ready" and c.get("status") == "True"
                               for c in (p.get("status") or {}).get("conditions") or [])} for p in pods]
-        if rows and all(r["ready"] for r in rows):
-            return Result(summary=f"{len(rows)} pod(s) Ready", outcome="ok", rows=rows)
-        if time.monotonic() >= deadline or not ctx.applying:
-            return Result(summary=f"{sum(r['ready'] for r in rows)}/{len(rows)} pod(s) Ready",
-                          outcome="failed" if ctx.applying else "ok", rows=rows)
-        time.sleep(poll)
+        seen["rows"] = rows
+        return rows if rows and all(r["ready"] for r in rows) else Pending(f"{sum(r['ready'] for r in rows)}/{len(rows)} Ready")
+
+    try:  # a plan looks once; an apply waits up to the run's timeout
+        rows = wait_until(all_ready, timeout=s.timeout if ctx.applying else 0, interval=poll,
+                          what="affected pods not Ready")
+    except TimedOut:
+        if "rows" not in seen:
+            raise
+        rows = seen["rows"]
+        return Result(summary=f"{sum(r['ready'] for r in rows)}/{len(rows)} pod(s) Ready",
+                      outcome="failed" if ctx.applying else "ok", rows=rows)
+    return Result(summary=f"{len(rows)} pod(s) Ready", outcome="ok", rows=rows)
 
 
 def _no_error_rate(ctx: Context) -> str | None:

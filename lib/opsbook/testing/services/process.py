@@ -12,12 +12,14 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
+
+from opsbook.clients.retry import Pending, wait_until
+from opsbook.errors import TimedOut
 
 LOOPBACK = "127.0.0.1"
 
@@ -57,7 +59,7 @@ def _tail(path: Path | None, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
 
 
-def fail_service(name: str, why: str, log: Path | None) -> None:
+def fail_service(name: str, why: str, log: Path | None) -> NoReturn:
     pytest.fail(
         f"service {name!r} could not start: {why}\n---- tail of {log} ----\n{_tail(log)}", pytrace=False
     )
@@ -108,18 +110,22 @@ def _kill_group(pid: int, grace: float) -> None:
     """SIGTERM the process group led by ``pid``, SIGKILL it after ``grace`` seconds."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
+
+    def gone() -> bool:
         try:
             os.killpg(pid, 0)
         except (ProcessLookupError, PermissionError):
-            return
+            return True
         # reap our own child so that it does not linger as a zombie
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+        return False
+
+    try:
+        wait_until(gone, timeout=grace, interval=0.05, what=f"process group {pid} still there after SIGTERM")
+    except TimedOut:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 class _Process:
@@ -175,23 +181,26 @@ class _Process:
 
     def wait_ready(self, probe: Callable[[], Any], timeout: float) -> Any:
         """Poll ``probe`` until it returns a true value; fail with the log if the process dies or times out."""
-        deadline = time.monotonic() + timeout
         last: BaseException | None = None
-        while True:
+
+        def ready() -> Any:
+            nonlocal last
             code = self.exited()
-            if code is not None:
+            if code is not None:  # waiting longer cannot help
                 self.stop()
                 fail_service(self.name, f"{Path(self.argv[0]).name} exited with code {code}", self.log)
             try:
-                result = probe()
-                if result:
-                    return result
+                return probe()
             except Exception as exc:  # noqa: BLE001 - the probe fails until the service is up
                 last = exc
-            if time.monotonic() > deadline:
-                self.stop()
-                fail_service(self.name, f"not ready after {timeout:.0f} s (last probe error: {last!r})", self.log)
-            time.sleep(0.1)
+                return Pending(f"last probe error: {exc!r}")
+
+        try:
+            return wait_until(ready, timeout=timeout, interval=0.1, what=f"service {self.name!r} not ready")
+        except TimedOut:
+            pass
+        self.stop()
+        fail_service(self.name, f"not ready after {timeout:.0f} s (last probe error: {last!r})", self.log)
 
 
 def http_ok(url: str, timeout: float = 1.0) -> bool:

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from opsbook.clients.prometheus import Prometheus
-from opsbook.errors import ClientError
+from opsbook.clients.retry import wait_until
+from opsbook.errors import ClientError, TimedOut
 from opsbook.testing.timing import record_startup
 
 from .process import (
@@ -145,14 +146,11 @@ class PrometheusService:
         self, promql: str, timeout: float = 30.0, interval: float = 0.25
     ) -> list[dict[str, Any]]:
         """Poll :meth:`query` until the result is non-empty; :class:`TimeoutError` after ``timeout`` s."""
-        deadline = time.monotonic() + timeout
-        while True:
-            result = self.query(promql)
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no series for {promql!r} after {timeout} s (targets: {self.targets})")
-            time.sleep(interval)
+        try:
+            return wait_until(lambda: self.query(promql), timeout=timeout, interval=interval,
+                              what=f"no series for {promql!r}")
+        except TimedOut:
+            raise TimeoutError(f"no series for {promql!r} after {timeout} s (targets: {self.targets})") from None
 
 
 def _prometheus_binary() -> Path | None:
