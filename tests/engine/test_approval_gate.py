@@ -323,7 +323,9 @@ def test_two_racing_applies_of_one_plan_start_at_most_once(outputs, planned):
                                "-p", "replicas", "4", "--notebooks", str(FIXTURE_NOTEBOOKS), "--outputs",
                                str(outputs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env={**os.environ, "OPSBOOK_FIXTURE_SECRET": FIXTURE_SECRET}) for _ in range(3)]
-    codes = sorted(p.wait(timeout=180) for p in procs)
+    for p in procs:
+        p.communicate(timeout=180)  # waits, and closes its pipes
+    codes = sorted(p.returncode for p in procs)
     assert codes == [0, 2, 2]
     assert len([e for e in entries(outputs) if e.get("event") == "started"]) == 1
 
@@ -352,6 +354,7 @@ def test_a_killed_apply_shows_as_started_never_finished(cli, outputs):
     time.sleep(1.5)
     os.killpg(p.pid, signal.SIGKILL)  # the runner and its kernel: no chance to write a record
     p.wait(timeout=30)
+    p.stdout.close()
     (started,) = [e for e in entries(outputs) if e.get("event") == "started"]
     report = Archive(outputs).verify()
     assert report.ok and any(f"started, never finished: run {started['run_id']}" in i for i in report.info)

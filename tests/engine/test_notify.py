@@ -357,6 +357,8 @@ def run_cli(outputs: Path, *args: str, env: dict[str, str] | None = None) -> tup
             t_record = time.monotonic()
     proc.wait(timeout=180)
     reader.join(10)
+    proc.stdout.close()
+    proc.stderr.close()
     done = time.monotonic()
     return (subprocess.CompletedProcess(argv, proc.returncode, "".join(out), "".join(err)),
             done - (t_record or done))

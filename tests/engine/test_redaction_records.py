@@ -171,6 +171,8 @@ def test_a_killed_run_leaves_a_staging_folder_that_the_next_start_sweeps(tmp_pat
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
     for pid in kernels:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
