@@ -14,6 +14,7 @@ Order of a run, and why:
 
 from __future__ import annotations
 
+import _imp
 import contextlib
 import json
 import os
@@ -418,9 +419,17 @@ def _finalize(prep: Prepared, *, archive: RunArchive, staging: Path, out_nb: Pat
         evidence_dropped=dropped, red=red, extra={"timeouts": timeouts} if timeouts is not None else None)
     # the HTML after the manifest (its header shows the run's final status, headline and timings) and
     # before the archive hashes the record's files
+    isolated = False
     if warm.ident is not None:  # started
-        warm.join(timeout=30)
-    recording.write_html(nb, out_nb.parent, red, exporter=warm.exporter, manifest=manifest)
+        warm.join(timeout=2)
+        # a Ctrl-C that lands inside the import machinery of this thread can leave the global import
+        # lock held (it is re-entrant for this thread, not for the warm-up thread, which then waits for
+        # ever holding nbconvert's module locks): render in a fresh interpreter instead of hanging
+        isolated = warm.is_alive() and _imp.lock_held()
+        if not isolated:
+            warm.join(timeout=28)
+    recording.write_html(nb, out_nb.parent, red, exporter=None if isolated else warm.exporter, manifest=manifest,
+                         isolated=isolated)
     ref = archive.record(runbook_id=rb.id, run_id=run_id, source_dir=out_nb.parent, manifest=manifest)
     return RunOutcome(run_id=run_id, runbook_id=rb.id, status=status, record_dir=ref.path,
                       failed_cell=failed_cell, error=manifest["error"], manifest=manifest)

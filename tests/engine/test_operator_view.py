@@ -95,6 +95,10 @@ def test_ctrl_c_during_kernel_start_says_interrupting_at_once_and_stops_soon(out
     m = _manifest(outputs, "sleeper")
     assert m["status"] == "aborted" and m["error"] == "interrupted (Ctrl-C)"  # never "interrupted ()"
     assert "error: interrupted (Ctrl-C)" in out
+    # the record has its page too: a Ctrl-C inside an import used to leave the HTML warm-up thread
+    # waiting for ever on the import lock (1 run in 6), and the run with it
+    (rec,) = [p for p in (outputs / "sleeper").iterdir() if p.is_dir()]
+    assert (rec / "notebook.html").is_file() and not (rec / "html-error.txt").exists()
 
 
 def test_a_run_without_a_headline_says_what_failed_changed_or_would_change():

@@ -122,6 +122,27 @@ def test_the_header_is_redacted_with_the_record(tmp_path):
     assert page.index(head) < page.index(">Title<a class=\"anchor-link\"")
 
 
+def test_the_page_rendered_in_a_fresh_interpreter_is_the_same_page(tmp_path):
+    """A Ctrl-C inside an import can leave this process's import lock held, and nbconvert can then not
+    be imported here (the runner's HTML warm-up thread waits for ever): the runner renders in a fresh
+    interpreter instead, and the page, header and redaction included, is the same."""
+    red = secrets.Redactor([FIXTURE_SECRET])
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Title"),
+                                         nbformat.v4.new_code_cell(f"print('{FIXTURE_SECRET}')")])
+    m = {"run_id": "20261204T000000Z-abcdef", "runbook_id": "passing", "runbook_version": "1.0.0",
+         "status": "aborted", "mode": "plan", "target": "local", "operator": "alice",
+         "error": "interrupted (Ctrl-C)", "steps": []}
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir()
+    there.mkdir()
+    recording.write_html(nb, here, red, manifest=m)
+    recording.write_html(nb, there, red, manifest=m, isolated=True)
+    assert not (there / "html-error.txt").exists()
+    page = (there / recording.HTML_NAME).read_text()
+    assert page == (here / recording.HTML_NAME).read_text()
+    assert FIXTURE_SECRET not in page and "interrupted (Ctrl-C)" in header_of(page)
+
+
 def test_an_interactive_record_has_the_header_too(tmp_path, monkeypatch):
     monkeypatch.setenv(catalog.ENV_NOTEBOOKS, str(FIXTURE_NOTEBOOKS))
     monkeypatch.setenv(catalog.ENV_OUTPUTS, str(tmp_path / "outputs"))

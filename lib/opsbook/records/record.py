@@ -193,8 +193,28 @@ def _with_header(body: str, header: str) -> str:
     return header + body
 
 
+def _render_isolated(nb: Any, resources: dict[str, Any] | None, timeout: float = 180.0) -> str:
+    """The HTML of ``nb`` rendered by nbconvert in a fresh interpreter (the notebook on stdin, the
+    page on stdout): for a process whose own imports cannot be trusted any more (``runner``)."""
+    import json
+    import subprocess
+    import sys
+
+    import nbformat
+
+    code = ("import json, sys\nimport nbformat\nfrom opsbook.records.record import html_exporter\n"
+            "nb = nbformat.reads(sys.stdin.read(), as_version=4)\n"
+            "body, _ = html_exporter().from_notebook_node(nb, resources=json.loads(sys.argv[1]) or None)\n"
+            "sys.stdout.write(body)\n")
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(resources or {})], input=nbformat.writes(nb),
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the renderer exited with code {proc.returncode}: {proc.stderr.strip()[-300:]}")
+    return proc.stdout
+
+
 def write_html(nb: Any, folder: Path, red: secrets.Redactor, exporter: Any = None,
-               manifest: Mapping[str, Any] | None = None) -> None:
+               manifest: Mapping[str, Any] | None = None, *, isolated: bool = False) -> None:
     """Render the (already redacted) notebook to ``folder/notebook.html``, redacted again. With the
     record's ``manifest`` the page starts with its header (``header_html``: status, headline,
     runbook, target, mode, operator, plan/approval, run id, timings) and is titled after the run.
@@ -204,7 +224,10 @@ def write_html(nb: Any, folder: Path, red: secrets.Redactor, exporter: Any = Non
         if manifest is not None:
             title = f"{manifest.get('runbook_id', 'run')} {manifest.get('run_id', '')}: {manifest.get('status', '')}"
             resources = {"metadata": {"name": re.sub(r"[^\w .:-]", "", title)}}  # ids and a status word
-        body, _ = (exporter or html_exporter()).from_notebook_node(nb, resources=resources)
+        if isolated:
+            body = _render_isolated(nb, resources)
+        else:
+            body, _ = (exporter or html_exporter()).from_notebook_node(nb, resources=resources)
         if manifest is not None:
             body = _with_header(body, header_html(manifest))
         (folder / HTML_NAME).write_text(red.redact(body), encoding="utf-8")
