@@ -42,10 +42,15 @@ def path_base(name: str, value: Any) -> Path:
     whatever folder papermill or JupyterLab started the kernel in), else the working folder (a value a
     caller gave; ``opsbook run`` has already made those absolute against the caller's folder)."""
     rb = _STARTED.get("runbook")
-    p = rb.spec.params.get(name) if rb is not None else None
-    if rb is not None and p is not None and value == p.default:
-        return rb.path.resolve().parent
+    if rb is not None and name in rb.spec:
+        return base_for(rb, name, value)
     source = os.environ.get(ENV_SOURCE)
-    if p is None and source and value:  # no start() in this process: the runner's notebook
+    if source and value:  # no start() in this process: the runner's notebook
         return Path(source).resolve().parent
     return Path.cwd()
+
+
+def base_for(rb: catalog.Runbook, name: str, value: Any) -> Path:
+    """``path_base`` for runbook ``rb``: its folder for a default as written, else the working folder."""
+    p = rb.spec.params.get(name)
+    return rb.path.resolve().parent if p is not None and value == p.default else Path.cwd()

@@ -194,10 +194,6 @@ class Context:
             return None
         return self._evidence(name, content, description=description)
 
-    @property
-    def keeps_evidence(self) -> bool:
-        return self._evidence is not None
-
     def archive(self) -> Any:
         """The run's archive (where its record goes: ``verify()``, ``check_writable()``, ``root``...)."""
         if self._archive is None:

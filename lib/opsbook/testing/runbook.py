@@ -37,6 +37,7 @@ def make_context(runbook_id: str, *, mode: str = "plan", target: Target | str | 
     """The runbook's ``Context`` (its ops module's class) with ``values`` over the parameters cell's
     defaults, validated as ``opsbook run`` validates them (a bad value raises ``ParameterError``)."""
     from opsbook.notebook import _context_class, _model_name
+    from opsbook.notebook.context import base_for
 
     rb = catalog.get(runbook_id, notebooks)
     params = parameters.validate(rb.spec, {"mode": mode, **values})
@@ -48,11 +49,8 @@ def make_context(runbook_id: str, *, mode: str = "plan", target: Target | str | 
         params = {**params, "target": tgt.name}
     settings = rb.spec.settings(params, _model_name(rb.id))
 
-    def path_base(name: str, value: Any) -> Path:
-        """As in a kernel: a relative default as the parameters cell writes it is taken from the
-        runbook's folder (``chart = "../charts/ml-platform"``), any other value from the working folder."""
-        p = rb.spec.params.get(name)
-        return rb.path.resolve().parent if p is not None and value == p.default else Path.cwd()
+    def path_base(name: str, value: Any) -> Path:  # as in a kernel that started this runbook
+        return base_for(rb, name, value)
 
     def secret(name: str, *, k8s: Any = None) -> str:
         return secrets.resolve(getattr(settings, name), k8s=k8s)

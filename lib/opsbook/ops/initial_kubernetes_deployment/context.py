@@ -97,12 +97,7 @@ class Context(base.Context):
     @cached_property
     def http(self) -> Any:
         """The HTTP client the ingress probe uses (``clients.http.Http``; a test's ``Clients(..., http=...)``)."""
-        given = self.clients.given("http")
-        if given is not None:
-            return given
-        from opsbook.clients.http import Http
-
-        return Http()
+        return self.clients.http()
 
     @cached_property
     def _server(self) -> tuple[str, str]:
