@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.opsbook-installed
 PYTHON ?= python3
 
-.PHONY: setup demo test check lint bench clean
+.PHONY: setup demo test check lint bench clean image
 
 setup: $(STAMP)
 
@@ -23,9 +23,15 @@ test: setup
 	$(VENV)/bin/pytest
 
 # the inner loop: unit and engine tests that start no service (markers set from the fixtures a test
-# uses, tests/conftest.py) and are not slow; `make test` stays the whole suite
+# uses, tests/conftest.py) and are not slow, on every core (pytest-xdist: most of these tests wait on a
+# kernel of their own); `make test` stays the whole suite, in one process, sharing its services
 check: setup
-	$(VENV)/bin/pytest -m "not services and not slow"
+	$(VENV)/bin/pytest -m "not services and not slow" -n auto
+
+# the container image, built with buildah on a Debian base made by debootstrap (no Docker engine, no
+# image registry); cached: an unchanged tree is not built again. Needs root.
+image: setup
+	HOST_PYTHON=$(PY) bash scripts/build-image.sh
 
 lint: setup
 	$(VENV)/bin/ruff check lib tests benchmarks

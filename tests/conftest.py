@@ -79,6 +79,10 @@ class _ServiceMarkerGuard:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_ServiceMarkerGuard(), "opsbook-service-marker-guard")
+    # The CLI sizes its tables from COLUMNS. pytest-xdist's workers (``make check`` runs two) set it to
+    # 80, a plain run leaves it unset: the tests that care about a width set it themselves.
+    for name in ("COLUMNS", "LINES"):
+        os.environ.pop(name, None)
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,8 +16,11 @@ from .conftest import SERVICE_FIXTURES, SERVICES, pytest_collection_modifyitems,
 
 TESTS = Path(__file__).resolve().parent
 
-# KubeApi / KubeNamespace methods that exist only on the test server (opsbook.testing.kube)
-TEST_SERVER_ONLY = {"feed_logs", "faults", "set_faults", "clear_faults", "set_node_ready", "server_state"}
+# KubeApi / KubeNamespace methods that exist only on the test server (opsbook.testing.kube), and the
+# path of its admin endpoints (a test that calls them directly)
+TEST_SERVER_ONLY = {"feed_logs", "faults", "set_faults", "clear_faults", "set_node_ready", "server_state", "reset",
+                    "set_token_controller", "_admin"}
+ADMIN_PATH = "/_opsbook/"
 
 
 class FakeItem:
@@ -106,8 +109,10 @@ def uses_of_test_server_admin(source: str) -> list[str]:
                 continue
             calls = {n.func.attr for n in ast.walk(fn) if isinstance(n, ast.Call)
                      and isinstance(n.func, ast.Attribute)}
-            if calls & TEST_SERVER_ONLY and not (module_marked or mentions(class_decorators)
-                                                 or mentions(fn.decorator_list) or mentions(fn.body)):
+            admin_path = any(isinstance(n, ast.Constant) and isinstance(n.value, str) and ADMIN_PATH in n.value
+                             for n in ast.walk(fn))
+            if (calls & TEST_SERVER_ONLY or admin_path) and not (
+                    module_marked or mentions(class_decorators) or mentions(fn.decorator_list) or mentions(fn.body)):
                 found.append(fn.name)
     return found
 
@@ -119,12 +124,26 @@ def test_the_admin_check_sees_a_missing_marker():
            "@requires_test_server\n"
            "def test_b(kube):\n    kube.feed_logs('p', 'c', 'x')\n"
            "def test_c(kube):\n    kube.api.set_node_ready('n', False)\n"
-           "def test_d(kube):\n    kube.kubectl('get', 'pods')\n")
-    assert uses_of_test_server_admin(src) == ["test_a", "test_c"]
+           "def test_d(kube):\n    kube.kubectl('get', 'pods')\n"
+           "def test_e(kube_api):\n    kube_api.set_token_controller(True)\n    kube_api.reset()\n"
+           "def test_f(kube_api):\n    urlopen(kube_api.url + '/_opsbook/state')\n"
+           "class TestG:\n    def test_g(self, kube_api):\n        kube_api.server_state()\n")
+    assert uses_of_test_server_admin(src) == ["test_a", "test_c", "test_e", "test_f", "test_g"]
     assert uses_of_test_server_admin("pytestmark = [requires_test_server]\n" + src) == []
 
 
+def test_the_admin_check_would_have_caught_the_evidence_test():
+    """Issue 19: the incident's evidence test fed logs without the marker and failed on every real
+    cluster. Its source as it was, minus the marker line, must be caught."""
+    src = (TESTS / "runbooks" / "test_security_incident.py").read_text()
+    name = "test_evidence_files_match_what_the_cluster_returned"
+    assert name not in uses_of_test_server_admin(src)
+    unmarked = re.sub(rf"@requires_test_server[^\n]*\n(def {name}\()", r"\1", src)
+    assert unmarked != src and name in uses_of_test_server_admin(unmarked)
+
+
 def test_tests_using_the_test_servers_admin_endpoints_are_marked_requires_test_server():
-    unmarked = {str(p.relative_to(TESTS)): names for p in sorted(TESTS.rglob("test_*.py"))
-                if (names := uses_of_test_server_admin(p.read_text()))}
+    files = [p for p in sorted(TESTS.rglob("test_*.py")) if p != Path(__file__).resolve()]  # not these samples
+    assert len(files) > 50
+    unmarked = {str(p.relative_to(TESTS)): names for p in files if (names := uses_of_test_server_admin(p.read_text()))}
     assert unmarked == {}

@@ -61,6 +61,23 @@ class Target(BaseModel):
     def has_cluster(self) -> bool:
         return self.kube_context is not None or self.kubeconfig is not None
 
+    def insecure_cluster(self) -> str | None:
+        """The cluster this target reaches with TLS verification off (``insecure-skip-tls-verify`` in
+        its kubeconfig), or None. Read from the kubeconfig each time, without the Kubernetes client."""
+        if not self.has_cluster:
+            return None
+        from opsbook.clients.kubeconfig import insecure_cluster
+
+        return insecure_cluster(self.kubeconfig, self.kube_context)
+
+    def tls_warning(self) -> str | None:
+        """The banner's one line about an unverified API server, or None when there is nothing to say."""
+        cluster = self.insecure_cluster()
+        if cluster is None:
+            return None
+        return (f"TLS verification is off for cluster {cluster} (insecure-skip-tls-verify in kubeconfig): "
+                "the API server's identity is not checked")
+
     def describe(self, namespace: str | None = None) -> str:
         """``staging: context staging-admin, namespace ml-platform``. ``namespace``: the run's own
         (a runbook's ``namespace`` parameter), shown instead of the target's default when given."""

@@ -67,6 +67,7 @@ def test_kubectl_auth_can_i(kube_api):
     assert kube_api.kubectl("auth", "can-i", "create", "deployments").stdout.strip() == "yes"
 
 
+@pytest.mark.needs_ready_pods
 def test_nodes_are_listed_ready(kube_api):
     out = kube_api.kubectl("get", "nodes", "-o", "json").stdout
     nodes = json.loads(out)["items"]
@@ -94,15 +95,22 @@ def test_nodes_are_listed_ready(kube_api):
     ("DiscoveryV1Api", ["list_endpoint_slice_for_all_namespaces"]),
 ])
 def test_every_kind_lists_through_the_typed_client(kube_api, api, calls):
-    """The typed client parses every list into its models (a reply it cannot model would raise)."""
+    """The typed client parses every list into its models (a reply it cannot model would raise), except
+    events.k8s.io/v1: the client requires ``eventTime``, which the kubelet's and the controllers' events
+    leave null on every real cluster (``test_events.py``); that list is read as JSON."""
     from kubernetes import client
 
     typed = getattr(client, api)(kube_api.api_client())
     for call in calls:
+        if api == "EventsV1Api":
+            data = json.loads(getattr(typed, call)(limit=50, _preload_content=False).data)
+            assert data["metadata"]["resourceVersion"] and all("eventTime" in e for e in data["items"]), call
+            continue
         result = getattr(typed, call)(limit=50)
         assert result.metadata.resource_version, call
 
 
+@pytest.mark.needs_ready_pods
 def test_kubectl_get_prints_server_side_columns(kube, apps):
     from .conftest import deployment, wait_until
 

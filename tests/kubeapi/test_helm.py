@@ -87,6 +87,7 @@ def _message(kube) -> str:
     return json.loads(kube.kubectl("get", "configmap", "rel-cfg", "-o", "json").stdout)["data"]["message"]
 
 
+@pytest.mark.needs_ready_pods
 def test_helm_install_upgrade_rollback_uninstall(kube, helm_run, tmp_path):
     chart = _chart(tmp_path)
     helm_run("install", "rel", str(chart))

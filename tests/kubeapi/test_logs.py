@@ -17,6 +17,7 @@ def _running(core, ns, name):
         core.read_namespaced_pod(name, ns)), message=f"pod {name} running")
 
 
+@pytest.mark.needs_kubelet
 def test_logs_of_a_running_pod_are_readable(kube, core):
     core.create_namespaced_pod(kube.namespace, pod("quiet", image=PAUSE))
     _running(core, kube.namespace, "quiet")
@@ -24,6 +25,7 @@ def test_logs_of_a_running_pod_are_readable(kube, core):
     assert isinstance(core.read_namespaced_pod_log("quiet", kube.namespace), str)
 
 
+@pytest.mark.needs_kubelet
 def test_logs_need_a_container_name_when_there_are_several(kube, core):
     p = pod("two", image=PAUSE)
     p["spec"]["containers"].append({"name": "second", "image": PAUSE})
@@ -57,6 +59,7 @@ def test_fed_log_lines_are_returned(kube, core):
     assert "first marker line" in kube.kubectl("logs", "talker", "--since=1m").stdout
 
 
+@pytest.mark.needs_kubelet
 def test_previous_logs_of_a_crashed_container(kube, core):
     ns = kube.namespace
     core.create_namespaced_pod(ns, pod("crashy", image=BUSYBOX, command=["sh", "-c", "exit 1"]))

@@ -170,8 +170,10 @@ def test_server_side_apply_removes_what_the_manager_stops_applying(kube, tmp_pat
                         command=["sleep", "3600"])
     second["metadata"]["labels"]["a"] = "1"
     f1, f2 = tmp_path / "1.yaml", tmp_path / "2.yaml"
-    f1.write_text(yaml.safe_dump(first))
-    f2.write_text(yaml.safe_dump(second))
+    # JSON, not yaml.safe_dump: PyYAML leaves the env name Y unquoted, and kubectl's YAML 1.1 reads a bare
+    # Y as true (a real server then refuses the boolean name)
+    f1.write_text(json.dumps(first))
+    f2.write_text(json.dumps(second))
     kube.kubectl("apply", "--server-side", "-f", str(f1))
     kube.kubectl("label", "deployment", "prune", "c=3")
     kube.kubectl("apply", "--server-side", "-f", str(f2))

@@ -50,6 +50,7 @@ def test_unsupported_field_selector_is_400(core, labelled):
     assert ei.value.status == 400
 
 
+@pytest.mark.needs_ready_pods
 def test_pod_field_selectors_node_name_and_phase(kube, core):
     ns = kube.namespace
     core.create_namespaced_pod(ns, pod("p1"))

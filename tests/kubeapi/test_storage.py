@@ -23,6 +23,7 @@ def _pod_with_claim(name: str, claim: str) -> dict:
     return p
 
 
+@pytest.mark.needs_storage_provisioner
 def test_default_storage_class_exists(kube_api):
     from kubernetes import client
 
@@ -32,6 +33,8 @@ def test_default_storage_class_exists(kube_api):
     assert defaults, "no default StorageClass"
 
 
+@pytest.mark.needs_storage_provisioner
+@pytest.mark.needs_ready_pods
 def test_claim_is_provisioned_and_bound_for_a_pod(kube, core):
     ns = kube.namespace
     core.create_namespaced_persistent_volume_claim(ns, _claim("data", "2Gi"))
@@ -47,6 +50,8 @@ def test_claim_is_provisioned_and_bound_for_a_pod(kube, core):
     assert pv.spec.claim_ref.name == "data" and pv.spec.claim_ref.namespace == ns
 
 
+@pytest.mark.needs_storage_provisioner
+@pytest.mark.needs_ready_pods
 def test_pod_waits_for_a_missing_claim(kube, core):
     ns = kube.namespace
     core.create_namespaced_pod(ns, _pod_with_claim("waiter", "later"))
@@ -63,6 +68,8 @@ def test_pod_waits_for_a_missing_claim(kube, core):
                message="pod running once the claim exists")
 
 
+@pytest.mark.needs_storage_provisioner
+@pytest.mark.needs_ready_pods
 def test_claim_in_use_is_protected(kube, core):
     ns = kube.namespace
     core.create_namespaced_persistent_volume_claim(ns, _claim("kept"))
@@ -85,6 +92,8 @@ def test_claim_in_use_is_protected(kube, core):
     wait_until(gone, timeout=60, message="claim removed after its pod")
 
 
+@pytest.mark.needs_storage_provisioner
+@pytest.mark.needs_ready_pods
 def test_statefulset_volume_claim_templates(kube, apps, core):
     ns = kube.namespace
     ss = {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},

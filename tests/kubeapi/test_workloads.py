@@ -18,6 +18,7 @@ def _ready_pods(core, ns, selector):
     return [p for p in pods if any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))]
 
 
+@pytest.mark.needs_ready_pods
 def test_deployment_creates_replicaset_and_ready_pods(kube, apps, core):
     ns = kube.namespace
     apps.create_namespaced_deployment(ns, deployment("web", replicas=2))
@@ -40,6 +41,7 @@ def test_deployment_creates_replicaset_and_ready_pods(kube, apps, core):
         assert p.status.container_statuses[0].ready
 
 
+@pytest.mark.needs_ready_pods
 def test_rollout_status_after_template_change_and_undo(kube, apps, tmp_path):
     ns = kube.namespace
     f = tmp_path / "d.yaml"
@@ -62,6 +64,7 @@ def test_rollout_status_after_template_change_and_undo(kube, apps, tmp_path):
     assert "3" in hist
 
 
+@pytest.mark.needs_kubelet
 def test_unpullable_image_never_becomes_available(kube, apps, core):
     ns = kube.namespace
     d = deployment("broken", image=UNPULLABLE)
@@ -87,6 +90,7 @@ def test_unpullable_image_never_becomes_available(kube, apps, core):
     assert rollout.returncode != 0
 
 
+@pytest.mark.needs_kubelet
 def test_crash_loop(kube, core):
     ns = kube.namespace
     core.create_namespaced_pod(ns, pod("crash", image=BUSYBOX, command=["sh", "-c", "exit 1"]))
@@ -104,6 +108,7 @@ def test_crash_loop(kube, core):
     assert not cs.ready
 
 
+@pytest.mark.needs_kubelet
 def test_failing_readiness_probe_never_ready(kube, core):
     ns = kube.namespace
     core.create_namespaced_pod(ns, pod("unready", readinessProbe={"exec": {"command": ["false"]},
@@ -117,6 +122,7 @@ def test_failing_readiness_probe_never_ready(kube, core):
     assert cond(p, "Ready").status == "False"
 
 
+@pytest.mark.needs_kubelet
 def test_failing_liveness_probe_restarts_the_container(kube, core):
     ns = kube.namespace
     core.create_namespaced_pod(ns, pod("unlive", image=BUSYBOX, command=["sleep", "3600"], livenessProbe={
@@ -132,6 +138,7 @@ def test_failing_liveness_probe_restarts_the_container(kube, core):
     assert any(e.reason == "Unhealthy" for e in evs)
 
 
+@pytest.mark.needs_ready_pods
 def test_daemonset_runs_one_ready_pod_per_node(kube, apps, core):
     ns = kube.namespace
     ds = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
@@ -149,6 +156,7 @@ def test_daemonset_runs_one_ready_pod_per_node(kube, apps, core):
     assert st.desired_number_scheduled == len(ready_nodes) == st.number_ready
 
 
+@pytest.mark.needs_ready_pods
 def test_daemonset_update_and_undo(kube, apps):
     ns = kube.namespace
     ds = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent2"},
@@ -165,6 +173,7 @@ def test_daemonset_update_and_undo(kube, apps):
     assert not apps.read_namespaced_daemon_set("agent2", ns).spec.template.spec.containers[0].env
 
 
+@pytest.mark.needs_ready_pods
 def test_statefulset_has_ordered_pods(kube, apps, core):
     ns = kube.namespace
     ss = {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
@@ -178,6 +187,7 @@ def test_statefulset_has_ordered_pods(kube, apps, core):
     assert apps.read_namespaced_stateful_set("db", ns).status.ready_replicas == 3
 
 
+@pytest.mark.needs_kubelet
 def test_job_completes(kube, batch, core):
     ns = kube.namespace
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "once"},
@@ -192,6 +202,7 @@ def test_job_completes(kube, batch, core):
     kube.kubectl("wait", "--for=condition=complete", "job/once", "--timeout=10s")
 
 
+@pytest.mark.needs_ready_pods
 def test_deleting_a_deployment_garbage_collects_its_pods(kube, apps, core):
     ns = kube.namespace
     apps.create_namespaced_deployment(ns, deployment("gc", replicas=2))
@@ -202,6 +213,7 @@ def test_deleting_a_deployment_garbage_collects_its_pods(kube, apps, core):
                timeout=60, message="pods and replicasets collected")
 
 
+@pytest.mark.needs_ready_pods
 def test_service_endpoints_follow_ready_pods(kube, apps, core):
     ns = kube.namespace
     apps.create_namespaced_deployment(ns, deployment("ep", replicas=2, ports=[{"containerPort": 8080}]))
@@ -219,6 +231,7 @@ def test_service_endpoints_follow_ready_pods(kube, apps, core):
     assert eps.subsets[0].ports[0].port == 8080
 
 
+@pytest.mark.needs_ready_pods
 def test_kubectl_scale_and_get_wide(kube, apps):
     ns = kube.namespace
     apps.create_namespaced_deployment(ns, deployment("sc2", replicas=1))
@@ -228,6 +241,7 @@ def test_kubectl_scale_and_get_wide(kube, apps):
     assert out.count("Running") == 3
 
 
+@pytest.mark.needs_kubelet
 def test_job_fails_after_backoff_limit(kube, batch, core):
     ns = kube.namespace
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "doomed"},
@@ -243,6 +257,7 @@ def test_job_fails_after_backoff_limit(kube, batch, core):
     assert pods[0].status.container_statuses[0].state.terminated.exit_code == 3
 
 
+@pytest.mark.needs_kubelet
 def test_failing_init_container_keeps_the_pod_initializing(kube, core):
     ns = kube.namespace
     p = pod("initfail")
@@ -262,6 +277,7 @@ def test_failing_init_container_keeps_the_pod_initializing(kube, core):
     assert "Init:" in kube.kubectl("get", "pod", "initfail").stdout
 
 
+@pytest.mark.needs_kubelet
 def test_job_from_cronjob_and_ttl_after_finished(kube, batch):
     ns = kube.namespace
     kube.kubectl("create", "cronjob", "nightly", f"--image={BUSYBOX}", "--schedule=0 3 * * *", "--", "true")

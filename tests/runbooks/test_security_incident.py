@@ -249,7 +249,7 @@ def test_evidence_files_match_what_the_cluster_returned(cluster, tmp_path, kube)
     sev = incident.assess_severity(inc)
     assert sev.details["severity"] == "sev1"  # bound cluster-wide
     events = incident.recent_events(inc)
-    assert events.outcome is None and all(set(r) == {"time", "type", "reason", "object", "message"}
+    assert events.outcome is None and all(set(r) == {"time", "type", "reason", "object", "count", "message"}
                                           for r in events.rows)
 
 

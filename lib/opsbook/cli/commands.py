@@ -167,6 +167,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         ci.banner(runbook=prep.runbook.id, version=prep.runbook.version, mode=mode,
                   target=prep.target.describe(namespace=prep.params.get("namespace")),
                   approve=args.approve)
+        _warn_unverified_tls(prep.target, ci, err)
         progress_cb, stop = ci.progress, ci.end_progress
     else:
         from opsbook.text import safe_text
@@ -175,6 +176,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                   f"[bold]{safe_text(mode)}[/bold], target "
                   f"{safe_text(prep.target.describe(namespace=prep.params.get('namespace')), oneline=True)}"
                   + (f", approved plan {safe_text(args.approve)}" if args.approve else ""))
+        _warn_unverified_tls(prep.target, None, err)
         view = runview.RunView(err, quiet=args.quiet)
         view.start()
         progress_cb, stop = (None if args.quiet else view.callback), view.stop
@@ -211,6 +213,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except Exception as exc:
             warn(f"notifications failed: {type(exc).__name__}")
     return outcome.exit_code
+
+
+def _warn_unverified_tls(target: Any, ci: Any, err: Any) -> None:
+    """Part of the banner: the one place a run says its API server's identity is not checked (the
+    Kubernetes client keeps urllib3 from repeating it on every request, in the records too)."""
+    text = target.tls_warning()
+    if not text:
+        return
+    from opsbook.text import safe_text
+
+    if ci is not None:
+        print(ci.format_warning(text), file=ci.stream, flush=True)
+    else:
+        err.print(f"[yellow]warning:[/yellow] {safe_text(text, oneline=True)}", soft_wrap=True, highlight=False)
 
 
 def _cmd_run_on_cluster(args: argparse.Namespace) -> int:

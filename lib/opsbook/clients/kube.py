@@ -36,8 +36,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
+from opsbook.clients.kube_events import event_summary, format_instant, sort_key
+from opsbook.clients.kubeconfig import quiet_insecure_warning
 from opsbook.clients.retry import Pending, wait_until
 from opsbook.errors import ClientError, Conflict, Forbidden, Invalid, NotFound, TimedOut, Unreachable
 
@@ -199,10 +201,19 @@ class Kube:
             self.api = client.ApiClient(configuration=cfg)
         self._resources: dict[tuple[str, str], ResourceInfo] = {}
         self._discovered: set[str] = set()
+        # insecure-skip-tls-verify: the run's banner says so once; urllib3 must not say it per request
+        self._insecure_host = urlsplit(self.host).hostname if self.tls_verification_off else None
 
     @property
     def host(self) -> str:
         return str(self.api.configuration.host)
+
+    @property
+    def tls_verification_off(self) -> bool:
+        """True when the kubeconfig says ``insecure-skip-tls-verify`` for an https API server: its
+        identity is not checked (:func:`opsbook.clients.kubeconfig.insecure_cluster` tells before
+        a client is made)."""
+        return self.host.startswith("https://") and not getattr(self.api.configuration, "verify_ssl", True)
 
     def close(self) -> None:
         close = getattr(self.api, "close", None)
@@ -224,6 +235,8 @@ class Kube:
             method, path, query_params=q or None, header_params=headers, body=body, auth_settings=["BearerToken"])
         limit = timeout or self.request_timeout
         what = f"{method} {path}"
+        if self._insecure_host:
+            quiet_insecure_warning(self._insecure_host)
         try:
             resp = self.api.call_api(method, url, header_params=headers, body=body,
                                      _request_timeout=(min(limit, 10.0), limit))
@@ -410,21 +423,16 @@ class Kube:
         return text.splitlines()
 
     def events_for(self, *, kind: str, name: str, namespace: str) -> list[dict[str, Any]]:
-        """Events about one object, oldest first: type, reason, message, count, last seen, source."""
+        """Events about one object, oldest first: type, reason, message, count, last seen, source; the
+        controllers' events (eventTime null) and the events.k8s.io ones (a series) alike."""
         fs = f"involvedObject.kind={kind},involvedObject.name={name}"
         items = self.request("GET", f"/api/v1/namespaces/{quote(namespace, safe='')}/events",
                              query={"fieldSelector": fs}).get("items") or []
-        rows = []
-        for e in items:
-            inv = e.get("involvedObject") or {}
-            if inv.get("kind") != kind or inv.get("name") != name:
-                continue  # a server that ignores the field selector
-            rows.append({"last_seen": e.get("lastTimestamp") or e.get("eventTime") or
-                         (e.get("metadata") or {}).get("creationTimestamp") or "",
-                         "type": e.get("type", ""), "reason": e.get("reason", ""), "object": f"{kind}/{name}",
-                         "message": (e.get("message") or "")[:300], "count": e.get("count") or 1,
-                         "source": (e.get("source") or {}).get("component") or e.get("reportingComponent") or ""})
-        return sorted(rows, key=lambda r: str(r["last_seen"]))
+        seen = [event_summary(e) for e in items]
+        seen = sorted((s for s in seen if s["object"] == f"{kind}/{name}"), key=sort_key)  # a server may ignore fs
+        return [{"last_seen": format_instant(s["last_seen"]), "type": s["type"], "reason": s["reason"],
+                 "object": s["object"], "message": s["message"][:300], "count": s["count"], "source": s["source"]}
+                for s in seen]
 
     # -- access --------------------------------------------------------------------------------
     def access_review(self, *, verb: str, resource: str, group: str = "", namespace: str | None = None,
@@ -474,6 +482,8 @@ class Kube:
         method, url, headers, body, _ = self.api.param_serialize(
             "GET", path, query_params=q, header_params={"Accept": "*/*"}, auth_settings=["BearerToken"])
         what = f"GET {path} (follow)"
+        if self._insecure_host:
+            quiet_insecure_warning(self._insecure_host)
         try:
             resp = self.api.call_api(method, url, header_params=headers, body=body,
                                      _request_timeout=(min(idle_timeout, 10.0), idle_timeout))

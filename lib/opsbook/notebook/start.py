@@ -121,6 +121,9 @@ def start(runbook_id: str, namespace: dict[str, Any]) -> Run:
          + (" [PRODUCTION]" if target.production else "")},
         {"field": "operator", "value": f"{operator}@{socket.gethostname()}"},
     ]
+    tls = target.tls_warning()  # the record's one mention: the client never lets urllib3 repeat it
+    if tls:
+        rows.append({"field": "warning", "value": tls})
     show_html("<h3>opsbook run</h3>" + table_html(rows), "opsbook run\n" + table_text(rows))
     run._emit({"event": "start", "run_id": run.id, "mode": run.mode, "target": target.name})
     return run

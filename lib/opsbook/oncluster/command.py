@@ -47,6 +47,9 @@ def run(args: argparse.Namespace, given: dict[str, Any], text_values: set[str], 
         cell_timeout=args.cell_timeout, job_timeout=args.job_timeout, pod_annotations=annotations)
     objs = oncluster.render(req)
     kube = Kube(kubeconfig=tgt.kubeconfig, context=tgt.kube_context)
+    tls = tgt.tls_warning()  # said once, here: the client keeps urllib3 from repeating it per request
+    if tls:
+        err.print(f"[yellow]warning:[/yellow] {safe_text(tls, oneline=True)}", soft_wrap=True, highlight=False)
     try:
         oncluster.preflight(kube, req, objs)
         if args.dry_run:

@@ -113,6 +113,10 @@ def header_rows(m: Mapping[str, Any]) -> list[tuple[str, str]]:
     if namespace:
         where.append(f"namespace {namespace}")
     production = " [PRODUCTION]" if detail.get("production") else ""
+    tls = m["target_tls"] if isinstance(m.get("target_tls"), Mapping) else {}
+    if tls.get("verify") is False:
+        production += (f" [TLS verification off for cluster {tls.get('cluster', '?')} (insecure-skip-tls-verify): "
+                       "the API server's identity was not checked]")
     rows.append(("target", f"{m.get('target', '?')}" + (f": {', '.join(where)}" if where else "") + production))
     mode = str(m.get("mode") or params.get("mode") or "plan")
     rows.append(("mode", "apply: changes were made" if mode == "apply" else f"{mode}: nothing was changed"))
@@ -271,6 +275,9 @@ def manifest(*, rb: catalog.Runbook, params: dict[str, Any], target: Target, run
         "evidence_dropped": evidence_dropped or None,
         "tools": tool_versions(),
     }
+    insecure = target.insecure_cluster()
+    if insecure is not None:  # said once here, as in the banner, instead of urllib3's warning per request
+        doc["target_tls"] = {"verify": False, "cluster": insecure}
     doc.update(extra or {})
     return red.redact_obj(doc)
 

@@ -16,11 +16,16 @@ so they run unchanged against a real cluster. The test server's admin helpers (f
 injecting API faults, taking a node down) exist only there: mark tests that use them with
 :data:`requires_test_server`, which skips them, with that reason, when ``OPSBOOK_TEST_KUBECONFIG`` is set.
 
+The test server serves https with a CA it makes at start; its kubeconfig carries that CA
+(``certificate-authority-data``), and ``KubeApi.ca_file`` / ``KubeApi.ssl_context()`` give it to code
+that talks to the API without a kubeconfig (the admin helpers verify the server with it).
+
 Importing this module is cheap: ``kubernetes`` is imported only when a client is asked for.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -29,12 +34,13 @@ import secrets
 import select
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,8 +120,10 @@ class KubeApi:
     log_path: str | None = None
     pid: int | None = None
     cache_dir: str | None = None
+    ca_file: str | None = None  # the PEM of the CA that verifies the API server (the test server's own)
     _faults_set: bool = field(default=False, repr=False)
     _nodes_down: set = field(default_factory=set, repr=False)
+    _token_controller_on: bool = field(default=False, repr=False)
 
     # ------------------------------------------------------------ clients
 
@@ -140,6 +148,10 @@ class KubeApi:
                                  f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
         return proc
 
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client TLS context that trusts the API server's CA (and verifies its name), as kubectl does."""
+        return ssl.create_default_context(cafile=self.ca_file)
+
     # ------------------------------------------------------------ test-server admin (not on a real cluster)
 
     def _admin(self, method: str, path: str, body: bytes | None = None,
@@ -150,7 +162,7 @@ class KubeApi:
         req = urllib.request.Request(self.url + path, data=body, method=method,
                                      headers={"Content-Type": content_type})
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=10, context=self.ssl_context()) as resp:
                 return json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as e:
             raise AssertionError(f"test server admin request {method} {path} failed: {e.code} "
@@ -194,13 +206,27 @@ class KubeApi:
         self._admin("POST", f"/_opsbook/nodes/{node}", json.dumps({"ready": ready}).encode())
 
     def reset(self) -> None:
-        """Undo what a test changed with the admin helpers: faults off, nodes back to Ready."""
+        """Undo what a test changed with the admin helpers: faults off, nodes back to Ready, the token
+        controller off."""
         if not self.is_test_server:
             return
         if self._faults_set:
             self.clear_faults()
         for node in list(self._nodes_down):
             self.set_node_ready(node, True)
+        if self._token_controller_on:
+            self.set_token_controller(False)
+
+    def set_token_controller(self, enabled: bool, namespaces: Iterable[str] | None = None) -> dict:
+        """Run (or stop) the legacy ServiceAccount token controller of clusters before v1.24 (or with
+        ``LegacyServiceAccountTokenNoAutoGeneration=false``) in ``namespaces`` (None: everywhere): each
+        ServiceAccount gets a ``<sa>-token-xxxxx`` Secret, re-issued when it is deleted. Off by default."""
+        if enabled:
+            self._token_controller_on = True
+        body = {"enabled": enabled, "namespaces": None if namespaces is None else list(namespaces)}
+        state = self._admin("POST", "/_opsbook/token-controller", json.dumps(body).encode())
+        self._token_controller_on = bool(state.get("enabled"))
+        return state
 
     def server_state(self) -> dict:
         """Object counts, resourceVersion and fault settings of the test server."""
@@ -276,7 +302,7 @@ def _read_ready(proc: subprocess.Popen, timeout: float) -> str | None:
             if not chunk:
                 raise _NoServer
             buf.extend(chunk)
-            m = re.search(rb"READY (http://\S+)", buf)
+            m = re.search(rb"READY (https?://\S+)", buf)
             if m:
                 return m.group(1).decode()
         return retry.Pending(f"{len(buf)} bytes of output, no READY line")
@@ -288,6 +314,8 @@ def _read_ready(proc: subprocess.Popen, timeout: float) -> str | None:
 
 
 def _stop(proc: subprocess.Popen) -> None:
+    if proc.stdout is not None:
+        proc.stdout.close()
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
@@ -300,18 +328,35 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=5)
 
 
-def _real_cluster(path: str) -> KubeApi:
+def _cluster_of(path: str | Path, context: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The context (``context`` or the current one) of a kubeconfig, and the ``cluster`` entry it names."""
     import yaml
 
     with open(path) as f:
         cfg = yaml.safe_load(f) or {}
-    context = os.environ.get(REAL_CONTEXT_ENV) or cfg.get("current-context") or ""
+    context = context or cfg.get("current-context") or ""
     empty: dict[str, Any] = {}
     ctx = next((c for c in cfg.get("contexts") or [] if c.get("name") == context), empty).get("context") or {}
     cluster: dict[str, Any] = next((c for c in cfg.get("clusters") or [] if c.get("name") == ctx.get("cluster")),
                                    empty)
-    return KubeApi(kubeconfig=path, context=context, url=(cluster.get("cluster") or {}).get("server", ""),
-                   is_test_server=False)
+    return context, cluster.get("cluster") or {}
+
+
+def _ca_file(cluster: dict[str, Any], kubeconfig: str | Path, out: Path) -> str | None:
+    """The CA of a kubeconfig's cluster entry as a file: its ``certificate-authority`` (relative to the
+    kubeconfig), or its ``certificate-authority-data`` written to ``out``; None when it names none."""
+    if cluster.get("certificate-authority-data"):
+        out.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
+        return str(out)
+    if cluster.get("certificate-authority"):
+        return str(Path(kubeconfig).parent / Path(cluster["certificate-authority"]).expanduser())
+    return None
+
+
+def _real_cluster(path: str, tmp: Path) -> KubeApi:
+    context, cluster = _cluster_of(path, os.environ.get(REAL_CONTEXT_ENV))
+    return KubeApi(kubeconfig=path, context=context, url=cluster.get("server", ""), is_test_server=False,
+                   ca_file=_ca_file(cluster, path, tmp / "ca.crt"))
 
 
 @pytest.fixture(scope="session")
@@ -320,7 +365,7 @@ def kube_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApi]:
     real = os.environ.get(REAL_CLUSTER_ENV)
     if real:
         t0 = time.monotonic()
-        api = _real_cluster(real)
+        api = _real_cluster(real, tmp_path_factory.mktemp("kubeapi"))
         _record(time.monotonic() - t0)
         yield api
         return
@@ -331,7 +376,7 @@ def kube_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApi]:
     log = open(log_path, "wb")  # noqa: SIM115  (the server writes into it for the whole session)
     proc = subprocess.Popen(
         [sys.executable, "-m", "opsbook.testing.kubeapi", "--port", "0", "--nodes", "3", "--ready-delay", "0.3",
-         "--kubeconfig-out", str(kubeconfig), "--exit-with-parent"],
+         "--kubeconfig-out", str(kubeconfig), "--tls-dir", str(d / "pki"), "--exit-with-parent"],
         stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
     )
     try:
@@ -342,8 +387,10 @@ def kube_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApi]:
             pytest.fail(f"the Kubernetes API test server did not start (exit code {proc.poll()}); its log "
                         f"({log_path}):\n{log_path.read_text(errors='replace')[-4000:]}")
         _record(time.monotonic() - t0)
+        _, cluster = _cluster_of(kubeconfig, TEST_CONTEXT)
         yield KubeApi(kubeconfig=str(kubeconfig), context=TEST_CONTEXT, url=url, is_test_server=True,
-                      log_path=str(log_path), pid=proc.pid, cache_dir=str(d / "kubectl-cache"))
+                      log_path=str(log_path), pid=proc.pid, cache_dir=str(d / "kubectl-cache"),
+                      ca_file=_ca_file(cluster, kubeconfig, d / "ca.crt"))
     finally:
         _stop(proc)
         log.close()

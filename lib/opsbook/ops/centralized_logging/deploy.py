@@ -90,19 +90,38 @@ def plan_deploy(ctx: Context) -> Result:
     ns_missing = not kube.namespace_exists(name=s.namespace)
     if ns_missing:
         rows.append({"kind": "Namespace", "name": s.namespace, "namespace": "(cluster)", "action": "create"})
-    # without the namespace the namespaced objects cannot be dry-run; the cluster-scoped ones can
-    dry_ms = [m for m in ms if not ns_missing or "namespace" not in m["metadata"]]
-    dry = kube.apply(dry_ms, namespace=s.namespace, dry_run=True)
-    for m in ms:
+
+    def exists(m: Mapping[str, Any]) -> bool:
         try:
             kube.get(kind=m["kind"], name=m["metadata"]["name"], namespace=m["metadata"].get("namespace"),
                      api_version=m["apiVersion"])
-            action = "update (server-side apply)"
+            return True
         except NotFound:
-            action = "create"
+            return False
+
+    present = [exists(m) for m in ms]
+    new_roles = {(m["kind"], m["metadata"]["name"]) for m, there in zip(ms, present, strict=True)
+                 if not there and m["kind"] in ("Role", "ClusterRole")}
+
+    def not_dry_run(m: Mapping[str, Any]) -> str | None:
+        """Why the server cannot dry-run ``m`` before the apply, or None."""
+        if ns_missing and "namespace" in m["metadata"]:
+            return "namespace missing: not dry-run"
+        ref = m.get("roleRef") or {}
+        if m["kind"] in ("RoleBinding", "ClusterRoleBinding") and (ref.get("kind"), ref.get("name")) in new_roles:
+            # RBAC's escalation check reads the role a binding grants: one this apply creates is not
+            # there yet, so only an account allowed to `bind` any role could dry-run it (the runbook's
+            # least-privilege account is not); the apply creates the role first
+            return f"not dry-run: its {ref['kind']} is created by this apply"
+        return None
+
+    dry_ms = [m for m in ms if not_dry_run(m) is None]
+    dry = kube.apply(dry_ms, namespace=s.namespace, dry_run=True)
+    for m, there in zip(ms, present, strict=True):
         rows.append({"kind": m["kind"], "name": m["metadata"]["name"],
-                     "namespace": m["metadata"].get("namespace", "(cluster)"), "action": action,
-                     "dry run": "accepted by the server" if m in dry_ms else "namespace missing: not dry-run"})
+                     "namespace": m["metadata"].get("namespace", "(cluster)"),
+                     "action": "update (server-side apply)" if there else "create",
+                     "dry run": not_dry_run(m) or "accepted by the server"})
     return Result(summary=f"{len(ms)} objects; server-side dry run accepted {len(dry)}", outcome="planned",
                   rows=rows, details={"manifests": ms, "dry_run": dry})
 

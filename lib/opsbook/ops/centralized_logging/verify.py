@@ -91,11 +91,22 @@ def _nothing_emitted(ctx: Context) -> str | None:
 @check("marker-searchable", "Marker line is searchable", skip_if=_nothing_emitted)
 def marker_searchable(ctx: Context, *, poll: float = 1.0) -> Result:
     """The marker must be found in the store within ``marker_timeout`` seconds; the time it took is shown.
-    The marker pod is deleted afterwards, found or not."""
-    s = ctx.settings
+    The marker pod is deleted afterwards, found or not, and when there is no store to search."""
     marker = ctx.marker
     if marker is None:  # called directly, without the declaration's skip (run.do never gets here)
         return Result(summary=_nothing_emitted(ctx) or "", outcome="skipped")
+    try:
+        return _search_marker(ctx, marker, poll)
+    finally:  # whatever the search found or raised, and with no store to search: the pod goes
+        if ctx.has_cluster:
+            try:
+                marker.deleted = ctx.kube.delete(kind="Pod", name=marker.pod, namespace=marker.namespace)
+            except ClientError:
+                marker.deleted = False
+
+
+def _search_marker(ctx: Context, marker: Marker, poll: float) -> Result:
+    s = ctx.settings
     store = ctx.store()
     if store is None:
         return Result(summary="no log store URL: the marker cannot be searched", outcome="failed")
@@ -115,11 +126,6 @@ def marker_searchable(ctx: Context, *, poll: float = 1.0) -> Result:
             break
         time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
     took = (_dt.datetime.now(_dt.UTC) - marker.emitted_at).total_seconds()
-    if ctx.has_cluster:
-        try:
-            marker.deleted = ctx.kube.delete(kind="Pod", name=marker.pod, namespace=marker.namespace)
-        except ClientError:
-            marker.deleted = False
     details = {"request_id": marker.request_id, "pod": marker.pod, "searches": tries, "seconds": round(took, 1)}
     if found:
         return Result(summary=f"request_id={marker.request_id} searchable in {store.kind} {took:.1f} s after the "

@@ -26,8 +26,10 @@ module (phase)      what it does (each step returns a :class:`~opsbook.results.R
 ==================  =================================================================================
 
 ``objects`` holds the Kubernetes objects several phases share (bindings, token Secrets, clean copies,
-the writes). Each step is declared once (``opsbook.ops.base``) with its phase and what it needs: a
-step of a phase not selected, or one with nothing to do here, is recorded as skipped with the reason.
+the writes); ``tokens`` watches for a token Secret that a cluster's legacy token controller (before
+v1.24) issues again after containment deleted it, and says how to stop it. Each step is declared once
+(``opsbook.ops.base``) with its phase and what it needs: a step of a phase not selected, or one with
+nothing to do here, is recorded as skipped with the reason.
 Every change has a ``plan_*`` function that shows what it would do (a server-side dry run where a
 cluster is reachable), and every change is idempotent: applied twice, the second run changes nothing.
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from opsbook.errors import NotFound
 from opsbook.ops.base import Result, change, check
-from opsbook.ops.security_incident_response import objects
+from opsbook.ops.security_incident_response import objects, tokens
 from opsbook.ops.security_incident_response.context import (
     ACCOUNTS_EVIDENCE,
     QUARANTINE_EVIDENCE,
@@ -156,21 +156,29 @@ def plan_disable_accounts(ctx: Context) -> Result:
                       "every RoleBinding/ClusterRoleBinding and delete their token Secrets (no cluster: not listed)",
                       outcome="planned", rows=[{"account": str(a)} for a in ctx.accounts()])
     items = _disable_plan(ctx)
-    return Result(summary=f"would change {len(items)} object(s); a copy of each goes into the record",
+    watched = tokens.referenced(ctx, [it["object"] for it in items if it["kind"] == "Secret"])
+    legacy = (f"; ServiceAccount(s) {', '.join(f'{ns}/{sa}' for ns, sa in sorted(watched))} reference their token "
+              "Secret: a legacy token controller may issue a new one (watched for after the deletion)") if watched else ""
+    return Result(summary=f"would change {len(items)} object(s); a copy of each goes into the record{legacy}",
                   outcome="planned", rows=item_rows(items), details={"items": items})
 
 
 @change("disable-accounts", "Disable the compromised accounts", plan=plan_disable_accounts, phase="containment",
         skip_if=first(_NO_ACCOUNTS, apply_needs_cluster))
-def disable_accounts(ctx: Context) -> Result:
+def disable_accounts(ctx: Context, *, reissue_wait: float = tokens.REISSUE_WAIT, poll: float = 0.5) -> Result:
     """Remove the compromised subjects from their bindings (delete a binding left without subjects) and
-    delete their token Secrets, saving a copy of each object as it was into the record first."""
+    delete their token Secrets, saving a copy of each object as it was into the record first. Then,
+    where a ServiceAccount referenced a deleted token (the mark of a legacy token controller), watch
+    up to ``reissue_wait`` seconds for a new one: a token that came back fails the step, by name, with
+    how to stop it (:mod:`~opsbook.ops.security_incident_response.tokens`)."""
     items = _disable_plan(ctx)
     if not items:
         return Result(summary="nothing to disable: no binding or token Secret names these accounts (already "
                       "disabled?)", outcome="ok", rows=[])
     saved = ctx.save(ACCOUNTS_EVIDENCE, {"incident_id": ctx.settings.incident_id, "items": items},
                      "copy of every binding and token Secret removed to disable the compromised accounts")
+    token_copies = [it["object"] for it in items if it["kind"] == "Secret"]
+    watched = tokens.referenced(ctx, token_copies)
     for it in items:
         ns = it["namespace"] or None
         if it["action"] == "delete":
@@ -180,8 +188,20 @@ def disable_accounts(ctx: Context) -> Result:
             cur["subjects"] = [x for x in cur.get("subjects") or [] if x not in it["removed_subjects"]]
             objects.put(ctx, cur)
     ctx.disabled.extend(items)
-    return Result(summary=f"{len(items)} object(s) changed; copy saved as {saved['name']}", outcome="changed",
-                  rows=item_rows(items), details={"copy": saved["name"], "sha256": saved["sha256"]})
+    rows = item_rows(items)
+    details: dict[str, Any] = {"copy": saved["name"], "sha256": saved["sha256"]}
+    summary = f"{len(items)} object(s) changed; copy saved as {saved['name']}"
+    back = tokens.reissued(ctx, watched, {t["metadata"]["name"] for t in token_copies}, wait=reissue_wait, poll=poll)
+    if not back:
+        return Result(summary=summary, outcome="changed", rows=rows, details=details)
+    names = [f"{ns}/{n}" for (ns, _sa), new in sorted(back.items()) for n in new]
+    rows += [{"object": f"Secret/{name}", "role": "", "action": "RE-ISSUED by the legacy token controller: a valid token"}
+             for name in names]
+    details["reissued"] = names
+    return Result(summary=f"{summary}; but token Secret(s) {', '.join(names)} were re-issued by the cluster's legacy "
+                  "token controller: the account(s) have a valid token again (see below how to stop it)",
+                  outcome="failed", rows=rows, details=details,
+                  headline=f"token re-issued after containment: {', '.join(names)}", show=[tokens.advice(back)])
 
 
 # ------------------------------------------------------------------------------------------- scaling

@@ -3,10 +3,10 @@ happened and changed lately, how severe it is, and who responds. Nothing is chan
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from opsbook.clients.kube_events import event_summary, format_instant, sort_key
 from opsbook.errors import ClientError
 from opsbook.ops.base import Result, step
 from opsbook.ops.security_incident_response import objects
@@ -74,30 +74,17 @@ def affected_pods(ctx: Context) -> Result:
                   rows=_pod_rows(pods), details={"pods": [p["metadata"]["name"] for p in pods]})
 
 
-def _event_time(e: Mapping[str, Any]) -> str:
-    return str(e.get("lastTimestamp") or e.get("eventTime") or (e.get("metadata") or {}).get("creationTimestamp") or "")
-
-
 @step("recent-events", "Recent events", phase="identification", needs_cluster=True)
 def recent_events(ctx: Context) -> Result:
-    """Events of the namespace in the last ``events_since_minutes`` minutes, oldest first."""
+    """Events of the namespace last seen in the last ``events_since_minutes`` minutes, oldest first, with
+    how many times each was seen: the controllers' events (eventTime null) and the scheduler's
+    (eventTime set, a series once repeated) alike."""
     s = ctx.settings
     since = datetime.now(UTC) - timedelta(minutes=s.events_since_minutes)
-    items = ctx.kube.list_objects(kind="Event", namespace=s.namespace)
-    rows = []
-    for e in items:
-        t = _event_time(e)
-        try:
-            when = datetime.fromisoformat(t.replace("Z", "+00:00"))
-        except ValueError:
-            when = None
-        if when is not None and when < since:
-            continue
-        inv = e.get("involvedObject") or {}
-        rows.append({"time": t, "type": e.get("type", ""), "reason": e.get("reason", ""),
-                     "object": f"{inv.get('kind', '')}/{inv.get('name', '')}",
-                     "message": shorten(e.get("message") or "", 200)})
-    rows.sort(key=lambda r: r["time"])
+    seen = [event_summary(e) for e in ctx.kube.list_objects(kind="Event", namespace=s.namespace)]
+    seen = sorted((e for e in seen if e["last_seen"] is None or e["last_seen"] >= since), key=sort_key)
+    rows = [{"time": format_instant(e["last_seen"]), "type": e["type"], "reason": e["reason"], "object": e["object"],
+             "count": e["count"], "message": shorten(e["message"], 200)} for e in seen]
     warnings = sum(1 for r in rows if r["type"] == "Warning")
     return Result(summary=f"{len(rows)} event(s) in the last {s.events_since_minutes} min, {warnings} warning(s)",
                   rows=rows)

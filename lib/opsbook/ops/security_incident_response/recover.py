@@ -18,11 +18,12 @@ from typing import Any
 from opsbook.clients.retry import Pending, wait_until
 from opsbook.errors import NotFound, OpsbookError, TimedOut
 from opsbook.ops.base import Result, change, check
-from opsbook.ops.security_incident_response import objects
+from opsbook.ops.security_incident_response import objects, tokens
 from opsbook.ops.security_incident_response.contain import item_rows
 from opsbook.ops.security_incident_response.context import (
     ACCOUNTS_EVIDENCE,
     QUARANTINE_LABEL,
+    SA_ANNOTATION,
     SCALE_EVIDENCE,
     Context,
     apply_needs_cluster,
@@ -146,13 +147,23 @@ def plan_reenable_accounts(ctx: Context) -> Result:
 def reenable_accounts(ctx: Context) -> Result:
     """Put back what containment removed, from the saved copies (:func:`restore_item`). Idempotent."""
     rows, changed = [], 0
-    for it in accounts_to_restore(ctx):
+    items = accounts_to_restore(ctx)
+    for it in items:
         label = f"{it['kind']}/{it['namespace'] + '/' if it['namespace'] else ''}{it['name']}"
         done = restore_item(ctx, it)
         changed += done is not None
         rows.append({"object": label, "action": done or "present"})
-    return Result(summary=f"{changed} object(s) restored" + ("" if changed else " (nothing to restore)"),
-                  outcome="changed" if changed else "ok", rows=rows)
+    # token Secrets the copies do not hold: issued since containment (a legacy token controller)
+    restored = {(it["namespace"], it["name"]) for it in items if it["kind"] == "Secret"}
+    accounts = {(it["namespace"], (it["object"]["metadata"].get("annotations") or {}).get(SA_ANNOTATION, ""))
+                for it in items if it["kind"] == "Secret"}
+    extra = [f"{ns}/{n}" for ns, sa in sorted(accounts) if sa for n in tokens.token_names(ctx, (ns, sa))
+             if (ns, n) not in restored]
+    rows += [{"object": f"Secret/{name}", "action": "also present: not from the saved copy (issued after containment "
+              "by a legacy token controller?)"} for name in extra]
+    return Result(summary=f"{changed} object(s) restored" + ("" if changed else " (nothing to restore)")
+                  + (f"; {len(extra)} other token Secret(s) of these accounts: {', '.join(extra)}" if extra else ""),
+                  outcome="changed" if changed else "ok", rows=rows, details={"other_tokens": extra} if extra else {})
 
 
 # -------------------------------------------------------------------------------------------- replicas

@@ -12,12 +12,17 @@ import time
 from . import start
 
 
-def write_kubeconfig(path: str, url: str, context: str = "opsbook-test", namespace: str = "default") -> None:
+def write_kubeconfig(path: str, url: str, ca_pem: str, context: str = "opsbook-test",
+                     namespace: str = "default") -> None:
+    """A kubeconfig as a cluster's admin would have it: the https URL and the CA that verifies it."""
+    import base64
+
     import yaml
 
+    ca_data = base64.b64encode(ca_pem.encode()).decode()
     cfg = {
         "apiVersion": "v1", "kind": "Config", "preferences": {},
-        "clusters": [{"name": context, "cluster": {"server": url}}],
+        "clusters": [{"name": context, "cluster": {"server": url, "certificate-authority-data": ca_data}}],
         "users": [{"name": context, "user": {"token": "opsbook-test-token"}}],
         "contexts": [{"name": context, "context": {"cluster": context, "user": context, "namespace": namespace}}],
         "current-context": context,
@@ -34,14 +39,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ready-delay", type=float, default=0.3, help="seconds from container start to Ready")
     ap.add_argument("--log-follow-seconds", type=float, default=30.0,
                     help="longest a `logs --follow` stream stays open")
-    ap.add_argument("--kubeconfig-out", help="write a kubeconfig (context opsbook-test) to this path")
+    ap.add_argument("--kubeconfig-out", help="write a kubeconfig (context opsbook-test, https URL and the "
+                                             "server's CA) to this path")
+    ap.add_argument("--tls-dir", help="write the CA and the server's certificate and key here (default: a "
+                                      "temporary folder, removed when the server stops)")
     ap.add_argument("--exit-with-parent", action="store_true",
                     help="stop when the parent process goes away (used by the pytest fixture)")
     args = ap.parse_args(argv)
     srv = start(port=args.port, nodes=args.nodes, ready_delay=args.ready_delay,
-                log_follow_seconds=args.log_follow_seconds)
+                log_follow_seconds=args.log_follow_seconds, tls_dir=args.tls_dir)
     if args.kubeconfig_out:
-        write_kubeconfig(args.kubeconfig_out, srv.url)
+        write_kubeconfig(args.kubeconfig_out, srv.url, srv.ca_pem)
     print(f"READY {srv.url}", flush=True)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,5 +1,6 @@
-"""The test-only admin endpoints under ``/_opsbook/`` (faults, logs, node readiness, state) and the
-injected API faults, so that tests can make the API misbehave the way a real one sometimes does."""
+"""The test-only admin endpoints under ``/_opsbook/`` (faults, logs, node readiness, the legacy token
+controller, state) and the injected API faults, so that tests can make the API misbehave the way a
+real one sometimes does."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 from urllib.parse import unquote
 
 from . import resources as RS
+from .controllers.tokens import token_settings
 from .discovery import is_discovery
 from .errors import ApiError, bad_request, internal, not_found
 from .handler import HandlerBase, truthy
@@ -73,7 +75,10 @@ class AdminHandler(HandlerBase):
             with c.lock:
                 counts = {r.qualified: len(c.data[r]) for r in RS.RESOURCES if c.data[r]}
                 return self._json(200, {"resourceVersion": c.rv, "objects": counts, "faults": c.faults,
-                                        "nodes": c.node_count, "readyDelay": c.ready_delay})
+                                        "nodes": c.node_count, "readyDelay": c.ready_delay,
+                                        "tokenController": token_settings(c).as_dict()})
+        if parts == ["token-controller"]:
+            return self._token_controller(method)
         if parts and parts[0] == "nodes" and len(parts) == 2 and method == "POST":
             try:
                 upd = json.loads(self.body or b"{}")
@@ -83,3 +88,23 @@ class AdminHandler(HandlerBase):
             return self._json(200, {"ok": True})
         raise ApiError(404, "NotFound", f"no admin endpoint {method} {path}", {})
 
+    def _token_controller(self, method: str) -> None:
+        """GET the legacy token controller's settings; POST ``{"enabled": bool, "namespaces": [...]}``
+        (no namespaces: everywhere) to switch it on or off; DELETE: off everywhere."""
+        c = self.server.cluster
+        st = token_settings(c)
+        if method in ("POST", "PUT", "DELETE"):
+            try:
+                upd = json.loads(self.body or b"{}") if method != "DELETE" else {"enabled": False}
+            except ValueError:
+                raise bad_request("token-controller body must be JSON") from None
+            namespaces = upd.get("namespaces") if isinstance(upd, dict) else None
+            if not isinstance(upd, dict) or not isinstance(upd.get("enabled"), bool) or not (
+                    namespaces is None or isinstance(namespaces, list)):
+                raise bad_request('token-controller body: {"enabled": true|false, "namespaces": [names] or null}')
+            with c.lock:
+                st.update(upd["enabled"], [str(n) for n in namespaces] if namespaces is not None else None)
+                c.cond.notify_all()  # the controllers act on their next tick, not after a pause
+        elif method != "GET":
+            raise ApiError(405, "MethodNotAllowed", f"no admin endpoint {method} /_opsbook/token-controller", {})
+        return self._json(200, st.as_dict())

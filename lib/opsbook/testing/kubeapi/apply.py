@@ -12,7 +12,7 @@ from . import patch as P
 from .errors import ApiError, bad_request, not_found
 from .meta import now_iso
 from .resources import Resource
-from .validation import check_type
+from .validation import check_apply, check_type
 
 if TYPE_CHECKING:
     from .store import Cluster
@@ -39,8 +39,8 @@ def server_side_apply(c: Cluster, r: Resource, ns: str, name: str, raw: bytes, *
         raise bad_request("invalid object type: /, Kind=")
     if subresource != "scale":
         check_type(r, applied)
-        # an apply configuration with fields the schema does not know is always refused
-        c.field_check(r, applied, "Strict" if validation != "Ignore" else "Ignore")
+        # types, field names, keyed lists: refused whatever fieldValidation says
+        check_apply(r, applied)
     am = applied.setdefault("metadata", {})
     if am.get("name") and am["name"] != name:
         raise bad_request(f"the name of the object ({am['name']}) does not match the name on the URL ({name})")

@@ -252,6 +252,12 @@ def _ingress(c: Cluster, obj: dict, old: dict | None) -> None:
 
 def _event(c: Cluster, obj: dict, old: dict | None) -> None:
     obj.setdefault("involvedObject", {})
+    if obj.get("apiVersion", "v1") == "v1":
+        # Go's zero values, as a real server returns a core/v1 Event: the time fields (metav1.Time and
+        # MicroTime marshal their zero as null, omitempty cannot drop a struct) and an empty source
+        for name in ("eventTime", "firstTimestamp", "lastTimestamp"):
+            obj.setdefault(name, None)
+        obj.setdefault("source", {})
     if not obj.get("reportingComponent"):
         obj["reportingComponent"] = (obj.get("source") or {}).get("component", "")
     obj.setdefault("reportingInstance", "")

@@ -16,6 +16,8 @@ class ApiError(Exception):
     def status(self) -> dict:
         body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                 "message": self.message, "reason": self.reason, "code": self.code}
+        if not self.reason:  # metav1.StatusReasonUnknown is "" and omitted (omitempty)
+            del body["reason"]
         if self.details is not None:
             body["details"] = self.details
         return body
@@ -79,3 +81,20 @@ def unsupported_media(ct: str) -> ApiError:
 def internal(message: str) -> ApiError:
     return ApiError(500, "InternalError", f"Internal error occurred: {message}",
                     {"causes": [{"message": message}]})
+
+
+def invalid_patch(value: str, message: str) -> ApiError:
+    """A patched object that does not decode into its type: the patch handler's
+    ``errors.NewInvalid(schema.GroupKind{}, "", field.ErrorList{field.Invalid(field.NewPath("patch"),
+    value, err.Error())})`` (k8s.io/apiserver pkg/endpoints/handlers/patch.go): no kind, no name."""
+    from .gotext import quote
+    body = f"Invalid value: {quote(value)}: {message}"
+    return ApiError(422, "Invalid", f' "" is invalid: patch: {body}',
+                    {"causes": [{"reason": "FieldValueInvalid", "message": body, "field": "patch"}]})
+
+
+def unknown_reason(message: str) -> ApiError:
+    """An error the API server did not turn into a Status: 500 without a reason (apiserver
+    pkg/endpoints/handlers/responsewriters/status.go ``ErrorToAPIStatus``); kubectl prints
+    ``Error from server: <message>``."""
+    return ApiError(500, "", message)

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import sys
 import threading
 from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from . import authz, subresources
 from . import resources as RS
-from . import subresources
 from .admin import AdminHandler
 from .discovery import AGGREGATED_CT, VERSION, openapi_v3_doc, openapi_v3_index, wants_aggregated
 from .errors import ApiError, bad_request, internal, method_not_allowed
@@ -29,15 +30,25 @@ class KubeServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, addr, cluster: Cluster, log_follow_seconds: float = 30.0):
+    def __init__(self, addr, cluster: Cluster, log_follow_seconds: float = 30.0,
+                 tls: ssl.SSLContext | None = None):
         super().__init__(addr, Handler)
         self.cluster = cluster
         self.log_follow_seconds = log_follow_seconds
+        self.tls = tls
+
+    def get_request(self):
+        sock, addr = super().get_request()
+        if self.tls is not None:
+            # the handshake happens on the first read, in the request's own thread: a client that
+            # connects and says nothing must not hold up the accept loop
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
 
     def handle_error(self, request, client_address):
         exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, TimeoutError)):
-            return  # a client went away: normal for watches and kept-alive connections
+        if isinstance(exc, (ConnectionError, TimeoutError, ssl.SSLError)):
+            return  # a client went away (normal for watches and kept-alive connections) or refused our CA
         super().handle_error(request, client_address)
 
 
@@ -70,6 +81,7 @@ class Handler(AdminHandler, WatchHandler, LogsHandler):
             path = url.path.rstrip("/") or "/"
             if path.startswith("/_opsbook/"):
                 return self._admin(method, path)
+            authz.guard(self, method, url.path or "/")  # 401/403 as a real API server (RBAC)
             self._maybe_fault(method, path)
             self._route(method, path)
         except ApiError as e:
@@ -138,6 +150,11 @@ class Handler(AdminHandler, WatchHandler, LogsHandler):
             raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
         name = rest[1] if len(rest) > 1 else None
         sub = rest[2] if len(rest) > 2 else None
+        if sub == "token" and r.plural == "serviceaccounts" and not r.group and len(rest) == 3 and ns:
+            if method != "POST":
+                raise method_not_allowed()
+            return self._json(201, subresources.token_request(self.server.cluster, ns, name or "", self._body_json(),
+                                                              dry_run=self.q.get("dryRun") == "All"))
         if sub in ("exec", "attach", "portforward", "proxy", "ephemeralcontainers", "resize", "token") and \
                 len(rest) == 3:
             raise ApiError(405, "MethodNotAllowed", f"{r.plural}/{sub} is not supported by the opsbook Kubernetes "
@@ -298,8 +315,9 @@ def _manager_from_agent(agent: str) -> str:
     return m[:128] or "unknown"
 
 
-def serve(cluster: Cluster, port: int = 0, host: str = "127.0.0.1", log_follow_seconds: float = 30.0):
-    srv = KubeServer((host, port), cluster, log_follow_seconds)
+def serve(cluster: Cluster, port: int = 0, host: str = "127.0.0.1", log_follow_seconds: float = 30.0,
+          tls: ssl.SSLContext | None = None):
+    srv = KubeServer((host, port), cluster, log_follow_seconds, tls)
     t = threading.Thread(target=srv.serve_forever, name="kubeapi-http", daemon=True)
     t.start()
     return srv

@@ -53,7 +53,8 @@ class Cluster:
     """The cluster's state. ``lock`` guards everything; ``cond`` (on the same lock) wakes watchers,
     log followers and the controllers whenever something is written."""
 
-    def __init__(self, nodes: int = 3, ready_delay: float = 0.3):
+    def __init__(self, nodes: int = 3, ready_delay: float = 0.3, root_ca_pem: str | None = None):
+        self.root_ca_pem = root_ca_pem  # the CA that signed the server's certificate: kube-root-ca.crt
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
         self.rv = 0
@@ -77,8 +78,9 @@ class Cluster:
 
     # ------------------------------------------------------------ field validation
 
-    def field_check(self, r: Resource, body: dict, mode: str | None) -> None:
-        check_fields(r, body, mode, getattr(self.tl, "warnings", None))
+    def field_check(self, r: Resource, body: dict, mode: str | None, patch_type: str | None = None,
+                    patch: Any = None) -> None:
+        check_fields(r, body, mode, getattr(self.tl, "warnings", None), patch_type, patch)
 
     # ------------------------------------------------------------ raw storage
 
@@ -361,7 +363,7 @@ class Cluster:
             if not isinstance(newdoc, dict):
                 raise bad_request("the patched object is not a JSON object")
             if subresource != "scale":
-                self.field_check(r, newdoc, validation)
+                self.field_check(r, newdoc, validation, ct, doc)
             if newdoc.get("metadata", {}).get("resourceVersion") == current["metadata"].get("resourceVersion"):
                 # the patch did not set a precondition
                 newdoc["metadata"].pop("resourceVersion", None)
@@ -412,7 +414,8 @@ class Cluster:
                                              "when using internal endpoints such as the internal service IP or "
                                              "kubernetes.default.svc. No other usage is guaranteed across "
                                              "distributions of Kubernetes clusters."}},
-                "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\nopsbook-test-server\n-----END CERTIFICATE-----\n"}},
+                "data": {"ca.crt": self.root_ca_pem or "-----BEGIN CERTIFICATE-----\nopsbook-test-server\n"
+                                                         "-----END CERTIFICATE-----\n"}},
                 internal=True)
 
     # ------------------------------------------------------------ logs

@@ -1,13 +1,18 @@
 """The subresources with their own semantics: scale (an autoscaling/v1 Scale over spec.replicas),
-PODS/binding, PODS/eviction (refused while a PodDisruptionBudget would be violated), and the access
-reviews, which are answered rather than stored (the test user may do everything)."""
+PODS/binding, PODS/eviction (refused while a PodDisruptionBudget would be violated), the access
+reviews, answered rather than stored, for the user making the request (as RBAC judges them, see
+``authz``), and serviceaccounts/token (TokenRequest)."""
 
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
-from .errors import ApiError, conflict, invalid, not_found
+from . import authz
+from .authz_rbac import Attributes
+from .errors import ApiError, bad_request, conflict, invalid, not_found
+from .meta import now_iso
 from .resources import Resource, res
 from .selectors import match_selector_object
 
@@ -111,16 +116,110 @@ def evict(c: Cluster, ns: str, name: str, body: dict, dry_run: bool = False) -> 
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
 
+def _access(spec: dict) -> Attributes | None:
+    ra, nra = spec.get("resourceAttributes"), spec.get("nonResourceAttributes")
+    if (ra is None) == (nra is None):
+        return None
+    if ra is not None:
+        return Attributes(verb=ra.get("verb") or "", group=ra.get("group") or "", version=ra.get("version") or "",
+                          resource=ra.get("resource") or "", subresource=ra.get("subresource") or "",
+                          name=ra.get("name") or "", namespace=ra.get("namespace") or "")
+    nra = nra or {}
+    return Attributes(verb=nra.get("verb") or "", resource_request=False, path=nra.get("path") or "")
+
+
+def _rules_status(resolver: Any, namespace: str) -> dict:
+    """SelfSubjectRulesReview's status: the RBAC rules of the user in the namespace, as RulesFor lists them."""
+    if resolver is None:  # system:masters: the privileged-group authorizer's answer
+        return {"resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+                "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}], "incomplete": False}
+    rules, errors = resolver.rules_for(namespace)
+    res_rules, url_rules = [], []
+    for r in rules:
+        if r.get("nonResourceURLs"):
+            url_rules.append({"verbs": list(r.get("verbs") or []), "nonResourceURLs": list(r["nonResourceURLs"])})
+        if r.get("resources"):
+            out = {"verbs": list(r.get("verbs") or []), "apiGroups": list(r.get("apiGroups") or []),
+                   "resources": list(r["resources"])}
+            if r.get("resourceNames"):
+                out["resourceNames"] = list(r["resourceNames"])
+            res_rules.append(out)
+    status: dict[str, Any] = {"resourceRules": res_rules, "nonResourceRules": url_rules, "incomplete": bool(errors)}
+    if errors:
+        status["evaluationError"] = errors[0] if len(errors) == 1 else "[" + ", ".join(errors) + "]"
+    return status
+
+
 def review(r: Resource, body: dict) -> dict:
-    """Reviews are answered, not stored: everyone is the admin user and everything is allowed."""
+    """Reviews are answered, not stored, for the user of the request: RBAC's verdict (``system:masters``
+    may do everything, as its privileged-group authorizer says), its rules, or who it is."""
+    user, resolver = authz.current()
     out = copy.deepcopy(body)
     out["apiVersion"], out["kind"] = r.api_version, r.kind
     out.setdefault("metadata", {})["creationTimestamp"] = None
+    spec = out.get("spec") or {}
     if r.kind == "SelfSubjectAccessReview":
-        out["status"] = {"allowed": True, "reason": "opsbook test server allows everything"}
+        a = _access(spec)
+        if a is None:
+            raise ApiError(422, "Invalid", f'{r.kind}.{r.group} "" is invalid: spec.resourceAttributes: Invalid '
+                                           f'value: "null": exactly one of nonResourceAttributes or '
+                                           f'resourceAttributes must be specified')
+        allowed, reason = authz.can(resolver, a)
+        out["status"] = {"allowed": allowed, **({"reason": reason} if reason else {})}
     elif r.kind == "SelfSubjectRulesReview":
-        out["status"] = {"resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
-                         "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}], "incomplete": False}
+        if not spec.get("namespace"):
+            raise bad_request("no namespace on request")
+        out["status"] = _rules_status(resolver, spec["namespace"])
     else:
-        out["status"] = {"userInfo": copy.deepcopy(TEST_USER)}
+        out["status"] = {"userInfo": copy.deepcopy(TEST_USER) if resolver is None else user.info()}
     return out
+
+
+TOKEN_REQUEST = Resource("authentication.k8s.io", "v1", "tokenrequests", "TokenRequest", True)
+SERVICE_ACCOUNTS = res("v1", "serviceaccounts")
+BOUND_KINDS = {"Pod": PODS, "Secret": res("v1", "secrets")}
+
+
+def token_request(c: Cluster, ns: str, name: str, body: Any, dry_run: bool = False) -> dict:
+    """POST serviceaccounts/NAME/token (pkg/registry/core/serviceaccount/storage/token.go): a token for the
+    ServiceAccount, optionally bound to a Pod or Secret, that authenticates as the ServiceAccount while
+    both exist. 422 for an expiry under 10 minutes, 404 for a missing ServiceAccount or bound object."""
+    if not isinstance(body, dict):
+        raise bad_request("the body of the request was not a JSON object")
+    spec = body.get("spec") or {}
+    seconds = int(spec.get("expirationSeconds") or 3600)
+    tr_name = str((body.get("metadata") or {}).get("name") or "")
+    if seconds < 600:
+        raise invalid(TOKEN_REQUEST, tr_name, [("spec.expirationSeconds", "FieldValueInvalid",
+                                                f"Invalid value: {seconds}: may not specify a duration less "
+                                                f"than 10 minutes")])
+    if seconds > 1 << 32:
+        raise invalid(TOKEN_REQUEST, tr_name, [("spec.expirationSeconds", "FieldValueInvalid",
+                                                f"Invalid value: {seconds}: may not specify a duration larger "
+                                                f"than 2^32 seconds")])
+    with c.lock:
+        sa = c.raw(SERVICE_ACCOUNTS, ns, name)
+        if sa is None:
+            raise not_found(SERVICE_ACCOUNTS, name)
+        ref = spec.get("boundObjectRef") or None
+        bound = None
+        if ref:
+            kind = ref.get("kind") or ""
+            if kind not in BOUND_KINDS:
+                raise bad_request(f'cannot bind token for serviceaccount "{name}" to object of type '
+                                  f'{ref.get("apiVersion") or "v1"}, Kind={kind}')
+            bound = c.raw(BOUND_KINDS[kind], ns, ref.get("name") or "")
+            if bound is None:
+                raise not_found(BOUND_KINDS[kind], ref.get("name") or "")
+            if ref.get("uid") and ref["uid"] != bound["metadata"]["uid"]:
+                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {kind} "{ref.get("name")}": the '
+                               f'UID in the bound object reference ({ref["uid"]}) does not match the UID in record. '
+                               f'The object might have been deleted and then recreated', {"name": ref.get("name"),
+                                                                                          "kind": kind})
+        audiences = list(spec.get("audiences") or authz.API_AUDIENCES)
+        token, expires = ("", time.time() + seconds) if dry_run else authz.issue_token(
+            c, sa, audiences=audiences, seconds=seconds, bound=bound)
+    out_spec: dict[str, Any] = {"audiences": audiences, "expirationSeconds": seconds, "boundObjectRef": ref}
+    return {"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": name, "namespace": ns, "creationTimestamp": None},
+            "spec": out_spec, "status": {"token": token, "expirationTimestamp": now_iso(expires)}}

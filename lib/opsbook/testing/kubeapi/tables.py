@@ -146,7 +146,10 @@ def _secret_row(o: dict) -> list:
 
 def _event_row(o: dict) -> list:
     io = o.get("involvedObject") or o.get("regarding") or {}
-    return [o.get("lastTimestamp") or "", o.get("type", ""), o.get("reason", ""),
+    series = o.get("series") or {}
+    seen = (series.get("lastObservedTime") or o.get("lastTimestamp") or o.get("deprecatedLastTimestamp")
+            or o.get("firstTimestamp") or o.get("eventTime") or "")  # kubectl's order for "Last Seen"
+    return [seen, o.get("type", ""), o.get("reason", ""),
             f"{(io.get('kind') or '').lower()}/{io.get('name', '')}", o.get("message") or o.get("note") or ""]
 
 

@@ -25,6 +25,7 @@ from .nodes import NodeLifecycle
 from .replicasets import ReplicaSetController
 from .scheduler import Scheduler
 from .statefulsets import StatefulSetController
+from .tokens import TokenController
 from .volumes import VolumeController
 
 __all__ = ["Controllers"]
@@ -39,6 +40,7 @@ class Controllers:
         # the order of one tick: owners before what they own, the kubelets after the scheduler
         self.steps: list[Callable[[], None]] = [
             self.namespaces.sync,
+            TokenController(cluster).sync,  # off unless a test turns it on (admin: token-controller)
             GarbageCollector(cluster).sync,
             DeploymentController(cluster).sync,
             ReplicaSetController(cluster).sync,

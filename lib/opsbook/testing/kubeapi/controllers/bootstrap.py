@@ -1,12 +1,14 @@
 """What a new cluster starts with: the system namespaces, the nodes (the first a tainted control
-plane when there are several), the default StorageClass, and the ``kubernetes`` Service with the
-API server's own endpoints."""
+plane when there are several), the default StorageClass, the ``kubernetes`` Service with the
+API server's own endpoints, and the bootstrap RBAC policy (``authz_policy``)."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
+from ..authz_policy import cluster_role_bindings, cluster_roles
+from ..authz_rbac import CLUSTER_ROLE_BINDINGS, CLUSTER_ROLES
 from ..meta import now_iso
 from ..store import Cluster
 from .common import (
@@ -79,3 +81,9 @@ def bootstrap(c: Cluster) -> None:
         "kubernetes.io/service-name": "kubernetes"}}, "addressType": "IPv4",
         "endpoints": [{"addresses": ["172.18.0.2"], "conditions": {"ready": True}}],
         "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}]}, internal=True)
+    for role in cluster_roles():
+        if c.raw(CLUSTER_ROLES, "", role["metadata"]["name"]) is None:
+            c.create(CLUSTER_ROLES, "", role, internal=True)
+    for binding in cluster_role_bindings():
+        if c.raw(CLUSTER_ROLE_BINDINGS, "", binding["metadata"]["name"]) is None:
+            c.create(CLUSTER_ROLE_BINDINGS, "", binding, internal=True)

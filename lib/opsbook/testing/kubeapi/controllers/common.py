@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from ..errors import ApiError
-from ..events import record_event
+from ..events import NEW_API_RECORDERS, record_event, record_new_event
 from ..meta import ALNUM, now_iso, parse_iso
 from ..resources import res
 from ..store import Cluster
@@ -210,8 +210,20 @@ class ControllerBase:
         except ApiError:
             return None
 
-    def _event(self, obj, reason, message, typ="Normal", component="kubelet"):
-        record_event(self.c, obj, reason, message, typ, component)
+    def _event(self, obj, reason, message, typ="Normal", component="kubelet", container=""):
+        """Record an event as the real component does: the scheduler through events.k8s.io, the
+        others through core/v1; the kubelet names its node and, for a container, the container."""
+        if component in NEW_API_RECORDERS:
+            record_new_event(self.c, obj, reason, message, typ, component)
+            return
+        host, field_path = "", ""
+        if component == "kubelet":
+            spec = obj.get("spec") or {}
+            host = spec.get("nodeName") or ""
+            if container:
+                init = any(c.get("name") == container for c in spec.get("initContainers") or [])
+                field_path = f"spec.{'initContainers' if init else 'containers'}{{{container}}}"
+        record_event(self.c, obj, reason, message, typ, component, host=host, field_path=field_path)
 
     # ------------------------------------------------------------ pods owned by controllers
 

@@ -1,5 +1,6 @@
 """The kubelet of every simulated node: runs (simulates) the containers of the pods bound to it:
-image pulls, exits and restarts with back-off, probes, readiness, init containers, and their logs."""
+image pulls, exits and restarts with back-off, probes, readiness, init containers, and their logs;
+and gives each pod the credentials a real kubelet mounts: a token of the pod's own ServiceAccount."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import re
 import time
 import uuid
 
+from ..authz import issue_token
 from ..meta import now_iso
+from ..resources import res
 from .common import (
     CRASH_RUN_SECONDS,
     NODES,
@@ -24,6 +27,8 @@ from .common import (
     _terminal,
     fnv32a,
 )
+
+SERVICE_ACCOUNTS = res("v1", "serviceaccounts")
 
 
 def _container_image_host(image: str) -> str:
@@ -122,6 +127,7 @@ class Kubelet(ControllerBase):
                 sim["start"] = now
                 sim["containers"] = {}
                 self.ip_for(p, sim, nodes[node])
+                self.mount_service_account(p, sim, nodes[node])
             new = copy.deepcopy(p)
             st = new.setdefault("status", {})
             ann = p["metadata"].get("annotations") or {}
@@ -207,6 +213,22 @@ class Kubelet(ControllerBase):
             if new != p:
                 self._update(PODS, new, "status")
 
+    def mount_service_account(self, pod, sim, node) -> None:
+        """What a real kubelet puts at /var/run/secrets/kubernetes.io/serviceaccount (the projected
+        ``kube-api-access-*`` volume): a token of the pod's ServiceAccount asked for with TokenRequest
+        semantics (bound to the pod and its node, 3607 s, as the kubelet asks), the cluster's CA and the
+        namespace; none when automounting is off (the pod's ``automountServiceAccountToken``, else its
+        ServiceAccount's). Kept in the pod's simulation state as ``sim["serviceaccount"]``: never the
+        admin's credentials."""
+        spec = pod.get("spec") or {}
+        ns = pod["metadata"]["namespace"]
+        sa = self.c.raw(SERVICE_ACCOUNTS, ns, spec.get("serviceAccountName") or "default")
+        automount = spec.get("automountServiceAccountToken")
+        if sa is None or (sa.get("automountServiceAccountToken") if automount is None else automount) is False:
+            return
+        token, _ = issue_token(self.c, sa, seconds=3607, bound=pod, node=node)
+        sim["serviceaccount"] = {"token": token, "namespace": ns, "ca.crt": getattr(self.c, "root_ca_pem", "")}
+
     def ip_for(self, pod, sim, node) -> None:
         c = self.c
         c.ip_counter += 1
@@ -252,20 +274,24 @@ class Kubelet(ControllerBase):
         cs = sim["containers"].setdefault(key or ctr["name"], {"restarts": 0, "phase": "new", "since": now,
                                                         "cid": uuid.uuid4().hex, "last": {}})
         name = ctr["name"]
+
+        def event(reason: str, message: str, typ: str = "Normal") -> None:  # about this container
+            self._event(p, reason, message, typ, container=name)
+
         if not beh["pull"]:
             # ErrImagePull, then ImagePullBackOff, alternating
             if cs["phase"] == "new":
                 cs["phase"], cs["since"] = "pullerr", now
-                self._event(p, "Pulling", f'Pulling image "{ctr.get("image")}"')
-                self._event(p, "Failed", f'Failed to pull image "{ctr.get("image")}": failed to resolve reference '
-                            f'"{ctr.get("image")}": failed to do request: Head "https://'
-                            f'{ctr.get("image").split("/")[0]}/v2/": dial tcp: lookup '
-                            f'{ctr.get("image").split("/")[0]}: no such host', "Warning")
-                self._event(p, "Failed", "Error: ErrImagePull", "Warning")
+                event("Pulling", f'Pulling image "{ctr.get("image")}"')
+                event("Failed", f'Failed to pull image "{ctr.get("image")}": failed to resolve reference '
+                      f'"{ctr.get("image")}": failed to do request: Head "https://'
+                      f'{ctr.get("image").split("/")[0]}/v2/": dial tcp: lookup '
+                      f'{ctr.get("image").split("/")[0]}: no such host', "Warning")
+                event("Failed", "Error: ErrImagePull", "Warning")
             elif cs["phase"] == "pullerr" and now - cs["since"] > PULL_FAIL_SECONDS:
                 cs["phase"], cs["since"] = "backoff", now
-                self._event(p, "BackOff", f'Back-off pulling image "{ctr.get("image")}"', "Normal")
-                self._event(p, "Failed", "Error: ImagePullBackOff", "Warning")
+                event("BackOff", f'Back-off pulling image "{ctr.get("image")}"', "Normal")
+                event("Failed", "Error: ImagePullBackOff", "Warning")
             elif cs["phase"] == "backoff" and now - cs["since"] > 3 * PULL_FAIL_SECONDS:
                 cs["phase"], cs["since"] = "pullerr", now
             if cs["phase"] == "pullerr":
@@ -279,15 +305,15 @@ class Kubelet(ControllerBase):
             cs["phase"], cs["since"] = "running", now
             self._start_logs(p, ctr)
             if cs["restarts"] == 0:
-                self._event(p, "Pulled", f'Container image "{ctr.get("image")}" already present on machine')
-            self._event(p, "Created", f"Created container: {name}")
-            self._event(p, "Started", f"Started container {name}")
+                event("Pulled", f'Container image "{ctr.get("image")}" already present on machine')
+            event("Created", f"Created container: {name}")
+            event("Started", f"Started container {name}")
         if cs["phase"] == "running" and beh["exit"] is not None and now - cs["since"] >= beh["run_for"]:
             code = beh["exit"]
             if beh.get("killed_by"):
                 probe = "Liveness" if beh["killed_by"] == "livenessProbe" else "Startup"
-                self._event(p, "Unhealthy", f"{probe} probe failed: ", "Warning")
-                self._event(p, "Killing", f"Container {name} failed {probe.lower()} probe, will be restarted")
+                event("Unhealthy", f"{probe} probe failed: ", "Warning")
+                event("Killing", f"Container {name} failed {probe.lower()} probe, will be restarted")
             cs["last"] = {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
                                          "startedAt": now_iso(cs["since"]), "finishedAt": now_iso(now),
                                          "containerID": "containerd://" + cs["cid"]}}
@@ -296,9 +322,9 @@ class Kubelet(ControllerBase):
                 backoff = min(1.0 * (2 ** cs["restarts"]), 10.0)
                 cs["phase"], cs["since"], cs["until"] = "crashloop", now, now + backoff
                 if code != 0:
-                    self._event(p, "BackOff", f"Back-off restarting failed container {name} in pod "
-                                f"{p['metadata']['name']}_{p['metadata']['namespace']}({p['metadata']['uid']})",
-                                "Warning")
+                    event("BackOff", f"Back-off restarting failed container {name} in pod "
+                          f"{p['metadata']['name']}_{p['metadata']['namespace']}({p['metadata']['uid']})",
+                          "Warning")
             else:
                 cs["phase"], cs["since"] = "done", now
         if cs["phase"] == "crashloop" and now >= cs.get("until", now):
@@ -306,8 +332,8 @@ class Kubelet(ControllerBase):
             cs["cid"] = uuid.uuid4().hex
             cs["phase"], cs["since"] = "running", now
             self._start_logs(p, ctr)
-            self._event(p, "Created", f"Created container: {name}")
-            self._event(p, "Started", f"Started container {name}")
+            event("Created", f"Created container: {name}")
+            event("Started", f"Started container {name}")
         if cs["phase"] == "done":
             term = dict(cs["last"]["terminated"])
             return self._cstatus(ctr, {"terminated": term}, cs["restarts"], False, {}, started=False), "done"
@@ -320,7 +346,7 @@ class Kubelet(ControllerBase):
                                  started=False), "waiting"
         if beh["never_ready"] and not cs.get("unready_reported"):
             cs["unready_reported"] = True
-            self._event(p, "Unhealthy", "Readiness probe failed: ", "Warning")
+            event("Unhealthy", "Readiness probe failed: ", "Warning")
         delay = max(ready_delay, beh.get("initial_delay") or 0.0)
         started = beh.get("killed_by") != "startupProbe"  # a failing startup probe never lets it start
         ready = started and not beh["never_ready"] and now - cs["since"] >= delay
