@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from opsbook.records.disk import Archive
 
-from ..conftest import FIXTURE_NOTEBOOKS, FIXTURE_SECRET, OPSBOOK
+from ..conftest import FIXTURE_NOTEBOOKS, FIXTURE_SECRET, OPSBOOK, ROOT
 
 
 def records(outputs: Path, runbook: str) -> list[Path]:
@@ -319,6 +319,26 @@ def test_list_and_show(cli, tmp_path):
     (bad / "broken.ipynb").write_text("{}")
     r = cli("list", notebooks=bad)
     assert r.returncode == 1 and "invalid" in r.stdout
+
+
+def test_show_lists_the_rbac_a_runbook_declares(cli):
+    """What `--on-cluster` would grant, read from the notebook's metadata: both scopes, every verb."""
+    from opsbook import catalog
+
+    rb = catalog.get("centralized-logging", ROOT / "notebooks")
+    assert rb.rbac is not None and rb.rbac.rules and rb.rbac.cluster_rules
+    r = cli("show", "centralized-logging", notebooks=ROOT / "notebooks", env={"COLUMNS": "250"})
+    assert r.returncode == 0, r.stderr
+    table = r.stdout[r.stdout.index("RBAC it needs"):]
+    for scope, rules in (("namespace", rb.rbac.rules), ("cluster", rb.rbac.cluster_rules)):
+        for rule in rules:
+            row = next(line for line in table.splitlines()
+                       if f" {scope} " in line and ", ".join(rule.resources) in line)
+            assert ", ".join(rule.verbs) in row, row
+    r = cli("show", "environment-check", notebooks=ROOT / "notebooks")
+    assert "RBAC: none (no Kubernetes API call)" in r.stdout
+    r = cli("show", "passing")
+    assert "RBAC: not declared (the runbook cannot run --on-cluster)" in r.stdout
 
 
 def test_show_prints_help_text_that_looks_like_markup(cli, tmp_path):

@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import yaml
 from kubernetes import client, config
 from kubernetes.client import ApiException
-from opsbook.testing.kube import kubectl_binary, requires_test_server, wait_until
+from opsbook.testing.kube import KubeApi, kubectl_binary, requires_test_server, wait_until
 
 from .conftest import PAUSE, deployment, pod
 
@@ -25,19 +24,8 @@ pytestmark = pytest.mark.kube
 RBAC = "rbac.authorization.k8s.io"
 
 
-def kubeconfig_with_token(admin_kubeconfig: str, context: str, token: str | None, path: Path,
-                          namespace: str = "default") -> Path:
-    """A kubeconfig that reaches the same cluster as the admin's (server, CA) with ``token`` as its
-    only credential (none: anonymous)."""
-    cfg = yaml.safe_load(Path(admin_kubeconfig).read_text())
-    ctx = next(c for c in cfg["contexts"] if c["name"] == context)["context"]
-    cluster = next(c for c in cfg["clusters"] if c["name"] == ctx["cluster"])
-    user = {"token": token} if token else {}
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
-        "clusters": [{"name": "sa", "cluster": cluster["cluster"]}], "users": [{"name": "sa", "user": user}],
-        "contexts": [{"name": "sa", "context": {"cluster": "sa", "user": "sa", "namespace": namespace}}]}))
-    return path
+def kubeconfig_with_token(kube_api, token: str | None, path: Path, namespace: str = "default") -> Path:
+    return kube_api.kubeconfig_with_token(token, path, namespace)
 
 
 def status(e: ApiException) -> dict:
@@ -118,7 +106,7 @@ def accounts(kube, tmp_path):
                                               "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": cname}})
         token = core.create_namespaced_service_account_token(name, ns, {
             "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}).status.token
-        path = kubeconfig_with_token(kube.kubeconfig, kube.context, token, tmp_path / f"{name}.kubeconfig", ns)
+        path = kubeconfig_with_token(kube.api, token, tmp_path / f"{name}.kubeconfig", ns)
         api = config.new_client_from_config(config_file=str(path))
         made.append(api)
         acct = Account(name, ns, f"system:serviceaccount:{ns}:{name}", token, path, api)
@@ -161,10 +149,28 @@ def test_a_token_request_token_authenticates_as_its_service_account(accounts, ku
     assert st["code"] == 403
 
 
+def test_kubectl_create_token_gives_a_token_of_that_account(accounts, kube):
+    """`kubectl create token` finds serviceaccounts/token in discovery and posts a TokenRequest."""
+    acct = accounts("issuer")
+    r = kube.kubectl("create", "token", acct.name, "--duration", "10m", check=False)
+    assert r.returncode == 0, r.stderr
+    token = r.stdout.strip()
+    path = kubeconfig_with_token(kube.api, token, acct.kubeconfig.with_name("minted"),
+                                 acct.namespace)
+    who = subprocess.run([kubectl_binary(), "--kubeconfig", str(path), "auth", "whoami", "-o", "json"],
+                         capture_output=True, text=True, timeout=60)
+    assert json.loads(who.stdout)["status"]["userInfo"]["username"] == acct.user, who.stderr
+    found = json.loads(kube.kubectl("get", "--raw", "/api/v1").stdout)
+    token_sub = [x for x in found["resources"] if x["name"] == "serviceaccounts/token"]
+    assert token_sub == [{"name": "serviceaccounts/token", "singularName": "", "namespaced": True,
+                          "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest",
+                          "verbs": ["create"]}]
+
+
 def test_unknown_tokens_and_tokens_of_deleted_accounts_are_unauthorized(accounts, kube, tmp_path):
     acct = accounts("short-lived", rules=[{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}])
     assert acct.core.list_namespaced_config_map(acct.namespace).items is not None
-    bogus = kubeconfig_with_token(kube.kubeconfig, kube.context, "not-a-token-this-server-issued",
+    bogus = kubeconfig_with_token(kube.api, "not-a-token-this-server-issued",
                                   tmp_path / "bogus.kubeconfig")
     with config.new_client_from_config(config_file=str(bogus)) as api:
         st = denied(client.CoreV1Api(api).list_namespaced_config_map, acct.namespace)
@@ -192,7 +198,7 @@ def test_token_request_validation_and_audiences(accounts, kube):
         "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
         "spec": {"audiences": ["vault.example"], "expirationSeconds": 600}})
     assert tr.spec.audiences == ["vault.example"] and tr.status.token and tr.status.expiration_timestamp
-    other = kubeconfig_with_token(kube.kubeconfig, kube.context, tr.status.token, acct.kubeconfig.with_name("v.kc"))
+    other = kubeconfig_with_token(kube.api, tr.status.token, acct.kubeconfig.with_name("v.kc"))
     with config.new_client_from_config(config_file=str(other)) as api:  # not a token for the API server
         assert denied(client.CoreV1Api(api).list_namespaced_config_map, acct.namespace)["code"] == 401
     default = core.create_namespaced_service_account_token(acct.name, acct.namespace, {
@@ -210,7 +216,7 @@ def test_a_pod_bound_token_ends_with_its_pod(accounts, kube):
     tr = core.create_namespaced_service_account_token(acct.name, acct.namespace, {
         "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"boundObjectRef": {
             "apiVersion": "v1", "kind": "Pod", "name": "holder", "uid": created.metadata.uid}}})
-    path = kubeconfig_with_token(kube.kubeconfig, kube.context, tr.status.token, acct.kubeconfig.with_name("b.kc"))
+    path = kubeconfig_with_token(kube.api, tr.status.token, acct.kubeconfig.with_name("b.kc"))
     with config.new_client_from_config(config_file=str(path)) as api:
         bound = client.CoreV1Api(api)
         bound.list_namespaced_config_map(acct.namespace)
@@ -230,7 +236,7 @@ def test_a_pod_bound_token_ends_with_its_pod(accounts, kube):
 
 
 def test_anonymous_requests_see_only_the_public_info(kube, tmp_path):
-    path = kubeconfig_with_token(kube.kubeconfig, kube.context, None, tmp_path / "anon.kubeconfig")
+    path = kubeconfig_with_token(kube.api, None, tmp_path / "anon.kubeconfig")
     with config.new_client_from_config(config_file=str(path)) as api:
         assert client.VersionApi(api).get_code().git_version  # system:public-info-viewer
         st = denied(client.CoreV1Api(api).list_namespace)
@@ -469,7 +475,7 @@ def test_the_kubelet_gives_a_pod_a_token_of_its_own_service_account(tmp_path):
             assert "serviceaccount" not in wait_until(lambda: mounted("quiet"), timeout=10)
             assert creds["namespace"] == "app" and creds["ca.crt"] == srv.ca_pem
             assert creds["token"] != authz.ADMIN_TOKEN
-            kc = kubeconfig_with_token(str(admin_kc), "opsbook-test", creds["token"], tmp_path / "pod.kc", "app")
+            kc = kubeconfig_with_token(KubeApi(kubeconfig=str(admin_kc), context="opsbook-test", url="", is_test_server=True), creds["token"], tmp_path / "pod.kc", "app")
             with config.new_client_from_config(config_file=str(kc)) as api:
                 info = client.AuthenticationV1Api(api).create_self_subject_review(
                     {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}).status.user_info
@@ -487,7 +493,7 @@ def test_the_kubelet_gives_a_pod_a_token_of_its_own_service_account(tmp_path):
             import base64
             secret["data"] = {"token": base64.b64encode(legacy.encode()).decode()}
             core.create_namespaced_secret("app", secret)
-            kc = kubeconfig_with_token(str(admin_kc), "opsbook-test", legacy, tmp_path / "legacy.kc", "app")
+            kc = kubeconfig_with_token(KubeApi(kubeconfig=str(admin_kc), context="opsbook-test", url="", is_test_server=True), legacy, tmp_path / "legacy.kc", "app")
             with config.new_client_from_config(config_file=str(kc)) as api:
                 assert denied(client.CoreV1Api(api).list_namespaced_pod, "app")["code"] == 403
                 core.delete_namespaced_secret("runner-token", "app")

@@ -27,7 +27,7 @@ from opsbook.ids import new_run_id
 from opsbook.parameters import validate
 from opsbook.targets import Target
 
-pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.slow, pytest.mark.image, pytest.mark.services, pytest.mark.timeout(2400)]
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"

@@ -59,18 +59,6 @@ class Grant:
     user: str
 
 
-def _token_kubeconfig(kube, token: str, path: Path, namespace: str) -> Path:
-    cfg = yaml.safe_load(Path(kube.kubeconfig).read_text())
-    ctx = next(c for c in cfg["contexts"] if c["name"] == kube.context)["context"]
-    cluster_entry = next(c for c in cfg["clusters"] if c["name"] == ctx["cluster"])["cluster"]
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": CONTEXT,
-        "clusters": [{"name": CONTEXT, "cluster": cluster_entry}],  # the same server and CA as the admin's
-        "users": [{"name": CONTEXT, "user": {"token": token}}],
-        "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": CONTEXT, "namespace": namespace}}]}))
-    return path
-
-
 @contextlib.contextmanager
 def granted(kube, rb: Runbook, params: dict[str, str], tmp_path: Path) -> Iterator[Grant]:
     """The run's ServiceAccount and RBAC as ``job.render`` makes them (the runbook's namespace is
@@ -87,7 +75,7 @@ def granted(kube, rb: Runbook, params: dict[str, str], tmp_path: Path) -> Iterat
             admin.create(o)
         token = client.CoreV1Api(admin.api).create_namespaced_service_account_token(req.name, ns, {
             "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}).status.token
-        path = _token_kubeconfig(kube, token, tmp_path / f"{req.name}.kubeconfig", ns)
+        path = kube.api.kubeconfig_with_token(token, tmp_path / f"{req.name}.kubeconfig", ns, name=CONTEXT)
         yield Grant(objs, path, f"system:serviceaccount:{ns}:{req.name}")
     finally:
         job.revoke(admin, objs)

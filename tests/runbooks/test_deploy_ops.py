@@ -16,7 +16,7 @@ from opsbook.errors import ClientError, Invalid, TimedOut, Unreachable
 from opsbook.ops import initial_kubernetes_deployment as deploy
 from opsbook.ops.base import declaration, skip_reason
 from opsbook.targets import LOCAL, Target
-from opsbook.testing.kube import requires_test_server
+from opsbook.testing.kube import requires_test_server, wait_until
 from opsbook.testing.runbook import make_context
 
 from .conftest import CHART, ROOT, values_for
@@ -302,50 +302,42 @@ def test_schema_violation_in_overrides_fails_the_render_with_helms_message(tmp_p
     assert "services.proposer.replicas: Must be greater than or equal to 0" in str(err.value)
 
 
-def test_forbidden_by_rbac_fails_the_access_checks_naming_what_is_denied(tmp_path):
-    """The test server allows everything (no RBAC), so a small API on loopback answers the access
-    reviews the way a real API server does for a user bound only to read-only roles."""
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+@pytest.mark.kube
+def test_forbidden_by_rbac_fails_the_access_checks_naming_what_is_denied(kube, tmp_path):
+    """A ServiceAccount bound only to the built-in read-only ClusterRole ``view`` in the namespace: the
+    access reviews (answered by the API server's RBAC) pass the reads and fail every write, by name."""
+    from kubernetes import client
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):  # noqa: ANN002
-            pass
-
-        def _send(self, obj):
-            body = json.dumps(obj).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self):  # noqa: N802 - namespace lookups: it exists
-            self._send({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "ml"}})
-
-        def do_POST(self):  # noqa: N802 - SelfSubjectAccessReview: read verbs only
-            review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            verb = review["spec"]["resourceAttributes"]["verb"]
-            allowed = verb in ("get", "list", "watch")
-            self._send({**review, "status": {"allowed": allowed, "reason": "" if allowed else
-                                             'RBAC: user "viewer" has no binding that allows it'}})
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    admin = kube.api_client()
     try:
-        kc = kubeconfig_for(tmp_path, f"http://127.0.0.1:{server.server_address[1]}")
-        target = Target(name="viewer", kubeconfig=str(kc), kube_context="c")
-        ctx = context(mode="apply", target=target, clients=Clients(target, helm=Helm()), release="ml", namespace="ml",
-                      workdir=tmp_path / "w")
-        deploy.write_values(ctx)
-        deploy.render_manifests(ctx)
-        assert skip_reason(declaration(deploy.access_checks), ctx) is None
-        checks = deploy.access_checks(ctx)
-        denied = {c.name for c in checks if not c.passed}
-        assert "can-i create deployments.apps in ml" in denied and "can-i patch ingresses.networking.k8s.io in ml" in denied
-        assert "can-i get deployments.apps in ml" not in denied
-        assert all("no binding" in c.reason for c in checks if not c.passed)
+        client.CoreV1Api(admin).create_namespaced_service_account(kube.namespace, {"metadata": {"name": "viewer"}})
+        client.RbacAuthorizationV1Api(admin).create_namespaced_role_binding(kube.namespace, {
+            "metadata": {"name": "viewer-view"},
+            "subjects": [{"kind": "ServiceAccount", "name": "viewer", "namespace": kube.namespace}],
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"}})
+        token = client.CoreV1Api(admin).create_namespaced_service_account_token("viewer", kube.namespace, {
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}).status.token
     finally:
-        server.shutdown()
-        server.server_close()
+        admin.close()
+    kc = kube.api.kubeconfig_with_token(token, tmp_path / "viewer.kubeconfig", kube.namespace, name="c")
+    target = Target(name="viewer", kubeconfig=str(kc), kube_context="c")
+    ctx = context(mode="apply", target=target, clients=Clients(target, helm=Helm()), release="ml",
+                  namespace=kube.namespace, workdir=tmp_path / "w")
+    deploy.write_values(ctx)
+    deploy.render_manifests(ctx)
+    assert skip_reason(declaration(deploy.access_checks), ctx) is None
+
+    def read_only() -> bool:  # a real cluster's authorizer sees a new binding a moment later
+        checks = deploy.access_checks(ctx)
+        return all(c.passed for c in checks if c.name.startswith("can-i get ")) and checks
+
+    checks = wait_until(read_only, timeout=15, message="the viewer's binding in effect")
+    ns = kube.namespace
+    denied = {c.name for c in checks if not c.passed}
+    assert f"can-i create deployments.apps in {ns}" in denied
+    assert f"can-i patch ingresses.networking.k8s.io in {ns}" in denied
+    assert f"can-i create secrets in {ns}" in denied
+    assert f"can-i get deployments.apps in {ns}" not in denied and f"can-i list events in {ns}" not in denied
+    # RBAC's own answer to a denied review has no reason: the check says whose answer it is
+    assert {c.reason for c in checks if not c.passed} == {"denied by RBAC"}
+    assert {c.name.split()[1] for c in checks if not c.passed} == {"create", "patch"}

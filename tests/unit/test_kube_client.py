@@ -1,9 +1,9 @@
 """The Kubernetes client against a Kubernetes API through a kubeconfig (the ``kube`` fixture: the opsbook
 test server, or the real cluster of OPSBOOK_TEST_KUBECONFIG: these tests run unchanged on both).
 
-The error-mapping tests that need an API to answer 403/422/503, or to hang, use a tiny HTTP server on
-loopback instead: the test server allows everything (no RBAC), and a real cluster cannot be made to
-misbehave on demand."""
+A ServiceAccount without a binding gets the API server's own 403. The error-mapping tests that need an
+API to answer any status code, or to hang, use a tiny HTTP server on loopback instead: a real cluster
+cannot be made to misbehave on demand."""
 
 from __future__ import annotations
 
@@ -264,6 +264,29 @@ def test_api_status_codes_map_to_our_errors_with_the_cause_chained(tmp_path, cod
         assert msg in str(err.value)
     finally:
         srv.stop()
+
+
+@pytest.mark.kube
+def test_a_service_account_without_a_binding_gets_forbidden_with_the_servers_words(kube, tmp_path):
+    from kubernetes import client
+
+    admin = kube.api_client()
+    try:
+        client.CoreV1Api(admin).create_namespaced_service_account(kube.namespace, {"metadata": {"name": "nobody"}})
+        token = client.CoreV1Api(admin).create_namespaced_service_account_token("nobody", kube.namespace, {
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}).status.token
+    finally:
+        admin.close()
+    kc = kube.api.kubeconfig_with_token(token, tmp_path / "nobody.kubeconfig", kube.namespace)
+    k = Kube(kubeconfig=str(kc), context="sa")
+    try:
+        with pytest.raises(Forbidden) as err:
+            k.list_objects(kind="ConfigMap", namespace=kube.namespace)
+        assert (f'configmaps is forbidden: User "system:serviceaccount:{kube.namespace}:nobody" cannot list '
+                f'resource "configmaps" in API group "" in the namespace "{kube.namespace}"') in str(err.value)
+        assert not k.can_i(verb="list", resource="configmaps", namespace=kube.namespace)
+    finally:
+        k.close()
 
 
 def test_request_that_gets_no_answer_times_out(tmp_path):

@@ -65,6 +65,17 @@ def _cmd_show(args: argparse.Namespace) -> int:
     for p in rb.spec:
         table.add_row(*(safe_text(x) for x in (p.name, p.type, repr(p.default), p.describe(), p.help)))
     con.print(table)
+    if rb.rbac is None:
+        con.print("RBAC: not declared (the runbook cannot run --on-cluster)")
+        return EXIT_OK
+    rbac = Table(title="RBAC it needs (what --on-cluster grants its Job, nothing more)")
+    for col in ("scope", "apiGroups", "resources", "verbs", "resourceNames"):
+        rbac.add_column(col, overflow="fold")
+    for scope, rules in (("namespace", rb.rbac.rules), ("cluster", rb.rbac.cluster_rules)):
+        for r in rules:
+            rbac.add_row(scope, *(safe_text(", ".join(x) if x else "-") for x in (
+                tuple(g or '""' for g in r.api_groups), r.resources, r.verbs, r.resource_names)))
+    con.print(rbac if rb.rbac.rules or rb.rbac.cluster_rules else "RBAC: none (no Kubernetes API call)")
     return EXIT_OK
 
 

@@ -148,6 +148,23 @@ class KubeApi:
                                  f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
         return proc
 
+    def kubeconfig_with_token(self, token: str | None, path: str | Path, namespace: str = "default",
+                              name: str = "sa") -> Path:
+        """A kubeconfig at ``path`` that reaches this API (the same server and CA) with ``token`` as its
+        only credential (None: anonymous), context ``name``: how a test acts as a ServiceAccount."""
+        import yaml
+
+        cfg = yaml.safe_load(Path(self.kubeconfig).read_text())
+        ctx = next(c for c in cfg["contexts"] if c["name"] == self.context)["context"]
+        cluster = next(c for c in cfg["clusters"] if c["name"] == ctx["cluster"])["cluster"]
+        out = Path(path)
+        out.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": name,
+            "clusters": [{"name": name, "cluster": cluster}],
+            "users": [{"name": name, "user": {"token": token} if token else {}}],
+            "contexts": [{"name": name, "context": {"cluster": name, "user": name, "namespace": namespace}}]}))
+        return out
+
     def ssl_context(self) -> ssl.SSLContext:
         """A client TLS context that trusts the API server's CA (and verifies its name), as kubectl does."""
         return ssl.create_default_context(cafile=self.ca_file)

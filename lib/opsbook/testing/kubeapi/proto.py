@@ -200,6 +200,12 @@ S: dict[str, dict[int, tuple[str, str, bool]]] = {
     "SelfSubjectRulesReview": {1: ("metadata", "ObjectMeta", False), 2: ("spec", "SelfSubjectRulesReviewSpec", False)},
     "SelfSubjectRulesReviewSpec": {1: ("namespace", "str", False)},
     "SelfSubjectReview": {1: ("metadata", "ObjectMeta", False)},
+    # authentication/v1 generated.proto: what `kubectl create token` sends
+    "TokenRequest": {1: ("metadata", "ObjectMeta", False), 2: ("spec", "TokenRequestSpec", False)},
+    "TokenRequestSpec": {1: ("audiences", "str", True), 3: ("boundObjectRef", "BoundObjectReference", False),
+                         4: ("expirationSeconds", "int", False)},
+    "BoundObjectReference": {1: ("kind", "str", False), 2: ("apiVersion", "str", False), 3: ("name", "str", False),
+                             4: ("uid", "str", False)},
     "HorizontalPodAutoscaler": {1: ("metadata", "ObjectMeta", False), 2: ("spec", "HorizontalPodAutoscalerSpec", False)},
     "HorizontalPodAutoscalerSpec": {1: ("scaleTargetRef", "CrossVersionObjectReference", False),
                                     2: ("minReplicas", "int", False), 3: ("maxReplicas", "int", False),

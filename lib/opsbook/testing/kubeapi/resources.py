@@ -58,7 +58,7 @@ RESOURCES: list[Resource] = [
     R("", "v1", "endpoints", "Endpoints", True, ("ep",), has_spec=False),
     R("", "v1", "configmaps", "ConfigMap", True, ("cm",), has_spec=False),
     R("", "v1", "secrets", "Secret", True, (), has_spec=False),
-    R("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",), has_spec=False),
+    R("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",), STD_VERBS, ("token",), has_spec=False),
     R("", "v1", "events", "Event", True, ("ev",), has_spec=False),
     R("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True, ("pvc",), STD_VERBS, ("status",),
       has_spec=False),
@@ -159,6 +159,7 @@ SUBRESOURCE_KINDS = {
     "scale": ("autoscaling", "v1", "Scale"),
     "binding": ("", "v1", "Binding"),
     "eviction": ("policy", "v1", "Eviction"),
+    "token": ("authentication.k8s.io", "v1", "TokenRequest"),
 }
 SUBRESOURCE_VERBS = {
     "status": ["get", "patch", "update"],
@@ -167,6 +168,7 @@ SUBRESOURCE_VERBS = {
     "scale": ["get", "patch", "update"],
     "binding": ["create"],
     "eviction": ["create"],
+    "token": ["create"],
 }
 
 
