@@ -3,17 +3,22 @@ stands in for an ingress controller."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from .rbac import Grant
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
@@ -73,6 +78,18 @@ def opsbook_run(tmp_path: Path):
 
     run.outputs = outputs  # type: ignore[attr-defined]
     return run
+
+
+@pytest.fixture
+def declared_rbac(kube, tmp_path: Path) -> Iterator[Callable[[str, dict[str, Any]], Grant]]:
+    """``declared_rbac(runbook_id, params)``: the :class:`~.rbac.Grant` that ``--on-cluster``
+    would give a run of that runbook with those parameters, created now and revoked after the test. A
+    test runs the CLI through ``grant.targets(...)`` and keeps the admin ``kube`` for its own set-up and
+    assertions (``rbac.py``); ``test_declared_rbac.py`` checks each declaring runbook has such a test."""
+    from .rbac import granted, runbook
+
+    with contextlib.ExitStack() as stack:
+        yield lambda runbook_id, params: stack.enter_context(granted(kube, runbook(runbook_id), params, tmp_path))
 
 
 def manifests_of(outputs: Path, runbook: str) -> list[dict]:

@@ -17,6 +17,7 @@ import secrets as _random
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -28,6 +29,7 @@ from opsbook.targets import Target
 from opsbook.testing.runbook import make_context
 
 from .conftest import manifests_of
+from .rbac import assert_not_forbidden, problems
 
 RUNBOOK = "centralized-logging"
 UTC = dt.UTC
@@ -151,7 +153,8 @@ def test_collector_reaches_one_ready_pod_per_node(kube, log_store):
         assert all(c.passed for c in logcollect.preflight(ctx)), logcollect.preflight(ctx)
         plan = logcollect.plan_deploy(ctx)
         # 4 of 5 dry-run: the ClusterRoleBinding names a ClusterRole only the apply creates, which the
-        # RBAC escalation check of a least-privilege account could not read (test_declared_rbac.py)
+        # RBAC escalation check of a least-privilege account could not read (the CLI test below runs the
+        # runbook as such an account: its declared RBAC)
         assert plan.outcome == "planned" and len(plan.details["dry_run"]) == 4, plan.summary
         assert {r["action"] for r in plan.rows} == {"create"}
         assert {r["kind"]: r["dry run"] for r in plan.rows}["ClusterRoleBinding"] == \
@@ -294,20 +297,24 @@ def test_plan_on_local_needs_no_cluster_and_no_network(opsbook_run):
 @pytest.mark.kube
 @pytest.mark.services
 def test_apply_with_an_absent_marker_leaves_a_failed_record_that_keeps_the_reason(kube, log_store, opsbook_run,
-                                                                                 tmp_path: Path):
+                                                                                 tmp_path: Path, declared_rbac):
+    """As the runbook's own ServiceAccount with exactly its declared RBAC (``rbac.py``): every step but
+    the marker's search succeeds with it, the marker pod included (deleted after the search). The checks
+    and the clean-up of what the runbook created cluster-wide are the admin's."""
     p = prefix()
     load(log_store, p, service_docs())  # the services have logs: only the marker is missing
-    targets = tmp_path / "targets.yaml"
-    targets.write_text(yaml.safe_dump({"t-cluster": {
-        "kubeconfig": kube.kubeconfig, "kube_context": kube.context, "namespace": kube.namespace,
-        "log_store_url": log_store.url, "log_store_kind": "opensearch"}}))
+    given = {"namespace": kube.namespace, "index_prefix": p, "marker_timeout": "3", "timeout": "60",
+             "search_service": "critic"}
+    grant = declared_rbac(RUNBOOK, given)
+    targets = grant.targets(tmp_path / "targets.yaml", kube, name="t-cluster", log_store_url=log_store.url,
+                            log_store_kind="opensearch")
     env = {"OPSBOOK_TARGETS": str(targets)}
-    args = ["--target", "t-cluster", "-p", "namespace", kube.namespace, "-p", "index_prefix", p,
-            "-p", "marker_timeout", "3", "-p", "timeout", "60", "-p", "search_service", "critic"]
+    args = ["--target", "t-cluster", *[x for k, v in given.items() for x in ("-p", k, v)]]
     try:
         r = opsbook_run(RUNBOOK, *args, env=env)
         assert r.returncode == 0, r.stdout + r.stderr
         (plan,) = manifests_of(opsbook_run.outputs, RUNBOOK)
+        assert_not_forbidden(plan)
         steps = {s["title"]: s for s in plan["steps"]}
         assert steps["Deploy the collectors"]["outcome"] == "planned"
         assert len(steps["Deploy the collectors"]["details"]["dry_run"]) == 4  # the binding to the ClusterRole the apply creates is not
@@ -315,6 +322,11 @@ def test_apply_with_an_absent_marker_leaves_a_failed_record_that_keeps_the_reaso
         assert r.returncode == 1, r.stdout + r.stderr
         (m,) = [x for x in manifests_of(opsbook_run.outputs, RUNBOOK) if x["mode"] == "apply"]
         assert m["status"] == "failed"
+        # the declared RBAC is enough: only the absent marker failed, and nothing was forbidden
+        assert [s["id"] for s in m["steps"] if s["outcome"] in ("failed", "error")] == ["marker-searchable"], \
+            problems(m)
+        assert_not_forbidden(m)
+        assert {s["id"]: s["outcome"] for s in m["steps"]}["deploy-collectors"] == "changed"
         steps = {s["title"]: s for s in m["steps"]}
         assert steps["Deploy the collectors"]["outcome"] == "changed"
         assert steps["A collector on every node"]["outcome"] == "ok"
@@ -325,6 +337,9 @@ def test_apply_with_an_absent_marker_leaves_a_failed_record_that_keeps_the_reaso
         assert marker["outcome"] == "failed" and "was not found in opensearch" in marker["summary"]
         assert "after 3 s" in marker["summary"]
         assert "Marker line is searchable" in r.stdout + r.stderr
+        pod = steps["Emit a marker line"]["details"]["pod"]  # the ServiceAccount could delete it (admin's view)
+        with contextlib.closing(Kube(kubeconfig=kube.kubeconfig, context=kube.context)) as admin:
+            assert _marker_pod_gone(admin, SimpleNamespace(pod=pod, namespace=kube.namespace)), pod
     finally:
         k = Kube(kubeconfig=kube.kubeconfig, context=kube.context)
         for kind in ("ClusterRoleBinding", "ClusterRole"):

@@ -1,7 +1,8 @@
 """The `deploy-new-model` runbook against real things: the registry check on the real ``mlflow_server``
 (alias, legacy stage, refusals, alias moves), the canary / promote / rollback on the Kubernetes API
 (``kube``) with a stable Deployment rendered from the ml-platform chart, and the notebook headless
-through the real CLI on `local` (plan, and an approved apply acting on the plan's recorded verdict)."""
+through the real CLI on `local` (plan, and an approved apply acting on the plan's recorded verdict) and on
+the cluster as the runbook's own ServiceAccount with exactly its declared RBAC."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from opsbook.targets import LOCAL
 from opsbook.testing.runbook import make_context
 
 from .conftest import CHART, ROOT, manifests_of, values_for
+from .rbac import assert_applied, assert_not_forbidden
 
 RUNBOOK = "deploy-new-model"
 HEALTHY = ROOT / "examples" / "metrics" / "proposer-canary-healthy.csv"
@@ -307,19 +309,19 @@ def test_regressed_canary_plan_then_approved_apply_acts_on_the_plans_verdict(ops
 
 
 @pytest.mark.kube
-def test_plan_then_approved_apply_on_a_cluster_canaries_promotes_and_verifies(kube, stable, opsbook_run, tmp_path):
-    import yaml
-
+def test_plan_then_approved_apply_on_a_cluster_canaries_promotes_and_verifies(kube, stable, opsbook_run, tmp_path,
+                                                                               declared_rbac):
+    """The CLI runs as the runbook's own ServiceAccount with exactly its declared RBAC (``rbac.py``); the
+    stable Deployment and the checks are the admin's."""
     ns = kube.namespace
-    targets = tmp_path / "targets.yaml"
-    targets.write_text(yaml.safe_dump({"kt": {"kubeconfig": kube.kubeconfig, "kube_context": kube.context,
-                                              "namespace": ns}}))
-    env = {"OPSBOOK_TARGETS": str(targets), "OPSBOOK_OPERATOR": "dana"}
-    args = ["--target", "kt", "-p", "namespace", ns, "-p", "version", "2", "-p", "metrics_file", str(HEALTHY),
-            "-p", "timeout", "60"]
+    params = {"namespace": ns, "version": "2", "metrics_file": str(HEALTHY), "timeout": "60"}
+    grant = declared_rbac(RUNBOOK, params)
+    env = {"OPSBOOK_TARGETS": str(grant.targets(tmp_path / "targets.yaml", kube)), "OPSBOOK_OPERATOR": "dana"}
+    args = ["--target", "kt", *[x for k, v in params.items() for x in ("-p", k, v)]]
     r = opsbook_run(RUNBOOK, *args, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     (plan,) = manifests_of(opsbook_run.outputs, RUNBOOK)
+    assert_not_forbidden(plan)
     steps = _steps(plan)
     assert steps["deploy-canary"]["outcome"] == "planned" and steps["deploy-canary"]["details"]["dry_run"]
     assert steps["promote"]["details"]["dry_run_version"] == "2"
@@ -327,6 +329,7 @@ def test_plan_then_approved_apply_on_a_cluster_canaries_promotes_and_verifies(ku
     r = opsbook_run(RUNBOOK, *args, "--mode", "apply", "--approve", plan["run_id"], env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     (m,) = [m for m in manifests_of(opsbook_run.outputs, RUNBOOK) if m["mode"] == "apply"]
+    assert_applied(m, r)  # succeeded, and no step was forbidden
     steps = _steps(m)
     assert steps["deploy-canary"]["outcome"] == "changed"
     assert steps["decide"]["details"]["plan_run_id"] == plan["run_id"]

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 from opsbook.records.disk import Archive
 
 from .conftest import CHART, manifests_of, values_for
+from .rbac import assert_applied, assert_not_forbidden
 
 RUNBOOK = "initial-kubernetes-deployment"
 DB_PASSWORD = "db-pass-for-the-runbook-test-7f3a"
@@ -55,26 +55,27 @@ def test_plan_refuses_a_bad_release_name_before_any_kernel(opsbook_run):
     assert r.returncode == 2 and "release" in r.stderr and "DNS-1123" in r.stderr
 
 
-def _target(tmp_path: Path, kube) -> Path:
-    f = tmp_path / "targets.yaml"
-    f.write_text(f"kubetest:\n  description: the kube test fixture\n  kubeconfig: {kube.kubeconfig}\n"
-                 f"  kube_context: {kube.context}\n  namespace: {kube.namespace}\n  requires_approval: false\n")
-    return f
-
-
-def test_plan_then_approved_apply_installs_and_verifies(opsbook_run, kube, chart_repo, ingress, tmp_path):
+def test_plan_then_approved_apply_installs_and_verifies(opsbook_run, kube, chart_repo, ingress, tmp_path,
+                                                        declared_rbac):
+    """As the runbook's own ServiceAccount with exactly its declared RBAC (``rbac.py``); the checks of
+    what it installed are the admin's."""
     chart_repo.add_chart(CHART)
-    env = {"OPSBOOK_TARGETS": str(_target(tmp_path, kube)), "OPSBOOK_OPERATOR": "alice",
-           "IKD_DB_PASSWORD": DB_PASSWORD, **{k: v for k, v in chart_repo.helm_env.items() if k.startswith("HELM_")}}
     overrides = values_for(kube, "services:\n  proposer:\n    replicas: 1\ningress:\n  host: ml.test\n")
-    params = ["--target", "kubetest", "-p", "namespace", kube.namespace, "-p", "release", "ml",
-              "-p", "chart", "ml-platform", "-p", "repo_name", "platform", "-p", "repo_url", chart_repo.url,
-              "-p", "chart_version", "0.1.0", "-p", "db_password", "env:IKD_DB_PASSWORD",
-              "-p", "ingress_base_url", ingress.url, "-p", "timeout_seconds", "60",
-              "-p", "values_overrides", overrides]
+    given = {"namespace": kube.namespace, "release": "ml", "chart": "ml-platform", "repo_name": "platform",
+             "repo_url": chart_repo.url, "chart_version": "0.1.0", "db_password": "env:IKD_DB_PASSWORD",
+             "ingress_base_url": ingress.url, "timeout_seconds": "60", "values_overrides": overrides}
+    # the password comes from this machine's environment (env:), so it needs no rule (on the cluster,
+    # --on-cluster would take it from a Secret given with --env-secret: the Job's, not the runbook's RBAC)
+    grant = declared_rbac(RUNBOOK, {k: v for k, v in given.items() if k != "db_password"})
+    targets = grant.targets(tmp_path / "targets.yaml", kube, name="kubetest", description="the kube test fixture",
+                            requires_approval=False)
+    env = {"OPSBOOK_TARGETS": str(targets), "OPSBOOK_OPERATOR": "alice",
+           "IKD_DB_PASSWORD": DB_PASSWORD, **{k: v for k, v in chart_repo.helm_env.items() if k.startswith("HELM_")}}
+    params = ["--target", "kubetest", *[x for k, v in given.items() for x in ("-p", k, v)]]
     plan = opsbook_run(RUNBOOK, *params, env=env)
     assert plan.returncode == 0, plan.stdout + plan.stderr
     (pm,) = manifests_of(opsbook_run.outputs, RUNBOOK)
+    assert_not_forbidden(pm)
     steps = {s["title"]: s for s in pm["steps"]}
     assert steps["Add the Helm repository"]["outcome"] == "ok"
     assert steps["Server-side dry run"]["outcome"] == "ok" and "dryRun=All" in steps["Server-side dry run"]["summary"]
@@ -85,6 +86,7 @@ def test_plan_then_approved_apply_installs_and_verifies(opsbook_run, kube, chart
     assert apply.returncode == 0, apply.stdout + apply.stderr
     am = [m for m in manifests_of(opsbook_run.outputs, RUNBOOK) if m["mode"] == "apply"][0]
     assert am["status"] == "succeeded" and am["approval"]["plan_run_id"] == pm["run_id"]
+    assert_applied(am, apply)  # and no step was forbidden
     outcomes = {s["title"]: s["outcome"] for s in am["steps"]}
     assert [s["id"] for s in am["steps"]] == STEP_IDS
     assert {s["id"]: s["outcome"] for s in am["steps"]}["access"] == "ok"  # asked the API server this time

@@ -1,6 +1,7 @@
 """The `mlflow-tracking-server` runbook against the real services: the ``mlflow_server`` fixture
 (PostgreSQL backend store, SeaweedFS artifact store), the embedded server on `local`, the unhappy
-paths, and the manifests applied to the Kubernetes API (``kube``)."""
+paths, and the manifests applied to the Kubernetes API (``kube``), in process and through the CLI as the
+runbook's own ServiceAccount."""
 
 from __future__ import annotations
 
@@ -383,3 +384,33 @@ def test_manifests_apply_to_the_cluster_and_roll_out(kube):
     k.close()
     with contextlib.suppress(Exception):
         kube.close()
+
+
+def test_cluster_mode_plan_then_approved_apply_as_its_service_account(kube, mlflow_server, opsbook_run, tmp_path,
+                                                                    declared_rbac):
+    """Cluster mode through the CLI, as the runbook's own ServiceAccount with exactly its declared RBAC
+    (``rbac.py``): the manifests applied, the secrets read through ``k8s:`` references (the grant's ``get``
+    on those Secrets by name), and the verification against the ``mlflow_server`` fixture (its URL,
+    database, bucket). The Secrets are the admin's."""
+    from kubernetes import client
+
+    from .rbac import assert_applied, cli_env, plan_and_apply
+
+    if not kube.is_test_server:
+        pytest.skip("the deployed MLflow server cannot reach this machine's database from a real cluster, so "
+                    "its rollout never finishes (the test server runs no container)")
+    ns, s3, pg = kube.namespace, mlflow_server.s3, mlflow_server.postgres
+    core = client.CoreV1Api(kube.api_client())
+    core.create_namespaced_secret(ns, {"metadata": {"name": "mlflow-db"}, "stringData": {"password": "trusted"}})
+    core.create_namespaced_secret(ns, {"metadata": {"name": "mlflow-s3"}, "stringData": {
+        "access-key-id": s3.access_key, "secret-access-key": s3.secret_key}})
+    params = {"namespace": ns, "db_host": pg.host, "db_port": str(pg.port), "db_name": mlflow_server.database,
+              "db_user": pg.user, "db_password": f"k8s:{ns}/mlflow-db/password", "s3_bucket": s3.bucket,
+              "s3_prefix": "artifacts", "s3_endpoint": s3.endpoint_url,
+              "s3_access_key": f"k8s:{ns}/mlflow-s3/access-key-id",
+              "s3_secret_key": f"k8s:{ns}/mlflow-s3/secret-access-key", "tracking_uri": mlflow_server.tracking_uri,
+              "ingress_host": "mlflow.example.test", "cleanup": "true", "timeout": "60"}
+    grant = declared_rbac(RUNBOOK, params)
+    m = plan_and_apply(opsbook_run, RUNBOOK, params, cli_env(grant.targets(tmp_path / "targets.yaml", kube)))
+    assert_applied(m)
+    assert {s["id"]: s["outcome"] for s in m["steps"]}["deploy"] == "changed"

@@ -25,7 +25,8 @@ from opsbook.targets import LOCAL
 from opsbook.testing.kube import requires_test_server, wait_until
 from opsbook.testing.runbook import make_context
 
-from .conftest import NOTEBOOKS, manifests_of
+from .conftest import CHART, NOTEBOOKS, manifests_of, values_for
+from .rbac import CONTEXT, assert_applied, assert_not_forbidden, problems
 
 RUNBOOK = "security-incident-response"
 
@@ -425,10 +426,13 @@ def test_notebook_plans_on_local_then_incident_and_evidence_bundle_via_the_cli(o
 
 
 @pytest.mark.kube
-def test_known_good_digest_redeployed_and_scale_down_restored(cluster, tmp_path):
+def test_known_good_digest_redeployed_and_scale_down_restored(cluster, tmp_path, declared_rbac):
+    """The steps act as the runbook's own ServiceAccount with exactly its declared RBAC (``rbac.py``: what
+    the CLI test below cannot do in its runs without changing what it checks); the checks are the admin's."""
     k, ns, _ = cluster
+    sa = declared_rbac(RUNBOOK, {"namespace": ns}).kube()
     good = "ghcr.io/ml/web@sha256:" + "ab" * 32
-    inc, evidence = make_incident(k, tmp_path, namespace=ns, known_good_image=f"web/server={good}", scale_down=True)
+    inc, evidence = make_incident(sa, tmp_path, namespace=ns, known_good_image=f"web/server={good}", scale_down=True)
     plan = incident.plan_redeploy_image(inc)
     assert plan.rows == [{"container": "server", "image now": "ghcr.io/ml/web:1.0", "image after": good}]
     assert incident.redeploy_image(inc).outcome == "changed"
@@ -450,26 +454,44 @@ def test_known_good_digest_redeployed_and_scale_down_restored(cluster, tmp_path)
 
 @pytest.mark.kube
 @pytest.mark.slow
-def test_contain_then_recover_through_the_cli_with_approvals_and_a_verified_bundle(cluster, opsbook_run, tmp_path):
-    """The whole path on a cluster target: plan and approved apply of identification, evidence and
-    containment; then plan and approved apply of recovery, which re-enables the accounts from the copy in
-    the containment record; then the incident's runs listed and its bundle exported and verified."""
+def test_contain_then_recover_through_the_cli_with_approvals_and_a_verified_bundle(cluster, kube, opsbook_run, tmp_path,
+                                                                                    declared_rbac):
+    """The whole path on a cluster target, as the runbook's own ServiceAccount with exactly its declared
+    RBAC (``rbac.py``; the set-up and the checks are the admin's): plan and approved apply of
+    identification, evidence and containment; then plan and approved apply of eradication (a helm rollback
+    of the ml-platform release to its known-good revision) and recovery, which re-enables the accounts from
+    the copy in the containment record; then the incident's runs listed and its bundle exported and
+    verified."""
     k, ns, crb = cluster
     before = _rbac_state(k, ns, crb)
+    # the release eradication rolls back: revision 2 (1 proposer replica) over the known-good revision 1
+    helm = Helm(kubeconfig=kube.kubeconfig, kube_context=kube.context, namespace=ns)
+    values = tmp_path / "values.yaml"
+    values.write_text(values_for(kube, "services:\n  critic:\n    enabled: false\n"))
+    k.apply([{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ml-platform-db"},
+              "stringData": {"username": "u", "password": "p4ssw0rd-test"}}], namespace=ns)
+    helm.install("ml", str(CHART), values_files=[values], namespace=ns, wait=False)
+    helm.upgrade("ml", str(CHART), values_files=[values], namespace=ns, set_values={"services.proposer.replicas": 1},
+                 wait=False)
+    given = {"incident_id": "INC-E2E", "namespace": ns, "selector": "app=web", "responders": "[alice, bob]",
+             "compromised_accounts": f"[{ns}/web-sa]"}
+    grant = declared_rbac(RUNBOOK, given)
     targets = tmp_path / "targets.yaml"
-    kc = k.kubeconfig
-    targets.write_text(json.dumps({"kt": {"kubeconfig": kc, "kube_context": k.context, "namespace": ns}}))
+    targets.write_text(json.dumps({"kt": {"kubeconfig": str(grant.kubeconfig), "kube_context": CONTEXT,
+                                          "namespace": ns}}))
     env = {"OPSBOOK_TARGETS": str(targets), "OPSBOOK_OPERATOR": "alice"}
-    common = ["--target", "kt", "-p", "incident_id", "INC-E2E", "-p", "namespace", ns, "-p", "selector", "app=web",
-              "-p", "responders", "[alice, bob]", "-p", "compromised_accounts", f"[{ns}/web-sa]", "--quiet"]
+    common = ["--target", "kt", *[x for key, v in given.items() for x in ("-p", key, v)], "--quiet"]
 
     def run_pair(*extra):
         plan = opsbook_run(RUNBOOK, *common, *extra, env=env)
         assert plan.returncode == 0, plan.stdout + plan.stderr
-        plan_id = manifests_of(opsbook_run.outputs, RUNBOOK)[-1]["run_id"]
-        apply = opsbook_run(RUNBOOK, *common, *extra, "--mode", "apply", "--approve", plan_id, env=env)
+        pm = manifests_of(opsbook_run.outputs, RUNBOOK)[-1]
+        assert_not_forbidden(pm)
+        apply = opsbook_run(RUNBOOK, *common, *extra, "--mode", "apply", "--approve", pm["run_id"], env=env)
         assert apply.returncode == 0, apply.stdout + apply.stderr
-        return manifests_of(opsbook_run.outputs, RUNBOOK)[-1]
+        m = manifests_of(opsbook_run.outputs, RUNBOOK)[-1]
+        assert_applied(m, apply)  # succeeded, and no step was forbidden
+        return m
 
     contained = run_pair("-p", "phases", "[identification, evidence, containment]")
     steps = {s["title"]: s for s in contained["steps"]}
@@ -483,8 +505,11 @@ def test_contain_then_recover_through_the_cli_with_approvals_and_a_verified_bund
     with pytest.raises(NotFound):
         k.get(kind="RoleBinding", name="web-only", namespace=ns)
 
-    recovered = run_pair("-p", "phases", "[recovery, post-incident]", "-p", "reenable_accounts", "true",
+    recovered = run_pair("-p", "phases", "[eradication, recovery, post-incident]", "-p", "release", "ml",
+                         "-p", "rollback_revision", "1", "-p", "timeout", "60", "-p", "reenable_accounts", "true",
                          "-p", "lift_isolation", "true")
+    by_id = {s["id"]: s["outcome"] for s in recovered["steps"]}
+    assert by_id["rollback"] == "changed" and by_id["rollback-confirmed"] == "ok", problems(recovered)
     steps = {s["title"]: s for s in recovered["steps"]}
     assert steps["Lift the isolation"]["outcome"] == "changed"
     assert steps["Re-enable the accounts"]["outcome"] == "changed"
