@@ -173,7 +173,10 @@ def test_collect_from_prometheus_gives_the_judge_the_latency_histograms(promethe
             prometheus.remove_target(exporter.host_port, job=job)
     staging = LOCAL.model_copy(update={"name": "staging"})
     clients = Clients(staging, prometheus=Prometheus(prometheus.url, timeout=10))
-    checked = make_context(RUNBOOK, target=staging, clients=clients, monitor_minutes=1, warmup_intervals=0).settings
+    # a 2-minute window: data covers at most the last ~45 s (the first scrape, then at most 30 s waiting for
+    # the series and 12 s of intervals), so its first intervals are before the first scrape however slow
+    # the machine (with 1 minute, a slow wait for the series left none: a flaky "early" assertion)
+    checked = make_context(RUNBOOK, target=staging, clients=clients, monitor_minutes=2, warmup_intervals=0).settings
     # 3 s intervals keep this test short; the parameters cell allows 10 s at least, so the settings are
     # built past that bound here, as only a test does (with the default warm-up of one interval)
     ctx = rollout.Context(settings=checked.model_copy(update={"interval_seconds": step, "warmup_intervals": 1}),
