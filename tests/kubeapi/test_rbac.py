@@ -24,10 +24,6 @@ pytestmark = pytest.mark.kube
 RBAC = "rbac.authorization.k8s.io"
 
 
-def kubeconfig_with_token(kube_api, token: str | None, path: Path, namespace: str = "default") -> Path:
-    return kube_api.kubeconfig_with_token(token, path, namespace)
-
-
 def status(e: ApiException) -> dict:
     return json.loads(e.body)
 
@@ -106,7 +102,7 @@ def accounts(kube, tmp_path):
                                               "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": cname}})
         token = core.create_namespaced_service_account_token(name, ns, {
             "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}).status.token
-        path = kubeconfig_with_token(kube.api, token, tmp_path / f"{name}.kubeconfig", ns)
+        path = kube.api.kubeconfig_with_token(token, tmp_path / f"{name}.kubeconfig", ns)
         api = config.new_client_from_config(config_file=str(path))
         made.append(api)
         acct = Account(name, ns, f"system:serviceaccount:{ns}:{name}", token, path, api)
@@ -155,7 +151,7 @@ def test_kubectl_create_token_gives_a_token_of_that_account(accounts, kube):
     r = kube.kubectl("create", "token", acct.name, "--duration", "10m", check=False)
     assert r.returncode == 0, r.stderr
     token = r.stdout.strip()
-    path = kubeconfig_with_token(kube.api, token, acct.kubeconfig.with_name("minted"),
+    path = kube.api.kubeconfig_with_token(token, acct.kubeconfig.with_name("minted"),
                                  acct.namespace)
     who = subprocess.run([kubectl_binary(), "--kubeconfig", str(path), "auth", "whoami", "-o", "json"],
                          capture_output=True, text=True, timeout=60)
@@ -170,7 +166,7 @@ def test_kubectl_create_token_gives_a_token_of_that_account(accounts, kube):
 def test_unknown_tokens_and_tokens_of_deleted_accounts_are_unauthorized(accounts, kube, tmp_path):
     acct = accounts("short-lived", rules=[{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}])
     assert acct.core.list_namespaced_config_map(acct.namespace).items is not None
-    bogus = kubeconfig_with_token(kube.api, "not-a-token-this-server-issued",
+    bogus = kube.api.kubeconfig_with_token("not-a-token-this-server-issued",
                                   tmp_path / "bogus.kubeconfig")
     with config.new_client_from_config(config_file=str(bogus)) as api:
         st = denied(client.CoreV1Api(api).list_namespaced_config_map, acct.namespace)
@@ -198,7 +194,7 @@ def test_token_request_validation_and_audiences(accounts, kube):
         "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
         "spec": {"audiences": ["vault.example"], "expirationSeconds": 600}})
     assert tr.spec.audiences == ["vault.example"] and tr.status.token and tr.status.expiration_timestamp
-    other = kubeconfig_with_token(kube.api, tr.status.token, acct.kubeconfig.with_name("v.kc"))
+    other = kube.api.kubeconfig_with_token(tr.status.token, acct.kubeconfig.with_name("v.kc"))
     with config.new_client_from_config(config_file=str(other)) as api:  # not a token for the API server
         assert denied(client.CoreV1Api(api).list_namespaced_config_map, acct.namespace)["code"] == 401
     default = core.create_namespaced_service_account_token(acct.name, acct.namespace, {
@@ -216,7 +212,7 @@ def test_a_pod_bound_token_ends_with_its_pod(accounts, kube):
     tr = core.create_namespaced_service_account_token(acct.name, acct.namespace, {
         "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"boundObjectRef": {
             "apiVersion": "v1", "kind": "Pod", "name": "holder", "uid": created.metadata.uid}}})
-    path = kubeconfig_with_token(kube.api, tr.status.token, acct.kubeconfig.with_name("b.kc"))
+    path = kube.api.kubeconfig_with_token(tr.status.token, acct.kubeconfig.with_name("b.kc"))
     with config.new_client_from_config(config_file=str(path)) as api:
         bound = client.CoreV1Api(api)
         bound.list_namespaced_config_map(acct.namespace)
@@ -236,7 +232,7 @@ def test_a_pod_bound_token_ends_with_its_pod(accounts, kube):
 
 
 def test_anonymous_requests_see_only_the_public_info(kube, tmp_path):
-    path = kubeconfig_with_token(kube.api, None, tmp_path / "anon.kubeconfig")
+    path = kube.api.kubeconfig_with_token(None, tmp_path / "anon.kubeconfig")
     with config.new_client_from_config(config_file=str(path)) as api:
         assert client.VersionApi(api).get_code().git_version  # system:public-info-viewer
         st = denied(client.CoreV1Api(api).list_namespace)
@@ -475,7 +471,8 @@ def test_the_kubelet_gives_a_pod_a_token_of_its_own_service_account(tmp_path):
             assert "serviceaccount" not in wait_until(lambda: mounted("quiet"), timeout=10)
             assert creds["namespace"] == "app" and creds["ca.crt"] == srv.ca_pem
             assert creds["token"] != authz.ADMIN_TOKEN
-            kc = kubeconfig_with_token(KubeApi(kubeconfig=str(admin_kc), context="opsbook-test", url="", is_test_server=True), creds["token"], tmp_path / "pod.kc", "app")
+            own = KubeApi(kubeconfig=str(admin_kc), context="opsbook-test", url="", is_test_server=True)
+            kc = own.kubeconfig_with_token(creds["token"], tmp_path / "pod.kc", "app")
             with config.new_client_from_config(config_file=str(kc)) as api:
                 info = client.AuthenticationV1Api(api).create_self_subject_review(
                     {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}).status.user_info
@@ -493,7 +490,7 @@ def test_the_kubelet_gives_a_pod_a_token_of_its_own_service_account(tmp_path):
             import base64
             secret["data"] = {"token": base64.b64encode(legacy.encode()).decode()}
             core.create_namespaced_secret("app", secret)
-            kc = kubeconfig_with_token(KubeApi(kubeconfig=str(admin_kc), context="opsbook-test", url="", is_test_server=True), legacy, tmp_path / "legacy.kc", "app")
+            kc = own.kubeconfig_with_token(legacy, tmp_path / "legacy.kc", "app")
             with config.new_client_from_config(config_file=str(kc)) as api:
                 assert denied(client.CoreV1Api(api).list_namespaced_pod, "app")["code"] == 403
                 core.delete_namespaced_secret("runner-token", "app")

@@ -154,9 +154,10 @@ class KubeApi:
         only credential (None: anonymous), context ``name``: how a test acts as a ServiceAccount."""
         import yaml
 
-        cfg = yaml.safe_load(Path(self.kubeconfig).read_text())
-        ctx = next(c for c in cfg["contexts"] if c["name"] == self.context)["context"]
-        cluster = next(c for c in cfg["clusters"] if c["name"] == ctx["cluster"])["cluster"]
+        cluster = dict(_cluster_of(self.kubeconfig, self.context)[1])
+        if cluster.get("certificate-authority"):  # relative to the kubeconfig it came from
+            cluster["certificate-authority"] = str(Path(self.kubeconfig).parent
+                                                   / Path(cluster["certificate-authority"]).expanduser())
         out = Path(path)
         out.write_text(yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config", "current-context": name,

@@ -115,13 +115,14 @@ def plan_deploy(ctx: Context) -> Result:
             return f"not dry-run: its {ref['kind']} is created by this apply"
         return None
 
-    dry_ms = [m for m in ms if not_dry_run(m) is None]
-    dry = kube.apply(dry_ms, namespace=s.namespace, dry_run=True)
-    for m, there in zip(ms, present, strict=True):
+    why_not = [not_dry_run(m) for m in ms]
+    dry = kube.apply([m for m, why in zip(ms, why_not, strict=True) if why is None], namespace=s.namespace,
+                     dry_run=True)
+    for m, there, why in zip(ms, present, why_not, strict=True):
         rows.append({"kind": m["kind"], "name": m["metadata"]["name"],
                      "namespace": m["metadata"].get("namespace", "(cluster)"),
                      "action": "update (server-side apply)" if there else "create",
-                     "dry run": not_dry_run(m) or "accepted by the server"})
+                     "dry run": why or "accepted by the server"})
     return Result(summary=f"{len(ms)} objects; server-side dry run accepted {len(dry)}", outcome="planned",
                   rows=rows, details={"manifests": ms, "dry_run": dry})
 
