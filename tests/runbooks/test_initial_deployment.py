@@ -152,3 +152,85 @@ def test_plan_leaves_nothing_in_tmpdir_and_shows_yaml_in_monospace(opsbook_run, 
     block = page.split('<pre class="opsbook-code" data-lang="yaml" style="font-family:', 1)[1]
     assert "monospace" in block.split(">", 1)[0]  # the style survives the HTML export
     assert "existingSecret: ml-platform-db" in block.split("</pre>", 1)[0]
+
+
+
+def test_a_failed_install_and_a_regretted_one_are_undone_from_their_records(opsbook_run, kube, chart_repo, ingress,
+                                                                            tmp_path, declared_rbac):
+    """As the runbook's ServiceAccount. (1) Between the plan and the apply someone creates a Service
+    the chart also renders: the apply creates the database Secret, then stops before the install (its
+    server-side dry run names the conflict). The CLI
+    lists what it changed and the exact ``opsbook undo`` command; an undo plan refuses while the
+    Secret differs from what the apply left (the difference named), then plans, and its approved
+    apply deletes the Secret and nothing else. (2) A clean apply, regretted: its undo uninstalls the
+    release and deletes the Secret, newest first. Each time the namespace is compared with its state
+    before the apply, object by object; a second undo of the same apply is refused."""
+    from .undo import assert_second_undo_refused, assert_undone, differences, helm_state, snapshot, undo, undo_cli
+
+    chart_repo.add_chart(CHART)
+    kube.kubectl("create", "configmap", "already-there", "--from-literal=k=v")  # no undo touches it
+    given = {"namespace": kube.namespace, "release": "ml", "chart": "ml-platform", "repo_name": "platform",
+             "repo_url": chart_repo.url, "chart_version": "0.1.0", "db_password": "env:IKD_DB_PASSWORD",
+             "timeout_seconds": "30", "ingress_base_url": ingress.url,
+             "values_overrides": values_for(kube, "services:\n  proposer:\n    replicas: 1\ningress:\n  host: ml.test\n")}
+    grant = declared_rbac(RUNBOOK, {k: v for k, v in given.items() if k != "db_password"})
+    helm_env = {k: v for k, v in chart_repo.helm_env.items() if k.startswith("HELM_")}
+    env = {"OPSBOOK_TARGETS": str(grant.targets(tmp_path / "targets.yaml", kube, name="kubetest",
+                                                 requires_approval=False)),
+           "OPSBOOK_OPERATOR": "alice", "IKD_DB_PASSWORD": DB_PASSWORD, **helm_env}
+    args = ["--target", "kubetest", *[x for k, v in given.items() for x in ("-p", k, v)]]
+    secret_ref = f"Secret/{kube.namespace}/ml-platform-db"
+
+    # (1) the failed apply
+    plan = opsbook_run(RUNBOOK, *args, env=env)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    pm = manifests_of(opsbook_run.outputs, RUNBOOK)[-1]
+    kube.kubectl("create", "service", "clusterip", "ml-ml-platform-critic", "--tcp=80:8080")  # someone else's
+    before = snapshot(kube, [kube.namespace])
+    apply = opsbook_run(RUNBOOK, *args, "--mode", "apply", "--approve", pm["run_id"], env=env)
+    am = [m for m in manifests_of(opsbook_run.outputs, RUNBOOK) if m["mode"] == "apply"][-1]
+    assert apply.returncode == 1 and am["status"] == "failed", apply.stdout + apply.stderr
+    steps = {s["id"]: s for s in am["steps"]}
+    assert steps["db-secret"]["outcome"] == "changed" and steps["server-dry-run"]["outcome"] == "failed"
+    assert "ml-ml-platform-critic" in steps["server-dry-run"]["summary"] and "install" not in steps
+    (secret,) = steps["db-secret"]["undo"]["entries"]  # the record keeps the Secret without its values
+    assert secret["kind"] == "Secret" and secret["before"] is None and "data" not in secret["after"]
+    assert set(secret["after"]["dataSha256"]) == {"username", "password"}
+    assert DB_PASSWORD not in json.dumps(am)
+    out = apply.stdout + apply.stderr  # what it changed, and the exact command that takes it back
+    assert f"{secret_ref} created" in out and f"opsbook undo {am['run_id']}" in out
+
+    kube.kubectl("label", "secret", "ml-platform-db", "touched=by-hand")  # changed since the apply
+    refused = undo_cli(opsbook_run.outputs, tmp_path, am["run_id"], env=env)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    rm = manifests_of(opsbook_run.outputs, "undo")[-1]
+    check = next(s for s in rm["steps"] if s["id"] == "as-left")
+    assert check["outcome"] == "failed" and secret_ref in check["summary"]
+    assert 'metadata.labels.touched: (absent) -> "by-hand"' in check["summary"]
+    kube.kubectl("label", "secret", "ml-platform-db", "touched-")  # back as the apply left it
+    undo_plan, undo_apply = undo(opsbook_run, am["run_id"], env, cwd=tmp_path)
+    rows = next(s for s in undo_plan["steps"] if s["id"] == "reverse")["rows"]
+    assert [(r["what"], r["now"]) for r in rows] == [(secret_ref, "as-left")]
+    assert_undone(undo_apply, am["run_id"])
+    assert differences(before, snapshot(kube, [kube.namespace])) == []  # someone else's Service is still there
+    assert_second_undo_refused(opsbook_run, am["run_id"], env, undo_apply["run_id"], cwd=tmp_path)
+
+    # (2) a clean apply, regretted
+    kube.kubectl("delete", "service", "ml-ml-platform-critic")
+    before = snapshot(kube, [kube.namespace])
+    plan = opsbook_run(RUNBOOK, *args, env=env)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    pm = manifests_of(opsbook_run.outputs, RUNBOOK)[-1]
+    apply = opsbook_run(RUNBOOK, *args, "--mode", "apply", "--approve", pm["run_id"], env=env)
+    am = [m for m in manifests_of(opsbook_run.outputs, RUNBOOK) if m["mode"] == "apply"][-1]
+    assert apply.returncode == 0, apply.stdout + apply.stderr
+    (rel,) = next(s for s in am["steps"] if s["id"] == "install")["undo"]["entries"]
+    assert rel == {"type": "helm", "release": "ml", "namespace": kube.namespace, "before": None, "after": 1}
+    assert helm_state(kube, "ml", kube.namespace, helm_env)["status"] == "deployed"
+    undo_plan, undo_apply = undo(opsbook_run, am["run_id"], env, cwd=tmp_path)
+    rows = next(s for s in undo_plan["steps"] if s["id"] == "reverse")["rows"]
+    assert [r["what"] for r in rows] == [f"helm release {kube.namespace}/ml", secret_ref]  # newest first
+    assert_undone(undo_apply, am["run_id"])
+    assert helm_state(kube, "ml", kube.namespace, helm_env) is None
+    assert differences(before, snapshot(kube, [kube.namespace])) == []
+    assert Archive(opsbook_run.outputs).verify().ok

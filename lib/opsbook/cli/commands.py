@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shlex
 import signal
 import sys
 import threading
@@ -207,6 +208,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     def warn(text: str) -> None:  # one line on stderr, in the CI format when there is one
         print(ci.format_warning(text) if ci is not None else f"opsbook: warning: {text}", file=sys.stderr, flush=True)
 
+    _say_how_to_undo(outcome, args, _console())
     for problem in cireport.write_files(result, outcome.manifest, junit=args.junit, output_json=args.output_json):
         warn(problem)
     if notify_to:  # after the record is sealed; never changes the exit code
@@ -224,6 +226,52 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except Exception as exc:
             warn(f"notifications failed: {type(exc).__name__}")
     return outcome.exit_code
+
+
+def _cmd_undo(args: argparse.Namespace) -> int:
+    """``undo RUN_ID``: the undo runbook on the apply's own target, through ``run``."""
+    from opsbook.errors import ArchiveError, UsageError
+    from opsbook.records import open_archive
+    from opsbook.records.record import UNDO_RUNBOOK
+
+    archive = open_archive(args.outputs, create=False)
+    try:
+        applied = archive.load_manifest(args.run_id)
+    except ArchiveError as exc:
+        raise UsageError(f"undo {args.run_id}: {exc} (`opsbook history` lists the runs)") from None
+    if applied.get("mode") != "apply" or applied.get("runbook_id") == UNDO_RUNBOOK:
+        raise UsageError(f"undo {args.run_id}: that is a {applied.get('mode')} run of {applied.get('runbook_id')}; "
+                         "only an apply of a runbook can be undone")
+    run_args = argparse.Namespace(
+        runbook=UNDO_RUNBOOK, parameter=[["undo_of", args.run_id]], parameters_file=[], mode=args.mode,
+        target=str(applied.get("target") or "local"), approve=args.approve, cell_timeout=None, run_timeout=None,
+        quiet=args.quiet, run_id=None, on_cluster=False, dry_run=False, retention=None, ci=args.ci, junit=None,
+        output_json=args.output_json, notify=None, outputs=args.outputs, notebooks=args.notebooks)
+    return _cmd_run(run_args)
+
+
+def _say_how_to_undo(outcome: Any, args: argparse.Namespace, out: Any) -> None:
+    """After an apply that did not succeed: what it changed, and the exact command that takes it back."""
+    from opsbook.records.record import UNDO_RUNBOOK, changes_made
+    from opsbook.text import safe_text
+
+    m = outcome.manifest or {}
+    if m.get("mode") != "apply" or outcome.status == "succeeded" or m.get("runbook_id") == UNDO_RUNBOOK:
+        return
+    changes = changes_made(m)
+    if not changes:
+        out.print("This apply changed nothing that its record can undo.", highlight=False)
+        return
+    cmd = f"opsbook undo {outcome.run_id}"
+    if getattr(args, "outputs", None):
+        cmd += f" --outputs {shlex.quote(args.outputs)}"
+    if getattr(args, "notebooks", None):
+        cmd += f" --notebooks {shlex.quote(args.notebooks)}"
+    out.print(f"This apply changed {len(changes)} thing(s) before it stopped:", highlight=False)
+    for line in changes:
+        out.print(f"  - {safe_text(line, oneline=True)}", highlight=False, markup=False, soft_wrap=True)
+    out.print("To take them back (a plan first, then --mode apply --approve UNDO_PLAN_ID):", highlight=False)
+    out.print(f"  {cmd}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _warn_unverified_tls(target: Any, ci: Any, err: Any) -> None:

@@ -10,6 +10,7 @@ examples:
   opsbook show initial-kubernetes-deployment
   opsbook run initial-kubernetes-deployment -p namespace ml-platform   # plan
   opsbook run initial-kubernetes-deployment --mode apply --approve RUN_ID
+  opsbook undo APPLY_RUN_ID   # then --mode apply --approve UNDO_PLAN_ID
   opsbook history --runbook deploy-new-model --status failed --since 2026-11-01
   opsbook verify --expect-head HASH
   opsbook run deploy-new-model --outputs s3://ops-records/prod --on-cluster \\
@@ -134,6 +135,25 @@ def _parser() -> argparse.ArgumentParser:
                     help="post a webhook when the run ends (repeatable; default: $OPSBOOK_NOTIFY, space-separated). "
                     "FORMAT slack or generic (default); DEST env:NAME, file:PATH or an https:// URL (a Slack URL "
                     "only as env:/file:). Retried, bounded to 20 s; a failure is a warning, never the exit code")
+    common(sp)
+
+    sp = sub.add_parser(
+        "undo", help="take back what a recorded apply changed (plan, then approved apply)",
+        description="Plan the undo of apply RUN_ID from its record: every change it made (newest first, also "
+                    "those of a failed apply), and whether each is still what the apply left. The plan is a record "
+                    "of its own; `--mode apply --approve UNDO_PLAN_ID` carries it out. An undo refuses anything "
+                    "changed since the apply (saying how), and an apply is undone once. Runs the undo runbook on "
+                    "the apply's target: `opsbook run undo -p undo_of RUN_ID --target TARGET`.",
+        epilog="exit codes: 0 succeeded, 1 refused or failed (see the record), 2 invalid input, 130 interrupted",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp.add_argument("run_id", metavar="RUN_ID", help="the apply to take back (`opsbook history --status failed`)")
+    sp.add_argument("--mode", choices=["plan", "apply"], help="plan (default: record what would be taken back) "
+                    "or apply")
+    sp.add_argument("--approve", metavar="UNDO_PLAN_ID", help="the undo plan run this apply carries out")
+    sp.add_argument("--quiet", action="store_true", help="no per-cell progress")
+    sp.add_argument("--ci", nargs="?", const="auto", choices=["auto", "github", "gitlab", "plain"],
+                    metavar="FORMAT", help="CI log format, as for `run` (default: $OPSBOOK_CI)")
+    sp.add_argument("--output-json", metavar="FILE", help="also write run_id, status, exit_code and record as JSON")
     common(sp)
 
     sp = sub.add_parser("history", help="list archived runs", description="List archived runs from the ledger.")

@@ -111,6 +111,10 @@ class Registry(Mlflow):
         self._call(f"point {name}@{alias} at v{version}", self.client.set_registered_model_alias, name, alias,
                    str(version))
 
+    def delete_alias(self, name: str, alias: str) -> None:
+        """Remove ``name@alias`` (the version it pointed at stays)."""
+        self._call(f"delete {name}@{alias}", self.client.delete_registered_model_alias, name, alias)
+
     def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
         self._call(f"tag {name} v{version}", self.client.set_model_version_tag, name, str(version), key, value)
 

@@ -48,6 +48,9 @@ class StepRecord:
     rows: list[dict[str, Any]] | None = None  # the table shown, kept in the manifest (first MAX_ROWS)
     headline: str = ""  # the run's main finding, if this step has it (``Result.headline``)
     id: str = ""  # the step's stable id (its declaration's, ``opsbook.ops.base``; else from its title)
+    #: a change in apply mode: how ``opsbook undo`` takes it back (``opsbook.ops.journal.undo_record``):
+    #: ``{"by": UNDOER, "entries": [...]}``, or ``{"none": why}``; None: it changed nothing
+    undo: dict[str, Any] | None = None
 
 
 
@@ -207,7 +210,8 @@ class Run:
         if decl.kind == "check":
             return self.check(decl.title, fn, ctx, *args, step_id=decl.id, **kwargs)
         if decl.kind == "change":
-            return self.change(decl.title, fn, ctx, *args, plan=decl.plan, step_id=decl.id, **kwargs)
+            return self.change(decl.title, fn, ctx, *args, plan=decl.plan, step_id=decl.id, undo=decl.undo,
+                               **kwargs)
         return self.step(decl.title, fn, ctx, *args, step_id=decl.id, **kwargs)
 
     def step(self, title: str, fn: Callable[..., Any], *args: Any, step_id: str = "", **kwargs: Any) -> Any:
@@ -215,9 +219,11 @@ class Run:
         return _returned(self._call("step", title, fn, args, kwargs, default_outcome="ok", step_id=step_id))
 
     def change(self, title: str, fn: Callable[..., Any], *args: Any,
-               plan: Callable[..., Any] | None = None, step_id: str = "", **kwargs: Any) -> Any:
+               plan: Callable[..., Any] | None = None, step_id: str = "", undo: Any = None, **kwargs: Any) -> Any:
         """A step that changes the world. In plan mode only ``plan(*args, **kwargs)`` runs (if given)
-        and the step is recorded as planned; in apply mode ``fn`` runs and it is recorded as changed."""
+        and the step is recorded as planned; in apply mode ``fn`` runs and it is recorded as changed,
+        with what ``opsbook undo`` needs to take it back: the entries of the journal the step's context
+        gets (``ctx.journal``), and how (``undo``, see ``opsbook.ops.journal``)."""
         if not self.applying:
             self._announce(f"plan mode: {title} is not applied")
             if plan is None:
@@ -233,7 +239,13 @@ class Run:
                 f"{title!r} was already applied in run {self.id} (at {done.started}); not applying it twice. "
                 "To apply it again, re-run the setup cell to start a new run.")
         self._announce(f"apply mode: {title} changes the target {self.target.name}")
-        return _returned(self._call("change", title, fn, args, kwargs, default_outcome="changed", step_id=step_id))
+        from opsbook.ops.journal import Journal
+
+        journal = Journal()
+        if args and hasattr(args[0], "journal"):  # an ops Context: the step's changes go into this journal
+            args[0].journal = journal
+        return _returned(self._call("change", title, fn, args, kwargs, default_outcome="changed", step_id=step_id,
+                                    undo=(undo, journal)))
 
     def check(self, title: str, fn: Callable[..., Any] | bool, *args: Any, step_id: str = "", **kwargs: Any) -> bool:
         """A verification. ``fn`` returns a bool, a Check or a Result; a failed check is recorded (the
@@ -313,27 +325,40 @@ class Run:
         show_html(f"<p><em>{html.escape(text)}</em></p>", text)
 
     def _call(self, kind: str, title: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-              *, default_outcome: str, step_id: str = "") -> Any:
+              *, default_outcome: str, step_id: str = "", undo: tuple[Any, Any] | None = None) -> Any:
         t0, started = time.monotonic(), utcnow()
+
+        def undo_of(outcome: str) -> dict[str, Any] | None:
+            if undo is None:
+                return None
+            from opsbook.ops.journal import undo_record
+
+            return undo_record(undo[0], list(undo[1].entries), changed=outcome == "changed")
+
         try:
             value = fn(*args, **kwargs)
-        except Exception as exc:
+        except BaseException as exc:
+            if not isinstance(exc, Exception) and not (undo is not None and undo[1].entries):
+                raise  # an interrupt before any change: nothing to record here (the runner records the run)
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            self._record(kind, title, "failed", detail, {}, None, t0, started, step_id=step_id)
+            self._record(kind, title, "failed", detail, {}, None, t0, started, step_id=step_id,
+                         undo=undo_of("failed"))
             with contextlib.suppress(Exception):  # shown as a short message in JupyterLab
                 setattr(exc, interactive.STEP_ATTR, title)
             raise
         if isinstance(value, Result):
-            self._record(kind, title, value.outcome or default_outcome, value.summary, value.details, value.rows,
-                         t0, started, headline=value.headline, step_id=step_id)
+            outcome = value.outcome or default_outcome
+            self._record(kind, title, outcome, value.summary, value.details, value.rows,
+                         t0, started, headline=value.headline, step_id=step_id, undo=undo_of(outcome))
             _show(value.show)
             return value.value if value.value is not None else value
-        self._record(kind, title, default_outcome, "", {}, None, t0, started, step_id=step_id)
+        self._record(kind, title, default_outcome, "", {}, None, t0, started, step_id=step_id,
+                     undo=undo_of(default_outcome))
         return value
 
     def _record(self, kind: str, title: str, outcome: str, summary: str, details: dict[str, Any],
                 rows: list[dict[str, Any]] | None, t0: float, started: str, headline: str = "",
-                step_id: str = "") -> StepRecord:
+                step_id: str = "", undo: dict[str, Any] | None = None) -> StepRecord:
         summary = secrets.REDACTOR.redact(summary)
         headline = shorten(secrets.REDACTOR.redact(str(headline)), 300)  # one line, cut at a word
         if rows:
@@ -341,7 +366,8 @@ class Run:
         rec = StepRecord(kind=kind, title=title, outcome=outcome, summary=summary,
                          details=secrets.REDACTOR.redact_obj(jsonable(details)), started=started,
                          seconds=round(time.monotonic() - t0, 3), rows=rows[:MAX_ROWS] if rows else None,
-                         headline=headline, id=step_id or _slug(title))
+                         headline=headline, id=step_id or _slug(title),
+                         undo=secrets.REDACTOR.redact_obj(jsonable(undo)) if undo is not None else None)
         if rows and len(rows) > MAX_ROWS:
             rec.details["rows_truncated"] = f"{len(rows)} rows, the first {MAX_ROWS} kept in the manifest"
         self.records.append(rec)

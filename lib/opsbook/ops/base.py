@@ -57,6 +57,9 @@ class StepDecl:
     needs_cluster: bool | Literal["apply"] = False
     phase: str | None = None  # skipped unless ``ctx.wants(phase)``
     skip_if: Callable[[Any], str | None] | None = None  # a reason to skip, or None to run
+    #: a change's undo (``opsbook.ops.journal``): JOURNAL (its ``ctx.journal`` entries are reversed), a
+    #: runbook's own Undoer, or ``irreversible("why")``; None: recorded as ``undo: none``
+    undo: Any = None
 
 
 def _declare(kind: Kind, step_id: str, title: str, **kw: Any) -> Callable[[F], F]:
@@ -79,11 +82,14 @@ def step(step_id: str, title: str, *, needs_cluster: bool = False, phase: str | 
 
 def change(step_id: str, title: str, *, plan: Callable[..., Any] | None = None,
            needs_cluster: bool | Literal["apply"] = False,
-           phase: str | None = None, skip_if: Callable[[Any], str | None] | None = None) -> Callable[[F], F]:
+           phase: str | None = None, skip_if: Callable[[Any], str | None] | None = None,
+           undo: Any = None) -> Callable[[F], F]:
     """A step that changes the world: in plan mode only ``plan`` runs and the step is recorded as
-    planned; in apply mode the function runs and it is recorded as changed."""
+    planned; in apply mode the function runs and it is recorded as changed. ``undo`` says how
+    ``opsbook undo`` takes it back (``opsbook.ops.journal``: ``JOURNAL`` for the changes it makes
+    through ``ctx.journal``, or ``irreversible("why")``)."""
     return _declare("change", step_id, title, plan=plan, needs_cluster=needs_cluster, phase=phase,
-                    skip_if=skip_if)
+                    skip_if=skip_if, undo=undo)
 
 
 def check(step_id: str, title: str, *, needs_cluster: bool = False, phase: str | None = None,
@@ -149,6 +155,11 @@ class Context:
         #: the project's folder (``.opsbook/`` state, ``charts/``): the notebook API's, else the working folder
         self.project_dir = project_dir or Path.cwd()
         self._incident_runs = incident_runs
+        from opsbook.ops.journal import Journal
+
+        #: what the running change did, for ``opsbook undo`` (the notebook API gives each change in
+        #: apply mode a fresh one and records its entries with the step; see ``opsbook.ops.journal``)
+        self.journal = Journal()
         self.init()
 
     def init(self) -> None:

@@ -275,11 +275,50 @@ def manifest(*, rb: catalog.Runbook, params: dict[str, Any], target: Target, run
         "evidence_dropped": evidence_dropped or None,
         "tools": tool_versions(),
     }
+    if rb.id == UNDO_RUNBOOK and params.get("undo_of"):  # its plan and its apply both name what they take back
+        doc["undoes"] = params["undo_of"]
     insecure = target.insecure_cluster()
     if insecure is not None:  # said once here, as in the banner, instead of urllib3's warning per request
         doc["target_tls"] = {"verify": False, "cluster": insecure}
     doc.update(extra or {})
     return red.redact_obj(doc)
+
+
+#: the runbook ``opsbook undo`` runs (``notebooks/undo.ipynb``)
+UNDO_RUNBOOK = "undo"
+
+
+def changes_made(manifest: Mapping[str, Any]) -> list[str]:
+    """What an apply changed, in order, from its step records (``undo`` of each change): one line per
+    thing, e.g. ``db-secret: Secret/ml/db``; a change that cannot be undone says so."""
+    out: list[str] = []
+    for s in manifest.get("steps") or []:
+        undo = s.get("undo")
+        if s.get("kind") != "change" or not isinstance(undo, dict):
+            continue
+        sid = s.get("id") or s.get("title") or "?"
+        if "none" in undo:
+            out.append(f"{sid}: {s.get('summary') or s.get('title')} (cannot be undone: {undo['none']})")
+            continue
+        for e in undo.get("entries") or []:
+            t = e.get("type")
+            if t == "object":
+                ns = e.get("namespace")
+                what = f"{e.get('kind')}/{ns + '/' if ns else ''}{e.get('name')}"
+                how = "created" if e.get("before") is None else "deleted" if e.get("after") is None else "changed"
+                out.append(f"{sid}: {what} {how}")
+            elif t == "helm":
+                out.append(f"{sid}: helm release {e.get('namespace')}/{e.get('release')} "
+                           + (f"installed (revision {e.get('after')})" if e.get("before") is None
+                              else f"revision {e.get('before')} -> {e.get('after')}"))
+            elif t == "alias":
+                out.append(f"{sid}: alias {e.get('model')}@{e.get('alias')} "
+                           f"{'v' + str(e['before']) if e.get('before') else '(unset)'} -> v{e.get('after')}")
+            elif t == "none":
+                out.append(f"{sid}: {e.get('what')} (cannot be undone: {e.get('why')})")
+            else:
+                out.append(f"{sid}: {e.get('kind') or t} {e.get('name') or ''}".rstrip())
+    return out
 
 
 def redact_evidence(folder: Path, red: secrets.Redactor) -> list[str]:

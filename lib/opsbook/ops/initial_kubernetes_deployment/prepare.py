@@ -7,6 +7,7 @@ from pathlib import Path
 from opsbook.errors import ClientError, NotFound
 from opsbook.ops import base
 from opsbook.ops.base import Check, Result, change, step
+from opsbook.ops.journal import JOURNAL
 
 from .context import Context
 
@@ -119,7 +120,7 @@ def plan_db_secret(ctx: Context) -> Result:
                   "(no db_password reference given)", outcome="planned")
 
 
-@change("db-secret", "Create the database Secret if missing", plan=plan_db_secret)
+@change("db-secret", "Create the database Secret if missing", plan=plan_db_secret, undo=JOURNAL)
 def ensure_db_secret(ctx: Context) -> Result:
     """Apply mode: create the database Secret (and the namespace) if missing, from the ``db_password``
     secret reference, resolved only then (``ctx.secret`` registers the value for redaction); the value
@@ -131,8 +132,8 @@ def ensure_db_secret(ctx: Context) -> Result:
         return Result(summary=f"Secret {s.namespace}/{s.db_secret_name} does not exist and no db_password "
                       "reference was given", outcome="failed")
     password = ctx.secret("db_password")
-    created_ns = ctx.kube.ensure_namespace(name=s.namespace)
-    ctx.kube.apply([{"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+    created_ns = ctx.journal.namespace(ctx.kube, s.namespace)  # the undo deletes what this creates
+    ctx.journal.apply(ctx.kube, [{"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                      "metadata": {"name": s.db_secret_name, "labels": {"app.kubernetes.io/part-of": "ml-platform"}},
                      "stringData": {"username": s.db_user, "password": password}}], namespace=s.namespace)
     return Result(summary=(f"created namespace {s.namespace} and " if created_ns else "created ")

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from opsbook.errors import ClientError
 from opsbook.ops import base
 from opsbook.ops.base import Check, Result, change, step
+from opsbook.ops.journal import JOURNAL
 
 from .context import RUNBOOK_ID, Context
 
@@ -109,14 +110,17 @@ def plan_install(ctx: Context) -> Result:
                   details={"command": _install_command(ctx), "objects": len(ctx.manifests)})
 
 
-@change("install", "Install the release", plan=plan_install)
+@change("install", "Install the release", plan=plan_install, undo=JOURNAL)
 def install(ctx: Context) -> Result:
     """``helm install`` (creating the namespace if needed). It does not wait here: the verification
     checks wait for each rollout and say what is wrong if one does not complete."""
     s = ctx.settings
-    release = ctx.helm.install(s.release, ctx.chart_ref, version=ctx.chart_pin, values_files=ctx.values_files(),
-                               namespace=s.namespace, create_namespace=True, wait=False, timeout=s.timeout_seconds,
-                               description=f"opsbook {RUNBOOK_ID}")
+    # the namespace first (the undo deletes it if this created it), then the release (uninstalled by the undo)
+    ctx.journal.namespace(ctx.kube, s.namespace)
+    with ctx.journal.helm(ctx.helm, s.release, namespace=s.namespace):
+        release = ctx.helm.install(s.release, ctx.chart_ref, version=ctx.chart_pin,
+                                   values_files=ctx.values_files(), namespace=s.namespace, create_namespace=True,
+                                   wait=False, timeout=s.timeout_seconds, description=f"opsbook {RUNBOOK_ID}")
     ctx.installed = True
     info = release.get("info") or {}
     chart = (release.get("chart") or {}).get("metadata", {})
