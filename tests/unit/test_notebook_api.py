@@ -220,3 +220,68 @@ def test_a_cell_ending_in_a_step_echoes_nothing_but_other_values_are_echoed():
         shell.displayhook.write_format_data = original
     finally:
         InteractiveShell.clear_instance()
+
+
+def test_a_change_records_what_its_undo_needs_also_when_it_fails_halfway(ns, capsys):
+    """Each change in apply mode gets a fresh journal; its entries go into the step's record (also
+    when it raises after changing something), and the failed run's summary names them and the undo."""
+    from opsbook.ops.base import change
+    from opsbook.ops.journal import JOURNAL, irreversible
+
+    @change("first", "First", undo=JOURNAL)
+    def first(ctx):
+        ctx.journal.irreversible("object A", "kept by the test")
+        return opsbook.Result(summary="made A", outcome="changed")
+
+    @change("half-way", "Half way", undo=JOURNAL)
+    def half_way(ctx):
+        ctx.journal.irreversible("object B", "kept by the test")
+        raise RuntimeError("boom after B")
+
+    @change("undeclared", "Undeclared")
+    def undeclared(ctx):
+        return opsbook.Result(summary="changed something", outcome="changed")
+
+    @change("for-good", "For good", undo=irreversible("a restore replaces the rows"))
+    def for_good(ctx):
+        return opsbook.Result(summary="restored", outcome="changed")
+
+    @change("nothing", "Nothing to do", undo=JOURNAL)
+    def nothing(ctx):
+        return opsbook.Result(summary="already so", outcome="ok")
+
+    ns["mode"] = "apply"
+    run = opsbook.start("passing", ns)
+    run.do(first)
+    with pytest.raises(RuntimeError, match="boom after B"):
+        run.do(half_way)
+    for fn in (undeclared, for_good, nothing):
+        run.do(fn)
+    undo = {r.id: r.undo for r in run.records}
+    assert undo["first"] == {"by": JOURNAL.name, "entries": [{"type": "none", "what": "object A",
+                                                               "why": "kept by the test"}]}
+    assert [r.outcome for r in run.records if r.id == "half-way"] == ["failed"]
+    assert undo["half-way"]["entries"] == [{"type": "none", "what": "object B", "why": "kept by the test"}]  # its own
+    assert undo["undeclared"] == {"none": "the step declares no undo"}
+    assert undo["for-good"] == {"none": "a restore replaces the rows"}
+    assert undo["nothing"] is None  # changed nothing: nothing to undo
+    capsys.readouterr()
+    with pytest.raises(RunFailed):
+        run.summary(record=False)
+    out = capsys.readouterr().out
+    assert "This apply changed 4 thing(s) before it stopped:" in out
+    assert "half-way: object B (cannot be undone: kept by the test)" in out
+    assert f"opsbook undo {run.id}" in out
+
+
+def test_plan_mode_records_no_undo(ns):
+    from opsbook.ops.base import change
+    from opsbook.ops.journal import JOURNAL
+
+    @change("c", "C", plan=lambda ctx: opsbook.Result(summary="would"), undo=JOURNAL)
+    def c(ctx):
+        raise AssertionError("not in plan mode")
+
+    run = opsbook.start("passing", ns)
+    run.do(c)
+    assert run.records[-1].outcome == "planned" and run.records[-1].undo is None

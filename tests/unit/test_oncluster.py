@@ -111,7 +111,8 @@ def test_rbac_is_exactly_the_runbooks_declaration():
     role, crole = kinds["Role"][0], kinds["ClusterRole"][0]
     assert role["metadata"]["namespace"] == "ml-platform"  # where the runbook acts, not where the Job runs
     assert role["rules"] == meta["rules"]
-    assert crole["rules"] == [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "create"]}]
+    # create (a missing namespace) and delete (its undo takes back a namespace the apply created)
+    assert crole["rules"] == [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "create", "delete"]}]
     subject = [{"kind": "ServiceAccount", "name": req.name, "namespace": "opsbook-jobs"}]
     assert kinds["RoleBinding"][0]["subjects"] == subject and kinds["ClusterRoleBinding"][0]["subjects"] == subject
     assert kinds["RoleBinding"][0]["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
@@ -146,7 +147,20 @@ def test_environment_check_needs_no_role():
     assert set(kinds) == {"ServiceAccount", "ConfigMap", "Job"}
 
 
-@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
+#: the undo acts with the permissions of the runbook whose apply it takes back (each runbook's declared
+#: RBAC covers its own undo, tested in tests/runbooks): it declares none of its own, so it cannot run
+#: --on-cluster (refused with "RBAC: not declared")
+UNDECLARED = {"undo"}
+
+
+def test_only_the_undo_runbook_declares_no_rbac_and_on_cluster_refuses_it():
+    assert {p.stem for p in NOTEBOOKS.glob("*.ipynb") if catalog.load(p).rbac is None} == UNDECLARED
+    with pytest.raises(UsageError, match="runbook undo declares no RBAC"):
+        oncluster.render(request("undo", given={"undo_of": "20261205T000000Z-abcdef"}))
+
+
+@pytest.mark.parametrize("path", sorted(p for p in NOTEBOOKS.glob("*.ipynb") if p.stem not in UNDECLARED),
+                         ids=lambda p: p.stem)
 def test_every_runbook_declares_valid_rbac_without_wildcards(path):
     rb = catalog.load(path)
     assert rb.rbac is not None

@@ -306,12 +306,29 @@ class Run:
             record = self.must_record or interactive.in_jupyter_server()
         if record and not self.headless:
             self._record_interactive(failed)
+        if failed and self.applying:
+            self._say_how_to_undo()
         if failed:
             reasons = "; ".join(f"{r.title}: {r.summary}" if r.summary else r.title for r in failed)
             raise RunFailed(f"{verdict}: {reasons}"[:2000], run_id=self.id)
         return StepRecords(self.records)
 
     # -- internals ------------------------------------------------------------------------------
+    def _say_how_to_undo(self) -> None:
+        """After a failed apply: what it changed, and the command that takes it back (as the CLI says)."""
+        from opsbook.records.record import changes_made
+
+        changes = changes_made({"steps": [asdict(r) for r in self.records]})
+        if not changes:
+            return
+        cmd = f"opsbook undo {self.id}"
+        show_html(f"<p><strong>This apply changed {len(changes)} thing(s) before it stopped:</strong></p><ul>"
+                  + "".join(f"<li><code>{html.escape(c)}</code></li>" for c in changes)
+                  + f"</ul><p>To take them back (once this run is recorded): <code>{html.escape(cmd)}</code></p>",
+                  f"This apply changed {len(changes)} thing(s) before it stopped:\n"
+                  + "\n".join(f"  - {c}" for c in changes) + f"\nTo take them back (once this run is recorded): {cmd}")
+
+
     def _record_interactive(self, failed: list[StepRecord]) -> None:
         from opsbook.notebook.record import record_interactive
 

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from opsbook.errors import NotFound, OpsbookError
+from opsbook.errors import Conflict, NotFound, OpsbookError
 
 #: metadata the API server sets: left out of every copy kept for an undo, and of every comparison
 SERVER_FIELDS = ("uid", "resourceVersion", "creationTimestamp", "managedFields", "generation", "selfLink",
@@ -168,6 +168,16 @@ class Undoer:
     def reverse(self, ctx: Any, entry: Mapping[str, Any]) -> str:
         """Take the entry back; returns what was done."""
         raise NotImplementedError
+
+    def key(self, entry: Mapping[str, Any]) -> str | None:
+        """What the entry changed (an object, a release...), so that several changes of one thing in an
+        apply are taken back as one (:meth:`merge`); None: each entry on its own."""
+        return None
+
+    def merge(self, older: Mapping[str, Any], newer: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Two changes of one thing as one: before as the older found it, after as the newer left it
+        (None: they cancel out, e.g. created then deleted)."""
+        return dict(newer)
 
     def back_as_before(self, ctx: Any, entry: Mapping[str, Any]) -> Status:
         """After the undo: ``restored`` if the thing is as before the apply (compared ignoring the
@@ -337,6 +347,23 @@ class JournalUndoer(Undoer):
 
     name = "opsbook.ops.journal:journal"
 
+    def key(self, entry: Mapping[str, Any]) -> str | None:
+        t = entry.get("type")
+        if t == "object":
+            return f"object:{entry['kind']}:{entry.get('namespace') or ''}:{entry['name']}"
+        if t == "helm":
+            return f"helm:{entry['namespace']}:{entry['release']}"
+        if t == "alias":
+            return f"alias:{entry['tracking_uri']}:{entry['model']}:{entry['alias']}"
+        return None
+
+    def merge(self, older: Mapping[str, Any], newer: Mapping[str, Any]) -> dict[str, Any] | None:
+        out = {**newer, "before": older.get("before")}
+        if out["type"] == "object":
+            same = comparable(out["before"]) == comparable(out.get("after"))
+            return None if same and (out["before"] is None) == (out.get("after") is None) else out
+        return None if out.get("before") == out.get("after") else out
+
     # -- describe
     def describe(self, entry: Mapping[str, Any]) -> tuple[str, str]:
         t = entry.get("type")
@@ -449,24 +476,33 @@ class JournalUndoer(Undoer):
             return "deleted"
         if before.get("kind") == "Secret":
             before.pop("dataSha256", None)  # a token Secret: re-created empty, the cluster mints a new token
-        cur = _read(kube, kind=entry["kind"], name=entry["name"], namespace=ns, api_version=entry.get("apiVersion"))
         info = kube.resource(kind=entry["kind"], api_version=entry.get("apiVersion"))
-        if cur is None:
-            kube.request("POST", info.path(namespace=ns), body=before)
-            return "re-created"
-        if entry["kind"] == "Pod":  # a pod's spec is immutable: put back its labels and annotations only
-            meta_b, meta_c = before.get("metadata") or {}, cur.get("metadata") or {}
-            patch: dict[str, Any] = {"metadata": {"resourceVersion": meta_c.get("resourceVersion")}}
-            for k in ("labels", "annotations"):
-                want, have = meta_b.get(k) or {}, meta_c.get(k) or {}
-                if want != have:
-                    patch["metadata"][k] = {**{x: None for x in have if x not in want}, **want}
-            kube.request("PATCH", info.path(namespace=ns, name=entry["name"]), body=patch,
-                         content_type="application/merge-patch+json")
-            return "labels and annotations put back"
-        before.setdefault("metadata", {})["resourceVersion"] = (cur.get("metadata") or {}).get("resourceVersion")
-        kube.request("PUT", info.path(namespace=ns, name=entry["name"]), body=before)
-        return "put back as before"
+        for attempt in range(3):  # a controller updating the status in between: read again and retry
+            cur = _read(kube, kind=entry["kind"], name=entry["name"], namespace=ns, api_version=entry.get("apiVersion"))
+            try:
+                if cur is None:
+                    kube.request("POST", info.path(namespace=ns), body=before)
+                    return "re-created"
+                if attempt and comparable(cur) != comparable(entry.get("after")):
+                    raise OpsbookError(f"changed while being put back: {'; '.join(differences(comparable(entry.get('after')), comparable(cur))[:3])}")
+                if entry["kind"] == "Pod":  # a pod's spec is immutable: put back its labels and annotations
+                    meta_b, meta_c = before.get("metadata") or {}, cur.get("metadata") or {}
+                    patch: dict[str, Any] = {"metadata": {}}
+                    for k in ("labels", "annotations"):
+                        want, have = meta_b.get(k) or {}, meta_c.get(k) or {}
+                        if want != have:
+                            patch["metadata"][k] = {**{x: None for x in have if x not in want}, **want}
+                    kube.request("PATCH", info.path(namespace=ns, name=entry["name"]), body=patch,
+                                 content_type="application/merge-patch+json")
+                    return "labels and annotations put back"
+                body = copy.deepcopy(before)
+                body.setdefault("metadata", {})["resourceVersion"] = (cur.get("metadata") or {}).get("resourceVersion")
+                kube.request("PUT", info.path(namespace=ns, name=entry["name"]), body=body)
+                return "put back as before"
+            except Conflict:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
 
 def _same_state(cur: Mapping[str, Any] | None, before: Mapping[str, Any] | None) -> bool:

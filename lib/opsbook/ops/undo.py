@@ -16,7 +16,7 @@ from typing import Any
 
 from opsbook.errors import ArchiveError, Forbidden, NotFound, OpsbookError
 from opsbook.ops import base
-from opsbook.ops.base import Check, Result, change, check, preflight
+from opsbook.ops.base import Check, Result, change, check, preflight, step
 from opsbook.ops.journal import Status, Undoer, undoer_named
 
 RUNBOOK_ID = "undo"
@@ -65,24 +65,40 @@ class Context(base.Context):
 
     @cached_property
     def items(self) -> list[Item]:
-        """Everything the apply changed, newest first (within a step, its last change first)."""
-        out: list[Item] = []
+        """Everything the apply changed, newest first (within a step, its last change first). Several
+        changes of one thing (an object created then changed by a later step) are one item: before as
+        the first found it, after as the last left it; changes that cancel out are none."""
+        out: list[Item | None] = []
+        where: dict[tuple[str, str], int] = {}  # (undoer, key) -> index in out
         for s in self.applied.get("steps") or []:
             undo = s.get("undo")
             if s.get("kind") != "change" or not isinstance(undo, dict):
                 continue
-            partial = s.get("outcome") == "failed"
+            sid, title, partial = str(s.get("id", "")), str(s.get("title", "")), s.get("outcome") == "failed"
             if "none" in undo:
-                out.append(Item(s.get("id", ""), s.get("title", ""), None, {}, why=str(undo["none"]), partial=partial))
+                out.append(Item(sid, title, None, {}, why=str(undo["none"]), partial=partial))
                 continue
             undoer = undoer_named(str(undo.get("by", "")))
             for e in undo.get("entries") or []:
                 if e.get("type") == "none":
-                    out.append(Item(s.get("id", ""), s.get("title", ""), None, e, why=str(e.get("why", "")),
-                                    partial=partial))
+                    out.append(Item(sid, title, None, e, why=str(e.get("why", "")), partial=partial))
+                    continue
+                key = undoer.key(e)
+                if key is not None and (undoer.name, key) in where:
+                    i = where.pop((undoer.name, key))
+                    older = out[i]
+                    out[i] = None
+                    assert older is not None
+                    merged = undoer.merge(older.entry, e)
+                    if merged is None:
+                        continue
+                    sid_all = older.step_id if older.step_id == sid else f"{older.step_id}+{sid}"
+                    out.append(Item(sid_all, title, undoer, merged, partial=partial or older.partial))
                 else:
-                    out.append(Item(s.get("id", ""), s.get("title", ""), undoer, e, partial=partial))
-        return out[::-1]
+                    out.append(Item(sid, title, undoer, dict(e), partial=partial))
+                if key is not None:
+                    where[(undoer.name, key)] = len(out) - 1
+        return [i for i in out if i is not None][::-1]
 
     @property
     def reversible(self) -> list[Item]:
@@ -141,11 +157,24 @@ def _undo_runs(ctx: Context) -> list[tuple[str, str]]:
     return out
 
 
+def _no_apply_named(ctx: Context) -> str | None:
+    return None if ctx.settings.undo_of else "no apply named (undo_of is empty): see the applies that can be undone"
+
+
+def _changes(manifest: dict[str, Any]) -> int:
+    return sum(len((s.get("undo") or {}).get("entries") or []) for s in manifest.get("steps") or []
+               if s.get("kind") == "change" and isinstance(s.get("undo"), dict))
+
+
 @preflight("undoable")
 def undoable(ctx: Context) -> list[Check]:
     """The apply's record exists and verifies, it is an apply of this target, it has not been undone
-    already, and it recorded something to undo."""
+    already, and it recorded something to undo. Without ``undo_of`` (a plan only) the run lists the
+    applies that can be undone instead."""
     run_id = ctx.settings.undo_of
+    if not run_id:
+        return [Check("apply named", not ctx.applying, "apply mode needs undo_of (the apply to take back)"
+                      if ctx.applying else "none (undo_of is empty): this run lists the applies that can be undone")]
     archive = ctx.archive()
     try:
         m = ctx.applied
@@ -182,6 +211,37 @@ def undoable(ctx: Context) -> list[Check]:
     return checks
 
 
+@step("applies", "Applies that can be undone", skip_if=lambda ctx: "an apply is named" if ctx.settings.undo_of else None)
+def applies(ctx: Context, limit: int = 20) -> Result:
+    """The newest applies in the archive on this target (``limit``), with the number of changes each
+    recorded for an undo and whether an undo of it succeeded already."""
+    archive = ctx.archive()
+    entries = [e for e in archive.history() if e.mode == "apply" and not e.is_start]
+    undone = {}
+    for e in entries:
+        if e.runbook_id == RUNBOOK_ID and e.status == "succeeded":
+            try:
+                undone[archive.load_manifest(e.run_id).get("parameters", {}).get("undo_of")] = e.run_id
+            except ArchiveError:
+                continue
+    rows = []
+    for e in reversed(entries):
+        if e.runbook_id == RUNBOOK_ID or e.target != ctx.settings.target:
+            continue
+        try:
+            n = _changes(archive.load_manifest(e.run_id))
+        except ArchiveError:
+            continue
+        rows.append({"run id": e.run_id, "runbook": e.runbook_id, "status": e.status, "ended": e.ended,
+                     "changes": n, "undone by": undone.get(e.run_id, "")})
+        if len(rows) >= limit:
+            break
+    todo = [r for r in rows if r["changes"] and not r["undone by"]]
+    return Result(summary=f"{len(todo)} of the {len(rows)} newest applies on target {ctx.settings.target} can be "
+                  "undone: `opsbook undo RUN_ID`" if rows else f"no apply on target {ctx.settings.target} in this archive",
+                  rows=rows, outcome="ok")
+
+
 def _rows(ctx: Context, items: list[Item]) -> tuple[list[dict[str, Any]], list[tuple[Item, Status]]]:
     rows, states = [], []
     for i in items:
@@ -193,7 +253,7 @@ def _rows(ctx: Context, items: list[Item]) -> tuple[list[dict[str, Any]], list[t
     return rows, states
 
 
-@check("as-left", "Everything is as the apply left it")
+@check("as-left", "Everything is as the apply left it", skip_if=_no_apply_named)
 def as_left(ctx: Context) -> Result:
     """Each thing the apply changed is still what it left (its resourceVersion, Helm revision or
     alias target); a thing changed since fails this check, with the difference: the undo would
@@ -217,7 +277,7 @@ def plan_reverse(ctx: Context) -> Result:
                   details={"undoes": ctx.settings.undo_of})
 
 
-@change("reverse", "Take the changes back", plan=plan_reverse)
+@change("reverse", "Take the changes back", plan=plan_reverse, skip_if=_no_apply_named)
 def reverse(ctx: Context) -> Result:
     """Check everything again (refused, nothing touched, if anything changed since the apply), then
     reverse each change, newest first. Stops at the first one that fails, saying what was done."""
@@ -245,8 +305,8 @@ def reverse(ctx: Context) -> Result:
                   details={"undoes": ctx.settings.undo_of})
 
 
-@check("back-as-before", "Everything is back as before the apply", skip_if=lambda ctx: None if ctx.applying
-       else "plan mode: nothing was taken back")
+@check("back-as-before", "Everything is back as before the apply", skip_if=lambda ctx: _no_apply_named(ctx) or (
+       None if ctx.applying else "plan mode: nothing was taken back"))
 def back_as_before(ctx: Context) -> Result:
     """Each thing compared with the copy taken before the apply, ignoring the fields the server sets
     (uid, resourceVersion, managedFields, status): the same, or gone again if the apply created it."""

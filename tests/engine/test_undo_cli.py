@@ -1,0 +1,70 @@
+"""``opsbook undo`` through the real CLI, where no cluster is needed: what it refuses before any
+kernel, an apply with nothing to undo, the list of applies that can be undone, and what a failed apply
+says. Each runbook's undo against the Kubernetes API is in ``tests/runbooks``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ..conftest import ROOT
+
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def _opsbook(*args: str, outputs: Path, notebooks: Path = NOTEBOOKS) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "opsbook", *args, "--outputs", str(outputs), "--notebooks", str(notebooks)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=180, env={**os.environ, "COLUMNS": "200"})
+
+
+def _manifests(outputs: Path, runbook: str) -> list[dict]:
+    return sorted((json.loads(p.read_text()) for p in (outputs / runbook).glob("*/manifest.json")),
+                  key=lambda m: m["started"])
+
+
+def test_undo_refuses_an_unknown_run_and_a_plan_before_any_kernel(tmp_path):
+    out = tmp_path / "outputs"
+    r = _opsbook("run", "environment-check", outputs=out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (plan,) = _manifests(out, "environment-check")
+    r = _opsbook("undo", "20261205T000000Z-000000", outputs=out)
+    assert r.returncode == 2 and "no record of run 20261205T000000Z-000000" in r.stderr, r.stderr
+    r = _opsbook("undo", plan["run_id"], outputs=out)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"undo {plan['run_id']}: that is a plan run of environment-check; only an apply" in r.stderr
+    assert not (out / "undo").exists()  # refused before any run
+
+
+def test_an_apply_that_changed_nothing_has_nothing_to_undo_and_the_undo_lists_what_can_be(tmp_path):
+    out = tmp_path / "outputs"
+    r = _opsbook("run", "environment-check", "--mode", "apply", outputs=out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (applied,) = _manifests(out, "environment-check")
+    r = _opsbook("undo", applied["run_id"], outputs=out)
+    assert r.returncode == 1, r.stdout + r.stderr
+    (m,) = _manifests(out, "undo")
+    assert m["undoes"] == applied["run_id"] and m["target"] == "local" and m["mode"] == "plan"
+    pre = next(s for s in m["steps"] if s["kind"] == "preflight")
+    assert pre["outcome"] == "failed" and "the apply recorded no change that can be undone" in pre["summary"]
+    # without undo_of: the applies of this target, newest first, with how many changes each can undo
+    r = _opsbook("run", "undo", outputs=out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    listing = _manifests(out, "undo")[-1]
+    step = next(s for s in listing["steps"] if s["id"] == "applies")
+    assert step["outcome"] == "ok" and "undoes" not in listing
+    assert [(x["run id"], x["runbook"], x["changes"]) for x in step["rows"]] == [
+        (applied["run_id"], "environment-check", 0)]
+    assert {s["id"]: s["outcome"] for s in listing["steps"]}["reverse"] == "skipped"
+
+
+def test_a_failed_apply_that_changed_nothing_says_so(tmp_path):
+    from ..conftest import FIXTURE_NOTEBOOKS
+
+    out = tmp_path / "outputs"
+    r = _opsbook("run", "failing", "--mode", "apply", outputs=out, notebooks=FIXTURE_NOTEBOOKS)
+    assert r.returncode == 1
+    assert "This apply changed nothing that its record can undo." in r.stdout
+    assert "opsbook undo" not in r.stdout
