@@ -58,6 +58,18 @@ def test_an_apply_that_changed_nothing_has_nothing_to_undo_and_the_undo_lists_wh
     assert [(x["run id"], x["runbook"], x["changes"]) for x in step["rows"]] == [
         (applied["run_id"], "environment-check", 0)]
     assert {s["id"]: s["outcome"] for s in listing["steps"]}["reverse"] == "skipped"
+    # the site links the apply and its undo both ways
+    r = _opsbook_site(out, tmp_path / "site")
+    assert r.returncode == 0, r.stdout + r.stderr
+    undo_page = (tmp_path / "site" / "runs" / f"{m['run_id']}.html").read_text()
+    apply_page = (tmp_path / "site" / "runs" / f"{applied['run_id']}.html").read_text()
+    assert "takes back apply" in undo_page and applied["run_id"] in undo_page
+    assert m["run_id"] in apply_page and "(plan, failed)" in apply_page
+
+
+def _opsbook_site(outputs: Path, dest: Path) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "opsbook", "site", "--out", str(dest), "--outputs", str(outputs)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=180)
 
 
 def test_a_failed_apply_that_changed_nothing_says_so(tmp_path):

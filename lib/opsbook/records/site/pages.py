@@ -108,6 +108,12 @@ class Pages:
         for r in self.runs:
             if r.plan and r.run_id not in self.used_by.get(r.plan, []):
                 self.used_by.setdefault(r.plan, []).append(r.run_id)
+        # apply -> the undo runs that name it (plans and applies of the undo runbook)
+        self.undone_by: dict[str, list[str]] = {}
+        for r in sorted(self.runs, key=SiteRun.sort_key):
+            target = as_text(r.m.get("undoes"))
+            if target:
+                self.undone_by.setdefault(target, []).append(r.run_id)
         self.archive_problems: list[VerifyProblem] = []
         if report is not None:
             for p in report.problems:
@@ -152,6 +158,19 @@ class Pages:
                       "in a ledger whose chain verifies" + more)
 
     # -- run pages --
+    def undo_cell(self, run: SiteRun, up: str) -> str:
+        """An undo run: the apply it takes back; an apply: the undo runs that name it."""
+        undoes = as_text(run.m.get("undoes"))
+        if undoes:
+            return f"takes back apply {self.run_link(undoes, up)}"
+        others = self.undone_by.get(run.run_id, [])
+        if not others:
+            return ""
+        return "undo " + ", ".join(
+            self.run_link(u, up) + (f" ({h(as_text(self.by_run[u].get('mode')))}, "
+                                    f"{h(STATUS_WORDS.get(self.by_run[u].status, self.by_run[u].status))})"
+                                    if u in self.by_run else "") for u in others)
+
     def run_page(self, run: SiteRun) -> str:
         m = run.m
         up = "../"
@@ -193,6 +212,7 @@ class Pages:
             ("operator", h(as_text(run.get("operator"))) + (f" <span class=\"muted\">on {h(as_text(m.get('host')))}"
                                                           "</span>" if m.get("host") else "")),
             ("plan / approval", plan_html),
+            ("undo", self.undo_cell(run, up)),
             ("incident", self.incident_link(run.incident, up) if run.incident else ""),
             ("started", h(run.started)),
             ("ended", h(as_text(run.get("ended")))),
