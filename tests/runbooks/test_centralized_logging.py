@@ -348,6 +348,138 @@ def test_apply_with_an_absent_marker_leaves_a_failed_record_that_keeps_the_reaso
         k.close()
 
 
+@pytest.mark.kube
+@pytest.mark.services
+def test_collectors_deployed_before_a_refused_marker_pod_are_undone_from_the_record(kube, log_store, opsbook_run,
+                                                                                   tmp_path: Path, declared_rbac):
+    """The later change fails, portably: the apply runs as an account with the declared RBAC but for
+    ``create pods`` (an operator's account that may install the collector, which is all the preflight
+    checks: create daemonsets, clusterroles, clusterrolebindings, but not run pods in the namespace; a
+    real API server refuses it the same way). So ``deploy-collectors`` deploys everything and its
+    collectors become Ready, then ``emit-marker`` is refused with the API server's 403, creating nothing.
+    A ConfigMap ``fluent-bit-config`` from an earlier configuration is already there: the apply changes
+    it. The failed apply's record keeps every object before and after (the cluster-scoped ClusterRole and
+    ClusterRoleBinding too), the CLI names them and the exact ``opsbook undo`` command; the undo, run
+    with exactly the declared RBAC, deletes what the apply created, newest first, and puts the ConfigMap
+    back: the namespace and both cluster-scoped objects are compared with the snapshot taken before the
+    apply, object by object. A second undo of the same apply is refused."""
+    import dataclasses
+
+    from opsbook.catalog import RbacSpec
+
+    from .rbac import granted, runbook
+    from .undo import assert_second_undo_refused, assert_undone, differences, snapshot, undo
+
+    ns = kube.namespace
+    role = f"fluent-bit-read-{ns}"
+    cluster = [f"ClusterRole/{role}", f"ClusterRoleBinding/{role}"]
+    p = prefix()
+    load(log_store, p, service_docs())  # the expected services have logs: nothing else fails
+    given = {"namespace": ns, "index_prefix": p, "marker_timeout": "3", "timeout": "60"}
+    args = ["--target", "t-cluster", *[x for k, v in given.items() for x in ("-p", k, v)]]
+    store = {"log_store_url": log_store.url, "log_store_kind": "opensearch"}
+    declared = declared_rbac(RUNBOOK, given)  # the undo's account: exactly the declared RBAC
+    env = {"OPSBOOK_TARGETS": str(declared.targets(tmp_path / "targets.yaml", kube, name="t-cluster", **store))}
+    rb = runbook(RUNBOOK)
+    assert rb.rbac is not None
+    rules = tuple(dataclasses.replace(r, verbs=tuple(v for v in r.verbs if v != "create"))
+                  if r.resources == ("pods",) else r for r in rb.rbac.rules)
+    assert rules != rb.rbac.rules
+    less = dataclasses.replace(rb, rbac=RbacSpec(rules=rules, cluster_rules=rb.rbac.cluster_rules))
+    old_config = "pipeline:\n  inputs: []\n"
+    kube.kubectl("create", "configmap", logcollect.CONFIG_MAP, f"--from-literal={logcollect.CONFIG_FILE}={old_config}")
+    (tmp_path / "less").mkdir()
+    try:
+        with granted(kube, less, given, tmp_path / "less") as no_pods:
+            less_env = {"OPSBOOK_TARGETS": str(no_pods.targets(tmp_path / "less" / "targets.yaml", kube,
+                                                                 name="t-cluster", **store))}
+            plan = opsbook_run(RUNBOOK, *args, env=less_env)
+            assert plan.returncode == 0, plan.stdout + plan.stderr
+            pm = manifests_of(opsbook_run.outputs, RUNBOOK)[-1]
+            before = snapshot(kube, [ns], cluster_names=cluster)
+            assert before[f"ConfigMap/{ns}/{logcollect.CONFIG_MAP}"]["data"] == {logcollect.CONFIG_FILE: old_config}
+            assert all(before[c] is None for c in cluster)
+            apply = opsbook_run(RUNBOOK, *args, "--mode", "apply", "--approve", pm["run_id"], env=less_env)
+            am = [m for m in manifests_of(opsbook_run.outputs, RUNBOOK) if m["mode"] == "apply"][-1]
+            assert apply.returncode == 1 and am["status"] == "failed", apply.stdout + apply.stderr
+            steps = {s["id"]: s for s in am["steps"]}
+            assert steps["deploy-collectors"]["outcome"] == "changed", problems(am)
+            assert steps["collector-on-every-node"]["outcome"] == "ok", problems(am)
+            marker = steps["emit-marker"]
+            # the API server's refusal of an apply that would create (update.go withAuthorization: the
+            # RBAC authorizer gives no reason, so the message ends at "forbidden:")
+            assert marker["outcome"] == "failed" and "Forbidden" in marker["summary"], problems(am)
+            assert f'403 pods "{logcollect.MARKER_LABEL}-' in marker["summary"], marker["summary"]
+            assert marker["undo"] is None and "marker-searchable" not in steps  # refused: it created nothing
+            record = steps["deploy-collectors"]["undo"]
+            assert record["by"] == "opsbook.ops.journal:journal"
+            assert [(e["kind"], e["namespace"], e["name"], e["before"] is None) for e in record["entries"]] == [
+                ("ServiceAccount", ns, "fluent-bit", True), ("ClusterRole", None, role, True),
+                ("ClusterRoleBinding", None, role, True), ("ConfigMap", ns, logcollect.CONFIG_MAP, False),
+                ("DaemonSet", ns, "fluent-bit", True)]
+            cm = record["entries"][3]
+            assert cm["before"]["data"] == {logcollect.CONFIG_FILE: old_config}
+            assert "opensearch" in cm["after"]["data"][logcollect.CONFIG_FILE]
+            out = apply.stdout + apply.stderr  # what it changed, and the exact command that takes it back
+            assert f"deploy-collectors: ClusterRole/{role} created" in out
+            assert f"deploy-collectors: ConfigMap/{ns}/{logcollect.CONFIG_MAP} changed" in out
+            assert f"opsbook undo {am['run_id']}" in out
+
+            undo_plan, undo_apply = undo(opsbook_run, am["run_id"], env, cwd=tmp_path)
+            rows = next(s for s in undo_plan["steps"] if s["id"] == "reverse")["rows"]
+            assert [(r["what"], r["now"]) for r in rows] == [  # newest first
+                (f"DaemonSet/{ns}/fluent-bit", "as-left"), (f"ConfigMap/{ns}/{logcollect.CONFIG_MAP}", "as-left"),
+                (f"ClusterRoleBinding/{role}", "as-left"), (f"ClusterRole/{role}", "as-left"),
+                (f"ServiceAccount/{ns}/fluent-bit", "as-left")], rows
+            assert_undone(undo_apply, am["run_id"])
+            after = snapshot(kube, [ns], cluster_names=cluster)
+            assert differences(before, after) == []  # the ConfigMap as it was; the ClusterRole and binding gone
+            assert_second_undo_refused(opsbook_run, am["run_id"], env, undo_apply["run_id"], cwd=tmp_path)
+    finally:
+        with contextlib.closing(Kube(kubeconfig=kube.kubeconfig, context=kube.context)) as k:
+            for kind in ("ClusterRoleBinding", "ClusterRole"):  # if the test failed before the undo
+                with contextlib.suppress(Exception):
+                    k.delete(kind=kind, name=role)
+
+
+@pytest.mark.kube
+def test_a_marker_pod_left_behind_is_deleted_by_the_undo_even_once_scheduled(kube):
+    """``emit-marker`` creates its pod through the journal; the undo deletes one left behind (the run
+    stopped before the search that deletes it), although the scheduler set its node since (a pod is
+    compared by its labels and annotations only), and finds nothing to do once the pod is gone."""
+    import copy
+
+    from opsbook.ops.journal import JOURNAL
+    from opsbook.testing.kube import wait_until
+
+    k = Kube(kubeconfig=kube.kubeconfig, context=kube.context)
+    target = Target(name="t-no-store", kubeconfig=kube.kubeconfig, kube_context=kube.context, namespace=kube.namespace)
+    ctx = make_context(RUNBOOK, mode="apply", target=target, clients=Clients(target, kube=k), namespace=kube.namespace)
+    undo_ctx = SimpleNamespace(kube=k)
+    try:
+        marker = logcollect.emit_marker(ctx).value
+        (entry,) = ctx.journal.entries
+        assert (entry["kind"], entry["name"], entry["before"]) == ("Pod", marker.pod, None)
+        wait_until(lambda: k.get(kind="Pod", name=marker.pod, namespace=kube.namespace)["spec"].get("nodeName"),
+                   timeout=15, interval=0.1, message="the marker pod was not scheduled")
+        assert JOURNAL.describe(entry)[0] == f"Pod/{kube.namespace}/{marker.pod}"
+        assert JOURNAL.status(undo_ctx, entry).state == "as-left"
+        # on a real cluster the record is read before the scheduler binds the pod: as if without its node
+        unbound = copy.deepcopy(entry)
+        unbound["after"]["spec"].pop("nodeName", None)
+        unbound["resourceVersion"] = "1"  # and an older resourceVersion: the binding wrote a new one
+        assert JOURNAL.status(undo_ctx, unbound).state == "as-left"
+        kube.kubectl("label", "pod", marker.pod, "someone=else")  # a change someone made: refused
+        st = JOURNAL.status(undo_ctx, entry)
+        assert st.state == "drifted" and 'metadata.labels.someone: (absent) -> "else"' in st.detail, st
+        kube.kubectl("label", "pod", marker.pod, "someone-")
+        assert JOURNAL.reverse(undo_ctx, entry) == "deleted"
+        assert JOURNAL.back_as_before(undo_ctx, entry).state == "restored"
+        assert _marker_pod_gone(k, marker)
+    finally:
+        k.close()
+
+
 def test_the_banner_shows_the_runs_own_namespace(monkeypatch, capsys):
     """The target's default namespace is ml-platform; this runbook's collectors go to its own
     ``namespace`` parameter (logging by default), and the banner says so."""

@@ -19,6 +19,7 @@ from opsbook.clients.mlflow import LocalServer
 from opsbook.ops import mlflow_tracking_server as tracking
 from opsbook.ops.base import declaration, skip_reason
 from opsbook.ops.mlflow_tracking_server.cluster import cluster_preflight
+from opsbook.ops.mlflow_tracking_server.embedded import NOT_UNDONE
 from opsbook.targets import LOCAL
 from opsbook.testing.runbook import make_context
 from opsbook.testing.services import free_port
@@ -327,6 +328,9 @@ def test_apply_on_local_starts_the_embedded_server_and_verifies_it(opsbook_run, 
         (m,) = [m for m in manifests_of(opsbook_run.outputs, RUNBOOK) if m["mode"] == "apply"]
         steps = {s["title"]: s for s in m["steps"]}
         assert steps["Start the embedded server"]["outcome"] == "changed"
+        # a local process, not undone: the record says so and how to stop it
+        assert steps["Start the embedded server"]["undo"] == {"none": NOT_UNDONE}
+        assert "opsbook mlflow stop" in NOT_UNDONE
         assert steps["Deploy to the cluster"]["outcome"] == "skipped"
         for title in ("Backend store", "Artifact store", "Server health", "Track an experiment",
                       "Model reads back from the registry", "Model files are in the artifact store",
@@ -414,3 +418,64 @@ def test_cluster_mode_plan_then_approved_apply_as_its_service_account(kube, mlfl
     m = plan_and_apply(opsbook_run, RUNBOOK, params, cli_env(grant.targets(tmp_path / "targets.yaml", kube)))
     assert_applied(m)
     assert {s["id"]: s["outcome"] for s in m["steps"]}["deploy"] == "changed"
+
+
+def test_a_failed_deploy_is_undone_from_its_record(kube, mlflow_server, opsbook_run, tmp_path, declared_rbac):
+    """As the runbook's ServiceAccount, through the CLI. In cluster mode ``deploy`` is the runbook's
+    only change, so what fails is that change's own later part: the objects are applied, then the
+    rollout cannot complete (the image is from a registry under ``.invalid``, RFC 2606: it never
+    pulls, on any cluster, and the wait stops at ErrImagePull/ImagePullBackOff); the verification
+    after it does not run. A Service ``mlflow`` was there before (an earlier hand-made install): the
+    apply changes it and creates the Deployment and Ingress. The failed apply's record keeps all
+    three, the CLI lists them with the exact ``opsbook undo`` command, and the approved undo deletes
+    what was created and puts the Service back: the namespace is compared with its state before the
+    apply, object by object; a second undo is refused."""
+    from kubernetes import client
+
+    from .rbac import cli_env, plan_and_apply
+    from .undo import assert_second_undo_refused, assert_undone, differences, snapshot, undo
+
+    ns, s3, pg = kube.namespace, mlflow_server.s3, mlflow_server.postgres
+    core = client.CoreV1Api(kube.api_client())
+    core.create_namespaced_secret(ns, {"metadata": {"name": "mlflow-db"}, "stringData": {"password": "trusted"}})
+    core.create_namespaced_secret(ns, {"metadata": {"name": "mlflow-s3"}, "stringData": {
+        "access-key-id": s3.access_key, "secret-access-key": s3.secret_key}})
+    kube.kubectl("create", "service", "clusterip", "mlflow", "--tcp=5000:5000")  # the earlier install's
+    params = {"namespace": ns, "db_host": pg.host, "db_port": str(pg.port), "db_name": mlflow_server.database,
+              "db_user": pg.user, "db_password": f"k8s:{ns}/mlflow-db/password", "s3_bucket": s3.bucket,
+              "s3_prefix": "artifacts", "s3_endpoint": s3.endpoint_url,
+              "s3_access_key": f"k8s:{ns}/mlflow-s3/access-key-id",
+              "s3_secret_key": f"k8s:{ns}/mlflow-s3/secret-access-key", "tracking_uri": mlflow_server.tracking_uri,
+              "ingress_host": "mlflow.example.test", "image": "registry.invalid/mlflow/mlflow:v0-never",
+              "timeout": "60"}
+    grant = declared_rbac(RUNBOOK, params)
+    env = cli_env(grant.targets(tmp_path / "targets.yaml", kube))
+    before = snapshot(kube, [ns])
+    assert f"Service/{ns}/mlflow" in before and f"Deployment/{ns}/mlflow" not in before
+
+    m = plan_and_apply(opsbook_run, RUNBOOK, params, env)
+    r = m["_proc"]
+    assert r.returncode == 1 and m["status"] == "failed", r.stdout + r.stderr
+    steps = {s["id"]: s for s in m["steps"]}
+    assert steps["deploy"]["outcome"] == "failed" and "registry.invalid" in steps["deploy"]["summary"], steps["deploy"]
+    assert "track-experiment" not in steps  # the run stopped at the failed change
+    undo_rec = steps["deploy"]["undo"] or {}  # journalled before the rollout wait: kept although it failed
+    assert undo_rec.get("by") == "opsbook.ops.journal:journal", undo_rec
+    made = {(e["kind"], e["name"]): e for e in undo_rec["entries"]}
+    assert list(made) == [("Deployment", "mlflow"), ("Service", "mlflow"), ("Ingress", "mlflow")]
+    assert made["Deployment", "mlflow"]["before"] is None and made["Ingress", "mlflow"]["before"] is None
+    svc = made["Service", "mlflow"]
+    assert svc["before"]["spec"]["selector"] == {"app": "mlflow"}
+    assert svc["after"]["spec"]["selector"]["app.kubernetes.io/name"] == "mlflow"
+    out = r.stdout + r.stderr
+    for line in (f"deploy: Deployment/{ns}/mlflow created", f"deploy: Service/{ns}/mlflow changed",
+                 f"deploy: Ingress/{ns}/mlflow created", f"opsbook undo {m['run_id']}"):
+        assert line in out, out[-3000:]
+
+    undo_plan, undo_apply = undo(opsbook_run, m["run_id"], env, cwd=tmp_path)
+    rows = next(s for s in undo_plan["steps"] if s["id"] == "reverse")["rows"]
+    assert [(row["what"], row["now"]) for row in rows] == [  # newest first
+        (f"Ingress/{ns}/mlflow", "as-left"), (f"Service/{ns}/mlflow", "as-left"), (f"Deployment/{ns}/mlflow", "as-left")]
+    assert_undone(undo_apply, m["run_id"])
+    assert differences(before, snapshot(kube, [ns])) == []  # the Service as the earlier install left it
+    assert_second_undo_refused(opsbook_run, m["run_id"], env, undo_apply["run_id"], cwd=tmp_path)

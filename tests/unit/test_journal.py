@@ -168,3 +168,27 @@ def test_a_record_can_only_name_a_registered_undoer_of_opsbook_ops(name):
     with pytest.raises(OpsbookError, match="undo by"):
         undoer_named(name)
     assert undoer_named(JOURNAL.name) is JOURNAL
+
+
+def test_a_copy_that_was_redacted_is_not_put_back_and_a_secrets_labels_are(kube, k):
+    from opsbook import secrets
+    from opsbook.ops.journal import REDACTED
+
+    assert REDACTED == secrets.MASK
+    ns = kube.namespace
+    k.create(_cm("holds-a-secret", url="postgres://u:pw@db/x"), namespace=ns)
+    k.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "labels": {"a": "1"}},
+              "stringData": {"p": "one"}}, namespace=ns)
+    j = Journal()
+    j.apply(k, [_cm("holds-a-secret", url="postgres://u:other@db/x")], namespace=ns)
+    with j.object(k, kind="Secret", name="s", namespace=ns):
+        k.patch(kind="Secret", name="s", namespace=ns, patch={"metadata": {"labels": {"a": "2", "b": "x"}}})
+    cm, sec = j.entries
+    cm["before"]["data"]["url"] = cm["before"]["data"]["url"].replace("pw", REDACTED)  # as the redactor leaves it
+    ctx = _undo_ctx(k)
+    st = JOURNAL.status(ctx, cm)
+    assert st.state == "cannot" and "redacted" in st.detail
+    assert JOURNAL.status(ctx, sec).state == "as-left"  # the values did not change: its metadata can go back
+    JOURNAL.reverse(ctx, sec)
+    now = k.get(kind="Secret", name="s", namespace=ns)
+    assert now["metadata"]["labels"] == {"a": "1"} and now["data"] == {"p": "b25l"}  # the values untouched

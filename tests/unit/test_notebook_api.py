@@ -242,6 +242,10 @@ def test_a_change_records_what_its_undo_needs_also_when_it_fails_halfway(ns, cap
     def undeclared(ctx):
         return opsbook.Result(summary="changed something", outcome="changed")
 
+    @change("undeclared-failing", "Undeclared, failing")
+    def undeclared_failing(ctx):
+        raise RuntimeError("halfway, who knows what it did")
+
     @change("for-good", "For good", undo=irreversible("a restore replaces the rows"))
     def for_good(ctx):
         return opsbook.Result(summary="restored", outcome="changed")
@@ -257,6 +261,8 @@ def test_a_change_records_what_its_undo_needs_also_when_it_fails_halfway(ns, cap
         run.do(half_way)
     for fn in (undeclared, for_good, nothing):
         run.do(fn)
+    with pytest.raises(RuntimeError):
+        run.do(undeclared_failing)
     undo = {r.id: r.undo for r in run.records}
     assert undo["first"] == {"by": JOURNAL.name, "entries": [{"type": "none", "what": "object A",
                                                                "why": "kept by the test"}]}
@@ -265,11 +271,12 @@ def test_a_change_records_what_its_undo_needs_also_when_it_fails_halfway(ns, cap
     assert undo["undeclared"] == {"none": "the step declares no undo"}
     assert undo["for-good"] == {"none": "a restore replaces the rows"}
     assert undo["nothing"] is None  # changed nothing: nothing to undo
+    assert undo["undeclared-failing"] == {"none": "the step declares no undo"}  # it may have changed something
     capsys.readouterr()
     with pytest.raises(RunFailed):
         run.summary(record=False)
     out = capsys.readouterr().out
-    assert "This apply changed 4 thing(s) before it stopped:" in out
+    assert "This apply changed 5 thing(s) before it stopped:" in out
     assert "half-way: object B (cannot be undone: kept by the test)" in out
     assert f"opsbook undo {run.id}" in out
 

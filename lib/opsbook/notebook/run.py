@@ -350,7 +350,8 @@ class Run:
                 return None
             from opsbook.ops.journal import undo_record
 
-            return undo_record(undo[0], list(undo[1].entries), changed=outcome == "changed")
+            # a step that failed may have changed something even without a journal entry: say so
+            return undo_record(undo[0], list(undo[1].entries), changed=outcome in ("changed", "failed"))
 
         try:
             value = fn(*args, **kwargs)

@@ -44,6 +44,9 @@ SERVER_FIELDS = ("uid", "resourceVersion", "creationTimestamp", "managedFields",
 #: annotations the server or kubectl maintain (not a difference an operator made)
 SERVER_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration", "deployment.kubernetes.io/revision")
 TOKEN_TYPE = "kubernetes.io/service-account-token"
+#: what the redactor writes in place of a secret value (``opsbook.secrets.MASK``; ops import no engine
+#: module): a copy that holds it is not put back
+REDACTED = "[REDACTED]"
 
 
 def clean(obj: Mapping[str, Any], *, keep_status: bool = False) -> dict[str, Any]:
@@ -92,6 +95,17 @@ def comparable(obj: Mapping[str, Any] | None) -> dict[str, Any] | None:
     for k in ("labels",):
         if not meta.get(k):
             meta.pop(k, None)
+    return c
+
+
+def _view(obj: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What the undo compares of an object: :func:`comparable`; of a Pod only its name, labels and
+    annotations (what its undo puts back: the scheduler and the kubelet set its node and status)."""
+    c = comparable(obj)
+    if c is not None and c.get("kind") == "Pod":
+        meta = c.get("metadata") or {}
+        return {"kind": "Pod", "metadata": {k: meta[k] for k in ("name", "namespace", "labels", "annotations")
+                                            if meta.get(k)}}
     return c
 
 
@@ -421,26 +435,29 @@ class JournalUndoer(Undoer):
         before, after = entry.get("before"), entry.get("after")
         if before is not None and entry["kind"] == "Secret" and (before.get("type") != TOKEN_TYPE) and (
                 after is None or before.get("dataSha256") != after.get("dataSha256")):
-            if cur is not None and comparable(cur) == comparable(before):
+            if cur is not None and _view(cur) == _view(before):
                 return Status("restored", "as before")
             return Status("cannot", "a Secret's values are never recorded: the apply changed or deleted it, "
                           "so it cannot be put back (restore it from where its values are kept)")
         if _same_state(cur, before):
             return Status("restored", "absent, as before" if cur is None else "as before")
+        if before is not None and REDACTED in json.dumps(before):
+            return Status("cannot", "its copy in the record was redacted (it held a secret value): "
+                          "put it back by hand")
         if after is None:
             if cur is None:
                 return Status("as-left", "absent (the apply deleted it)")
             return Status("drifted", "the apply deleted it, and it exists again: " + "; ".join(
-                differences(comparable(before), comparable(cur))[:5]))
+                differences(_view(before), _view(cur))[:5]))
         if cur is None:
             if entry["kind"] == "Pod":
                 return Status("restored", "the pod no longer exists: nothing to put back")
             return Status("drifted", "it was deleted since the apply")
         rv = (cur.get("metadata") or {}).get("resourceVersion")
-        if rv == entry.get("resourceVersion") or comparable(cur) == comparable(after):
+        if rv == entry.get("resourceVersion") or _view(cur) == _view(after):
             return Status("as-left", f"resourceVersion {rv}")
         return Status("drifted", f"changed since the apply (resourceVersion {entry.get('resourceVersion')} -> {rv}): "
-                      + "; ".join(differences(comparable(after), comparable(cur))[:5]))
+                      + "; ".join(differences(_view(after), _view(cur))[:5]))
 
     # -- reverse
     def reverse(self, ctx: Any, entry: Mapping[str, Any]) -> str:
@@ -483,9 +500,11 @@ class JournalUndoer(Undoer):
                 if cur is None:
                     kube.request("POST", info.path(namespace=ns), body=before)
                     return "re-created"
-                if attempt and comparable(cur) != comparable(entry.get("after")):
-                    raise OpsbookError(f"changed while being put back: {'; '.join(differences(comparable(entry.get('after')), comparable(cur))[:3])}")
-                if entry["kind"] == "Pod":  # a pod's spec is immutable: put back its labels and annotations
+                if attempt and _view(cur) != _view(entry.get("after")):
+                    raise OpsbookError("changed while being put back: "
+                                       + "; ".join(differences(_view(entry.get("after")), _view(cur))[:3]))
+                if entry["kind"] in ("Pod", "Secret"):  # a pod's spec is immutable, a Secret's values unknown:
+                    # put back its labels and annotations (a Secret whose values changed is never restored)
                     meta_b, meta_c = before.get("metadata") or {}, cur.get("metadata") or {}
                     patch: dict[str, Any] = {"metadata": {}}
                     for k in ("labels", "annotations"):
@@ -508,7 +527,7 @@ class JournalUndoer(Undoer):
 def _same_state(cur: Mapping[str, Any] | None, before: Mapping[str, Any] | None) -> bool:
     if cur is None or before is None:
         return cur is None and before is None
-    a, b = comparable(cur) or {}, comparable(before) or {}
+    a, b = _view(cur) or {}, _view(before) or {}
     if before.get("kind") == "Secret" and before.get("type") == TOKEN_TYPE:
         a.pop("dataSha256", None)  # a token Secret re-created gets a new token: the same account, new value
         b.pop("dataSha256", None)

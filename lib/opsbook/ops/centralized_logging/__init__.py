@@ -35,6 +35,12 @@ printed by a short-lived pod, must become searchable within ``marker_timeout`` s
 service over the last ``window_minutes`` (expected services without logs are flagged); the search the
 operator asked for (``search_service`` / ``search_request_id``).
 
+Undo (``opsbook undo RUN_ID``): ``deploy-collectors`` applies through ``ctx.journal``, object by
+object (also recorded when the apply or the wait fails halfway): the undo deletes what it created (the
+cluster-scoped ClusterRole and ClusterRoleBinding included, which outlive the namespace) and puts back
+what it changed. ``emit-marker`` records its pod (the generic journal): the run deletes it after
+the search, so the undo normally has nothing to do; one left behind is deleted.
+
 The package follows those seams: ``context`` (the names, the run's :class:`Context` and the settings
 step), ``config`` (configuration and manifests, rendered without touching anything), ``deploy``
 (preflight, dry run, apply, one collector per node) and ``verify`` (marker, counts, search).

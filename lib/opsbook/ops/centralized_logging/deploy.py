@@ -14,6 +14,7 @@ from opsbook.ops import base
 from opsbook.ops.base import Check, Result, change, check
 from opsbook.ops.centralized_logging.config import SELECTOR, credentials_ref, render_manifests, rows_of
 from opsbook.ops.centralized_logging.context import APP, Context, reason
+from opsbook.ops.journal import JOURNAL
 
 
 @base.preflight("preflight", "Preflight")
@@ -149,15 +150,22 @@ def wait_daemonset(kube: Any, *, namespace: str, name: str = APP, timeout: float
 
 
 # plan mode renders (and, on a cluster, dry-runs) without a cluster too: only an apply needs one
-@change("deploy-collectors", "Deploy the collectors", plan=plan_deploy, needs_cluster="apply")
+@change("deploy-collectors", "Deploy the collectors", plan=plan_deploy, needs_cluster="apply", undo=JOURNAL)
 def deploy(ctx: Context) -> Result:
     """Apply the manifests (server-side apply: idempotent, and what the plan's dry run showed) and wait
-    until a collector is Ready on every node."""
+    until a collector is Ready on every node.
+
+    Undo (``opsbook undo RUN_ID``): the namespace and every object go through ``ctx.journal``, one by
+    one, so the record keeps each as it was before and after, also when the apply or the wait for the
+    collectors fails halfway. The undo deletes what the apply created (the DaemonSet, the ConfigMap, the
+    ServiceAccount, and the cluster-scoped ClusterRole and ClusterRoleBinding, which do not go with the
+    namespace) and puts back what it changed (an earlier ConfigMap, DaemonSet, role...); a namespace it
+    created is deleted last, only if it holds nothing else."""
     s = ctx.settings
     kube = ctx.kube
     t0 = time.monotonic()
-    created = kube.ensure_namespace(name=s.namespace)
-    applied = kube.apply(render_manifests(ctx), namespace=s.namespace)
+    created = ctx.journal.namespace(kube, s.namespace)
+    applied = ctx.journal.apply(kube, render_manifests(ctx), namespace=s.namespace)
     ds = wait_daemonset(kube, namespace=s.namespace, timeout=s.timeout)
     _, state = _daemonset_state(ds)
     rows = [{"kind": o.get("kind"), "name": (o.get("metadata") or {}).get("name"),

@@ -7,12 +7,16 @@ from __future__ import annotations
 import datetime as _dt
 import secrets as _random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from opsbook.errors import ClientError
+from opsbook.errors import ClientError, NotFound
 from opsbook.ops.base import Result, change, check, step
 from opsbook.ops.centralized_logging.context import APP, MARKER_IMAGE, MARKER_LABEL, Context, reason
+from opsbook.ops.journal import JOURNAL
+
+REQUEST_ID_LABEL = "opsbook.io/request-id"
 
 
 @dataclass
@@ -66,14 +70,15 @@ def _no_marker_pod(ctx: Context) -> str | None:
     return None
 
 
-@change("emit-marker", "Emit a marker line", plan=plan_marker, skip_if=_no_marker_pod)
+@change("emit-marker", "Emit a marker line", plan=plan_marker, skip_if=_no_marker_pod, undo=JOURNAL)
 def emit_marker(ctx: Context, request_id: str | None = None) -> Result:
     """Run the short-lived pod that prints the marker line; ``ctx.marker`` is what the next check
-    searches for."""
+    searches for. The pod is created through ``ctx.journal`` and deleted by that check: an undo finds
+    it gone, or deletes one left behind (a run stopped before the search)."""
     s = ctx.settings
     rid = request_id or new_request_id()
     pod = marker_pod(ctx, rid)
-    ctx.kube.apply([pod], namespace=s.namespace)
+    ctx.journal.apply(ctx.kube, [pod], namespace=s.namespace)
     m = Marker(request_id=rid, pod=pod["metadata"]["name"], namespace=s.namespace,
                emitted_at=_dt.datetime.now(_dt.UTC), line=marker_line(rid))
     ctx.marker = m

@@ -1,12 +1,19 @@
 """The deployment to the target's cluster: the namespace and Secrets the pod needs (preflight), the
 server-side dry run (plan), and the server-side apply followed by the rollout (apply). A re-run is
 idempotent: server-side apply updates what is there.
+
+Undo (``opsbook undo RUN_ID``): the apply goes through ``ctx.journal``, object by object, so the record
+keeps each manifest's object before and after: the undo deletes the Deployment, Service and Ingress
+the apply created and puts back (as they were) those it changed. They are journalled before the
+rollout wait, so a rollout that fails (a bad image, a pod that never gets ready) still leaves them in
+the failed step's record. The Secrets the pod reads are the operator's: never touched, nor undone.
 """
 
 from __future__ import annotations
 
 from opsbook.errors import ClientError, NotFound
 from opsbook.ops.base import Check, Result, change
+from opsbook.ops.journal import JOURNAL
 from opsbook.ops.mlflow_tracking_server.context import APP, Context
 from opsbook.ops.mlflow_tracking_server.manifests import render_manifests, required_secrets
 
@@ -77,14 +84,17 @@ def no_cluster_to_deploy(ctx: Context) -> str | None:
         "; the embedded server stands in" if ctx.embedded else f"; verifying {ctx.configured_uri} as it is")
 
 
-@change("deploy", "Deploy to the cluster", plan=plan_deploy, skip_if=no_cluster_to_deploy)
+@change("deploy", "Deploy to the cluster", plan=plan_deploy, skip_if=no_cluster_to_deploy, undo=JOURNAL)
 def deploy(ctx: Context) -> Result:
-    """Apply the manifests (server-side apply) and wait until the Deployment has rolled out."""
+    """Apply the manifests (server-side apply) and wait until the Deployment has rolled out. Each
+    object is journalled (the undo deletes what this created, puts back what it changed)."""
     s = ctx.settings
     kube = ctx.kube
     ms = render_manifests(ctx)
-    created_ns = kube.ensure_namespace(name=s.namespace)
-    applied = kube.apply(ms, namespace=s.namespace)
+    # the preflight requires the namespace (it holds the Secrets): this only creates it if it went
+    # missing since, and then the undo deletes it again (last, and only if it holds nothing else)
+    created_ns = ctx.journal.namespace(kube, s.namespace)
+    applied = ctx.journal.apply(kube, ms, namespace=s.namespace)
     rollout = kube.wait_rollout(namespace=s.namespace, name=APP, timeout=s.timeout)
     rows = [{"kind": o.get("kind"), "name": (o.get("metadata") or {}).get("name"),
              "resourceVersion": (o.get("metadata") or {}).get("resourceVersion")} for o in applied]

@@ -2,6 +2,12 @@
 deployment, with a SQLite database and an artifact folder under its state folder. It is started in
 apply mode, or reused when one already answers on ``local_port``, and keeps running after the run
 (so that the UI stays available and the next run reuses it).
+
+Undo: starting it is declared irreversible (``opsbook undo`` lists it and says how to stop it). It
+is a process on the operator's machine, not a change to the target, and it is meant to outlive the
+run; an undo runs later from the record, possibly elsewhere, where a recorded pid may by then be
+another process, so stopping it is left to the explicit ``opsbook mlflow stop``. A reused server
+is not a change: nothing is recorded for it.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from opsbook.ops.base import Check, Result, change, step
+from opsbook.ops.journal import irreversible
 from opsbook.ops.mlflow_tracking_server.context import Context
 
 
@@ -70,7 +77,14 @@ def plan_embedded(ctx: Context) -> Result:
                   f"{local.artifacts_dir})", outcome="planned")
 
 
-@change("start-embedded", "Start the embedded server", plan=plan_embedded, skip_if=not_embedded)
+#: why starting the embedded server is not undone (see the module docstring)
+NOT_UNDONE = ("a local process on this machine, not a change to the target, and kept running on purpose (its UI, "
+              "the next run reuses it): stop it with `opsbook mlflow stop` (add --state-dir/--port if not the "
+              "defaults); its SQLite database and artifact folder stay")
+
+
+@change("start-embedded", "Start the embedded server", plan=plan_embedded, skip_if=not_embedded,
+        undo=irreversible(NOT_UNDONE))
 def start_embedded(ctx: Context) -> Result:
     """Start the embedded server (or reuse the one answering on the port)."""
     status = ctx.local.ensure(timeout=ctx.settings.timeout)
