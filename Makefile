@@ -47,6 +47,7 @@ bench: setup
 	$(PY) benchmarks/bench_site.py
 	$(PY) benchmarks/bench_canary.py --reps 1000
 	$(PY) benchmarks/bench_kubeapi.py
+	$(PY) benchmarks/bench_journal.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info lib/*.egg-info

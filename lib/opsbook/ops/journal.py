@@ -279,8 +279,16 @@ class Journal:
             meta = m.get("metadata") or {}
             info = kube.resource(kind=m["kind"], api_version=m.get("apiVersion"))
             ns = (meta.get("namespace") or namespace) if info.namespaced else None
-            with self.object(kube, kind=m["kind"], name=meta["name"], namespace=ns, api_version=m.get("apiVersion")):
-                out.extend(kube.apply([m], namespace=namespace, **kw))
+            where = {"kind": m["kind"], "name": meta["name"], "namespace": ns, "api_version": m.get("apiVersion")}
+            before = _read(kube, **where)
+            try:
+                applied = kube.apply([m], namespace=namespace, **kw)
+            except BaseException:
+                self._object(m["kind"], meta["name"], ns, m.get("apiVersion"), before, _read(kube, **where))
+                raise
+            # the server's answer is the object as it now is: no second read
+            self._object(m["kind"], meta["name"], ns, m.get("apiVersion"), before, applied[0] if applied else None)
+            out.extend(applied)
         return out
 
     def create(self, kube: Any, manifest: Mapping[str, Any], *, namespace: str | None = None) -> dict[str, Any]:
