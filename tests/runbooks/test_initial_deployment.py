@@ -165,7 +165,15 @@ def test_a_failed_install_and_a_regretted_one_are_undone_from_their_records(opsb
     apply deletes the Secret and nothing else. (2) A clean apply, regretted: its undo uninstalls the
     release and deletes the Secret, newest first. Each time the namespace is compared with its state
     before the apply, object by object; a second undo of the same apply is refused."""
-    from .undo import assert_second_undo_refused, assert_undone, differences, helm_state, snapshot, undo, undo_cli
+    from .undo import (
+        assert_second_undo_refused,
+        assert_undone,
+        differences,
+        helm_state,
+        snapshot,
+        undo,
+        undo_cli,
+    )
 
     chart_repo.add_chart(CHART)
     kube.kubectl("create", "configmap", "already-there", "--from-literal=k=v")  # no undo touches it

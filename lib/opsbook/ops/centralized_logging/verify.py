@@ -7,11 +7,10 @@ from __future__ import annotations
 import datetime as _dt
 import secrets as _random
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from opsbook.errors import ClientError, NotFound
+from opsbook.errors import ClientError
 from opsbook.ops.base import Result, change, check, step
 from opsbook.ops.centralized_logging.context import APP, MARKER_IMAGE, MARKER_LABEL, Context, reason
 from opsbook.ops.journal import JOURNAL
