@@ -44,6 +44,9 @@ mkdir -p .opsbook
 "$OPSBOOK" evidence INC-DEMO --out .opsbook/INC-DEMO-evidence.tar.gz
 "$OPSBOOK" evidence --verify .opsbook/INC-DEMO-evidence.tar.gz
 
+say "10. undo: the applies on target local, and which can be taken back (opsbook undo RUN_ID)"
+"$OPSBOOK" run undo
+
 say "Run history"
 "$OPSBOOK" history --limit 10
 say "Archive verification (keep the chain head somewhere the runner cannot rewrite)"
