@@ -189,6 +189,7 @@ def test_accounts_disabled_and_restored_round_trip(cluster, tmp_path):
     assert base64.b64encode(b"leaked-token-value") not in evidence.saved[incident.ACCOUNTS_EVIDENCE]
 
     assert incident.disable_accounts(inc).outcome == "ok"  # idempotent: nothing left to disable
+    disabled = _rbac_state(k, ns, crb)
 
     # recovery in another run: only the copy saved in the containment run's record is known
     from opsbook.records.disk import Archive
@@ -208,6 +209,26 @@ def test_accounts_disabled_and_restored_round_trip(cluster, tmp_path):
     assert _rbac_state(k, ns, crb) == before
     assert incident.reenable_accounts(inc2).outcome == "ok"  # idempotent
     assert _rbac_state(k, ns, crb) == before
+
+    # what `opsbook undo` does with their journals: the re-enable taken back (containment's own code),
+    # then the disable (restore_item), each entry checked as the apply left it first
+    from types import SimpleNamespace
+
+    from opsbook.ops.security_incident_response.recover import ACCOUNTS
+
+    undo_ctx = SimpleNamespace(kube=k)  # all the undo needs
+    for journal, back_to in ((inc2.journal, disabled), (inc.journal, before)):
+        assert len(journal.entries) == 4
+        if journal is inc.journal:  # a binding changed since the apply: refused, with the difference
+            k.patch(kind="RoleBinding", name="shared", namespace=ns, patch={"metadata": {"labels": {"x": "y"}}})
+            st = ACCOUNTS.status(undo_ctx, next(e for e in journal.entries if e["name"] == "shared"))
+            assert st.state == "drifted" and 'metadata.labels: (absent) -> {"x": "y"}' in st.detail, st
+            k.patch(kind="RoleBinding", name="shared", namespace=ns, patch={"metadata": {"labels": None}})
+        assert [ACCOUNTS.status(undo_ctx, e).state for e in journal.entries] == ["as-left"] * 4
+        for e in reversed(journal.entries):
+            ACCOUNTS.reverse(undo_ctx, e)
+        assert [ACCOUNTS.back_as_before(undo_ctx, e).state for e in journal.entries] == ["restored"] * 4
+        assert _rbac_state(k, ns, crb) == back_to
 
 
 @pytest.mark.kube
@@ -539,3 +560,96 @@ def test_contain_then_recover_through_the_cli_with_approvals_and_a_verified_bund
         if f.is_file():
             data = f.read_bytes() if f != bundle else __import__("gzip").decompress(f.read_bytes())
             assert not any(x in data for x in leaked), f
+
+
+@pytest.mark.kube
+def test_an_apply_that_stops_at_the_database_restore_is_undone_from_its_record(cluster, kube, opsbook_run, tmp_path,
+                                                                                 declared_rbac):
+    """As the runbook's own ServiceAccount (the set-up and the checks are the admin's): an approved apply of
+    evidence, containment and eradication quarantines the pods, disables web-sa, scales ``web`` to zero,
+    rolls ``ml`` back to its known-good revision and sets ``web``'s known-good digest, then stops at the
+    database restore: nothing listens at db_host:db_port (the plan lists the dump's tables, and rows it
+    cannot count; only the restore needs the server). Its record keeps what each change did (the
+    bindings and token Secret as the saved copies, never the token; the restore as irreversible, with
+    why), the CLI names the undo command, and the approved undo puts everything back, newest first:
+    ``web``'s two changes as one, the release rolled back to the revision before, the accounts
+    re-enabled through ``restore_item``, the policy deleted. The namespace, the ClusterRoleBinding and
+    the release are compared with their state before the apply, object by object; a second undo of
+    the same apply is refused."""
+    import socket
+
+    from opsbook.ops.journal import TOKEN_TYPE
+
+    from .undo import assert_second_undo_refused, assert_undone, differences, helm_state, snapshot, undo
+
+    k, ns, crb = cluster
+    helm = Helm(kubeconfig=kube.kubeconfig, kube_context=kube.context, namespace=ns)
+    values = tmp_path / "values.yaml"
+    values.write_text(values_for(kube, "services:\n  critic:\n    enabled: false\n"))
+    k.apply([{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ml-platform-db"},
+              "stringData": {"username": "u", "password": "p4ssw0rd-test"}}], namespace=ns)
+    helm.install("ml", str(CHART), values_files=[values], namespace=ns, wait=False)
+    helm.upgrade("ml", str(CHART), values_files=[values], namespace=ns, set_values={"services.proposer.replicas": 1},
+                 wait=False)
+    dump = tmp_path / "app.sql"
+    dump.write_text("CREATE TABLE public.runs (id integer);\nCOPY public.runs (id) FROM stdin;\n1\n\\.\n")
+    with socket.socket() as sock:  # a port nothing listens on once closed: the database server is down
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    good = "ghcr.io/ml/web@sha256:" + "cd" * 32
+    given = {"incident_id": "INC-UNDO", "namespace": ns, "selector": "app=web", "compromised_accounts": f"[{ns}/web-sa]",
+             "phases": "[evidence, containment, eradication]", "scale_down": "true", "release": "ml",
+             "rollback_revision": "1", "known_good_image": f"web/server={good}", "backup_file": str(dump),
+             "db_host": "127.0.0.1", "db_port": str(port), "db_name": "app", "timeout": "60"}
+    grant = declared_rbac(RUNBOOK, {"incident_id": "INC-UNDO", "namespace": ns})
+    env = {"OPSBOOK_TARGETS": str(grant.targets(tmp_path / "targets.yaml", kube)), "OPSBOOK_OPERATOR": "alice"}
+    args = ["--target", "kt", *[x for key, v in given.items() for x in ("-p", key, v)]]
+
+    plan = opsbook_run(RUNBOOK, *args, env=env)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    pm = manifests_of(opsbook_run.outputs, RUNBOOK)[-1]
+    assert_not_forbidden(pm)
+    cluster_names = [f"ClusterRoleBinding/{crb}"]
+    before, release_before = snapshot(kube, [ns], cluster_names=cluster_names), helm_state(kube, "ml", ns)
+    apply = opsbook_run(RUNBOOK, *args, "--mode", "apply", "--approve", pm["run_id"], env=env)
+    am = [m for m in manifests_of(opsbook_run.outputs, RUNBOOK) if m["mode"] == "apply"][-1]
+    assert apply.returncode == 1 and am["status"] == "failed", apply.stdout + apply.stderr
+    assert_not_forbidden(am)
+    steps = {s["id"]: s for s in am["steps"]}
+    assert {i: steps[i]["outcome"] for i in ("quarantine", "disable-accounts", "scale-down", "rollback",
+                                             "redeploy-image", "restore-database")} == {
+        "quarantine": "changed", "disable-accounts": "changed", "scale-down": "changed", "rollback": "changed",
+        "redeploy-image": "changed", "restore-database": "failed"}, problems(am)
+    accounts = steps["disable-accounts"]["undo"]
+    assert accounts["by"] == "opsbook.ops.security_incident_response.recover:accounts"
+    assert sorted((e["kind"], e["name"], e["action"]) for e in accounts["entries"]) == [
+        ("ClusterRoleBinding", crb, "delete"), ("RoleBinding", "shared", "remove_subjects"),
+        ("RoleBinding", "web-only", "delete"), ("Secret", "web-sa-token", "delete")]
+    shared = next(e for e in accounts["entries"] if e["name"] == "shared")
+    assert [x["name"] for x in shared["after"]["subjects"]] == ["other", "alice"] and shared["resourceVersion"]
+    assert steps["rollback"]["undo"]["entries"] == [
+        {"type": "helm", "release": "ml", "namespace": ns, "before": 2, "after": 3}]
+    (scaled,) = steps["scale-down"]["undo"]["entries"]
+    assert (scaled["before"]["spec"]["replicas"], scaled["after"]["spec"]["replicas"]) == (2, 0)
+    assert {e["kind"] for e in steps["quarantine"]["undo"]["entries"]} == {"Pod", "NetworkPolicy"}
+    assert "keeps no copy of the rows it replaced" in steps["restore-database"]["undo"]["none"]  # declared so
+    assert base64.b64encode(b"leaked-token-value").decode() not in json.dumps(am)
+    out = apply.stdout + apply.stderr  # what it changed, and the exact command that takes it back
+    assert f"disable-accounts: RoleBinding/{ns}/web-only disabled" in out and "restore-database: " in out
+    assert f"opsbook undo {am['run_id']}" in out
+
+    undo_plan, undo_apply = undo(opsbook_run, am["run_id"], env, cwd=tmp_path)
+    rows = next(s for s in undo_plan["steps"] if s["id"] == "reverse")["rows"]
+    (web,) = [r for r in rows if r["what"] == f"Deployment/{ns}/web"]
+    assert (web["step"], web["now"]) == ("scale-down+redeploy-image", "as-left")  # web's two changes as one
+    assert {r["what"]: r["now"] for r in rows if not r["what"].startswith(("Pod/", "Deployment/"))} == {
+        f"Secret/{ns}/web-sa-token": "as-left", f"RoleBinding/{ns}/web-only": "as-left",
+        f"RoleBinding/{ns}/shared": "as-left", f"ClusterRoleBinding/{crb}": "as-left",
+        f"helm release {ns}/ml": "as-left", f"NetworkPolicy/{ns}/opsbook-quarantine-inc-undo": "as-left",
+        "step restore-database": "cannot"}
+    assert_undone(undo_apply, am["run_id"])
+    assert differences(before, snapshot(kube, [ns], cluster_names=cluster_names)) == []
+    assert helm_state(kube, "ml", ns) == release_before
+    assert k.get(kind="Secret", name="web-sa-token", namespace=ns)["type"] == TOKEN_TYPE  # re-created, empty
+    assert not k.pod_objects(namespace=ns, selector=incident.QUARANTINE_LABEL)
+    assert_second_undo_refused(opsbook_run, am["run_id"], env, undo_apply["run_id"], cwd=tmp_path)

@@ -316,8 +316,10 @@ def changes_made(manifest: Mapping[str, Any]) -> list[str]:
                            f"{'v' + str(e['before']) if e.get('before') else '(unset)'} -> v{e.get('after')}")
             elif t == "none":
                 out.append(f"{sid}: {e.get('what')} (cannot be undone: {e.get('why')})")
-            else:
-                out.append(f"{sid}: {e.get('kind') or t} {e.get('name') or ''}".rstrip())
+            else:  # a runbook's own undoer: what it names (incident response: ``op`` disabled/reenabled)
+                ns = e.get("namespace")
+                what = f"{e.get('kind') or t}/{ns + '/' if ns else ''}{e.get('name') or ''}".rstrip("/")
+                out.append(f"{sid}: {what} {e.get('op') or 'changed'}")
     return out
 
 

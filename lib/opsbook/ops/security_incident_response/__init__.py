@@ -32,6 +32,10 @@ v1.24) issues again after containment deleted it, and says how to stop it. Each 
 nothing to do here, is recorded as skipped with the reason.
 Every change has a ``plan_*`` function that shows what it would do (a server-side dry run where a
 cluster is reachable), and every change is idempotent: applied twice, the second run changes nothing.
+Every change also declares its undo (``opsbook undo RUN_ID``): labels, the quarantine policy,
+replicas, images and the helm rollback through ``ctx.journal``; the accounts through
+``recover.ACCOUNTS``, whose undo of a disable is recovery's own ``restore_item``; a database restore
+is declared irreversible, with why.
 
 Token Secrets of a compromised ServiceAccount are **not** copied with their data: the record keeps
 their metadata and the sha256 of each data key. Re-enabling re-creates them empty, and Kubernetes'

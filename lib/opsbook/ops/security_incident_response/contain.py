@@ -1,7 +1,12 @@
 """Phase 3, containment: the affected pods quarantined (a label and a deny-all NetworkPolicy; they
 keep running, for forensics), the compromised accounts disabled, and optionally the workload scaled
 to zero. Everything removed is saved into the record first: recovery restores from those copies.
-Each change is idempotent: applied twice, the second run changes nothing."""
+Each change is idempotent: applied twice, the second run changes nothing.
+
+What each change did is also kept for ``opsbook undo``: the labels, the policy and the replicas
+through ``ctx.journal`` (:data:`~opsbook.ops.journal.JOURNAL`), the accounts as the saved copies
+themselves (:data:`~opsbook.ops.security_incident_response.recover.ACCOUNTS`: the undo puts them back
+with recovery's own ``restore_item``)."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import Any
 
 from opsbook.errors import NotFound
 from opsbook.ops.base import Result, change, check
+from opsbook.ops.journal import JOURNAL
 from opsbook.ops.security_incident_response import objects, tokens
 from opsbook.ops.security_incident_response.context import (
     ACCOUNTS_EVIDENCE,
@@ -20,6 +26,8 @@ from opsbook.ops.security_incident_response.context import (
     first,
     unless,
 )
+from opsbook.ops.security_incident_response.objects import item_rows
+from opsbook.ops.security_incident_response.recover import ACCOUNTS, disabled_entry
 
 _NOT_ISOLATING = unless("isolate", why="isolate is false: the pods are not quarantined")
 _NO_ACCOUNTS = unless("disable_accounts", "compromised_accounts",
@@ -63,7 +71,7 @@ def plan_isolate(ctx: Context) -> Result:
 
 
 @change("quarantine", "Quarantine the affected pods", plan=plan_isolate, phase="containment",
-        skip_if=first(_NOT_ISOLATING, apply_needs_cluster))
+        skip_if=first(_NOT_ISOLATING, apply_needs_cluster), undo=JOURNAL)
 def isolate(ctx: Context) -> Result:
     """Label the affected pods and apply the deny-all policy (both idempotent). Pods keep running."""
     s = ctx.settings
@@ -73,7 +81,8 @@ def isolate(ctx: Context) -> Result:
         if (p["metadata"].get("labels") or {}).get(QUARANTINE_LABEL) == ctx.quarantine_value:
             rows.append({"object": f"Pod/{name}", "action": "already labelled"})
             continue
-        objects.patch_labels(ctx, name, {QUARANTINE_LABEL: ctx.quarantine_value})
+        with ctx.journal.object(ctx.kube, kind="Pod", name=name, namespace=s.namespace, api_version="v1"):
+            objects.patch_labels(ctx, name, {QUARANTINE_LABEL: ctx.quarantine_value})
         changed += 1
         rows.append({"object": f"Pod/{name}", "action": f"labelled {QUARANTINE_LABEL}={ctx.quarantine_value}"})
     try:
@@ -81,7 +90,7 @@ def isolate(ctx: Context) -> Result:
     except NotFound:
         before = None
     policy = quarantine_policy(ctx)
-    after = ctx.kube.apply([policy], namespace=s.namespace)[0]
+    after = ctx.journal.apply(ctx.kube, [policy], namespace=s.namespace)[0]  # the undo deletes it
     same = before is not None and before.get("spec") == after.get("spec")
     changed += 0 if same else 1
     rows.append({"object": f"NetworkPolicy/{ctx.policy_name}", "action": "unchanged" if same else "applied"})
@@ -137,19 +146,6 @@ def _disable_plan(ctx: Context) -> list[dict[str, Any]]:
     return items
 
 
-def item_rows(items: list[dict[str, Any]], verb: str = "") -> list[dict[str, Any]]:
-    """The table of a disable (or, with ``verb`` "undo: ", of its restore)."""
-    rows = []
-    for it in items:
-        role = (it["object"].get("roleRef") or {}).get("name", "")
-        what = ("delete the binding (only compromised subjects)" if it["action"] == "delete" and it["kind"] != "Secret"
-                else "delete the token Secret" if it["kind"] == "Secret"
-                else "remove " + ", ".join(f"{x.get('kind')}:{x.get('name')}" for x in it["removed_subjects"]))
-        rows.append({"object": f"{it['kind']}/{it['namespace'] + '/' if it['namespace'] else ''}{it['name']}",
-                     "role": role, "action": (verb + what) if verb else what})
-    return rows
-
-
 def plan_disable_accounts(ctx: Context) -> Result:
     if not ctx.has_cluster:
         return Result(summary=f"would disable {len(ctx.settings.compromised_accounts)} account(s): remove them from "
@@ -164,7 +160,7 @@ def plan_disable_accounts(ctx: Context) -> Result:
 
 
 @change("disable-accounts", "Disable the compromised accounts", plan=plan_disable_accounts, phase="containment",
-        skip_if=first(_NO_ACCOUNTS, apply_needs_cluster))
+        skip_if=first(_NO_ACCOUNTS, apply_needs_cluster), undo=ACCOUNTS)
 def disable_accounts(ctx: Context, *, reissue_wait: float = tokens.REISSUE_WAIT, poll: float = 0.5) -> Result:
     """Remove the compromised subjects from their bindings (delete a binding left without subjects) and
     delete their token Secrets, saving a copy of each object as it was into the record first. Then,
@@ -179,14 +175,8 @@ def disable_accounts(ctx: Context, *, reissue_wait: float = tokens.REISSUE_WAIT,
                      "copy of every binding and token Secret removed to disable the compromised accounts")
     token_copies = [it["object"] for it in items if it["kind"] == "Secret"]
     watched = tokens.referenced(ctx, token_copies)
-    for it in items:
-        ns = it["namespace"] or None
-        if it["action"] == "delete":
-            ctx.kube.delete(kind=it["kind"], name=it["name"], namespace=ns)
-        else:
-            cur = ctx.kube.get(kind=it["kind"], name=it["name"], namespace=ns)
-            cur["subjects"] = [x for x in cur.get("subjects") or [] if x not in it["removed_subjects"]]
-            objects.put(ctx, cur)
+    for it in items:  # each one journalled as done: the undo restores it from its copy (restore_item)
+        ctx.journal.record(disabled_entry(it, objects.disable_item(ctx, it)))
     ctx.disabled.extend(items)
     rows = item_rows(items)
     details: dict[str, Any] = {"copy": saved["name"], "sha256": saved["sha256"]}
@@ -216,7 +206,7 @@ def plan_scale_down(ctx: Context) -> Result:
 
 
 @change("scale-down", "Scale the workload down", plan=plan_scale_down, phase="containment",
-        skip_if=first(_NOT_SCALING, apply_needs_cluster))
+        skip_if=first(_NOT_SCALING, apply_needs_cluster), undo=JOURNAL)
 def scale_down(ctx: Context) -> Result:
     """Scale the Deployments owning the affected pods to zero, saving their replica counts."""
     deps = {d: r for d, r in objects.owning_deployments(ctx).items() if r > 0}
@@ -225,7 +215,9 @@ def scale_down(ctx: Context) -> Result:
     ctx.save(SCALE_EVIDENCE, {"namespace": ctx.settings.namespace, "replicas": deps},
              "replica counts before the scale-down, for recovery")
     for d in deps:
-        objects.scale(ctx, d, 0)
+        with ctx.journal.object(ctx.kube, kind="Deployment", name=d, namespace=ctx.settings.namespace,
+                                api_version="apps/v1"):
+            objects.scale(ctx, d, 0)
     ctx.scaled = deps
     return Result(summary=f"{len(deps)} Deployment(s) scaled to 0", outcome="changed",
                   rows=[{"deployment": d, "replicas before": r} for d, r in deps.items()])

@@ -1,6 +1,10 @@
 """Phase 4, eradication: back to a known-good state, each way confirmed by a check: the helm release
 rolled back to a named revision, a known-good image digest redeployed, a PostgreSQL database
-restored from a dump with its row counts before and after kept as evidence."""
+restored from a dump with its row counts before and after kept as evidence.
+
+``opsbook undo`` rolls the release back to the revision before the apply's rollback and puts the
+Deployment back as it was before the image was set (both through ``ctx.journal``); it does not
+take back a database restore (declared irreversible, with why)."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Any
 
 from opsbook.errors import ClientError, Invalid
 from opsbook.ops.base import Result, change, check
+from opsbook.ops.journal import JOURNAL, irreversible
 from opsbook.ops.security_incident_response import objects
 from opsbook.ops.security_incident_response.context import (
     Context,
@@ -55,13 +60,14 @@ def plan_rollback(ctx: Context) -> Result:
 
 
 @change("rollback", "Roll back the release", plan=plan_rollback, phase="eradication",
-        skip_if=first(_NO_ROLLBACK, apply_needs_cluster))
+        skip_if=first(_NO_ROLLBACK, apply_needs_cluster), undo=JOURNAL)
 def rollback(ctx: Context) -> Result:
     """``helm rollback RELEASE REVISION`` (idempotent: not repeated when that revision's manifest is live)."""
     s = ctx.settings
     if _revision_manifest(ctx, None) == _revision_manifest(ctx, s.rollback_revision):
         return Result(summary=f"{s.release} already runs the manifest of revision {s.rollback_revision}", outcome="ok")
-    ctx.helm.rollback(s.release, s.rollback_revision, namespace=s.namespace, wait=True, timeout=s.timeout)
+    with ctx.journal.helm(ctx.helm, s.release, namespace=s.namespace):  # the undo rolls back to the revision before
+        ctx.helm.rollback(s.release, s.rollback_revision, namespace=s.namespace, wait=True, timeout=s.timeout)
     hist = ctx.helm.history(s.release, namespace=s.namespace)
     last = hist[-1] if hist else {}
     return Result(summary=f"{s.release} rolled back to revision {s.rollback_revision} (now revision "
@@ -110,7 +116,7 @@ def plan_redeploy_image(ctx: Context) -> Result:
 
 
 @change("redeploy-image", "Redeploy the known-good image", plan=plan_redeploy_image, phase="eradication",
-        skip_if=first(_NO_IMAGE, apply_needs_cluster))
+        skip_if=first(_NO_IMAGE, apply_needs_cluster), undo=JOURNAL)
 def redeploy_image(ctx: Context) -> Result:
     """Set the Deployment's containers to the known-good digest (idempotent)."""
     s = ctx.settings
@@ -125,7 +131,8 @@ def redeploy_image(ctx: Context) -> Result:
         return Result(summary=f"{dep} already runs {image}", outcome="ok")
     obj.setdefault("kind", "Deployment")
     obj.setdefault("apiVersion", "apps/v1")
-    objects.put(ctx, obj)
+    with ctx.journal.object(ctx.kube, kind="Deployment", name=dep, namespace=s.namespace, api_version="apps/v1"):
+        objects.put(ctx, obj)
     return Result(summary=f"{dep}: {len(changed)} container(s) set to {image}", outcome="changed", rows=changed)
 
 
@@ -162,7 +169,10 @@ def plan_restore_database(ctx: Context) -> Result:
 
 
 @change("restore-database", "Restore the database", plan=plan_restore_database, phase="eradication",
-        skip_if=_NO_RESTORE)
+        skip_if=_NO_RESTORE, undo=irreversible(
+            "the restore replaced the tables of the dump with the dump's rows, and this runbook keeps no copy of "
+            "the rows it replaced (only their counts, in the evidence): to go back, restore a dump taken before "
+            "it (pg_dump), e.g. with this runbook's eradication phase and that dump as backup_file"))
 def restore_database(ctx: Context) -> Result:
     """Restore the database from the dump (``pg_restore`` or ``psql``), counting rows before and after."""
     s, backup = ctx.settings, ctx.backup_file

@@ -101,6 +101,23 @@ def owning_deployments(ctx: Context) -> dict[str, int]:
     return out
 
 
+def item_rows(items: list[dict[str, Any]], verb: str = "") -> list[dict[str, Any]]:
+    """The table of a disable (or, with ``verb`` "undo: ", of its restore)."""
+    rows = []
+    for it in items:
+        role = (it["object"].get("roleRef") or {}).get("name", "")
+        what = ("delete the binding (only compromised subjects)" if it["action"] == "delete" and it["kind"] != "Secret"
+                else "delete the token Secret" if it["kind"] == "Secret"
+                else "remove " + ", ".join(f"{x.get('kind')}:{x.get('name')}" for x in it["removed_subjects"]))
+        rows.append({"object": ref(it), "role": role, "action": (verb + what) if verb else what})
+    return rows
+
+
+def ref(item: Mapping[str, Any]) -> str:
+    """``Kind/namespace/name`` of a saved item (or an undo entry made of one)."""
+    return f"{item['kind']}/{item['namespace'] + '/' if item['namespace'] else ''}{item['name']}"
+
+
 # ------------------------------------------------------------------------------------------- writes
 
 
@@ -115,6 +132,28 @@ def create(ctx: Context, obj: dict[str, Any]) -> dict[str, Any]:
     info = ctx.kube.resource(kind=obj["kind"], api_version=obj.get("apiVersion"))
     ns = obj["metadata"].get("namespace") if info.namespaced else None
     return ctx.kube.request("POST", info.path(namespace=ns), body=obj)
+
+
+def read(ctx: Context, item: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The object a saved item names as it is now (None: absent, or being deleted)."""
+    try:
+        obj = dict(ctx.kube.get(kind=item["kind"], name=item["name"], namespace=item["namespace"] or None))
+    except NotFound:
+        return None
+    return None if (obj.get("metadata") or {}).get("deletionTimestamp") else obj
+
+
+def disable_item(ctx: Context, item: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Take one saved item away, as disabling the accounts does: the object deleted (action
+    ``delete``) or the compromised subjects removed from the binding. Returns the binding as left
+    (None: deleted)."""
+    ns = item["namespace"] or None
+    if item["action"] == "delete":
+        ctx.kube.delete(kind=item["kind"], name=item["name"], namespace=ns)
+        return None
+    cur = ctx.kube.get(kind=item["kind"], name=item["name"], namespace=ns)
+    cur["subjects"] = [x for x in cur.get("subjects") or [] if x not in item["removed_subjects"]]
+    return put(ctx, cur)
 
 
 def patch_labels(ctx: Context, pod: str, labels: Mapping[str, str | None]) -> dict[str, Any]:
