@@ -164,7 +164,13 @@ def test_a_failed_install_and_a_regretted_one_are_undone_from_their_records(opsb
     Secret differs from what the apply left (the difference named), then plans, and its approved
     apply deletes the Secret and nothing else. (2) A clean apply, regretted: its undo uninstalls the
     release and deletes the Secret, newest first. Each time the namespace is compared with its state
-    before the apply, object by object; a second undo of the same apply is refused."""
+    before the apply, object by object; a second undo of the same apply is refused, an undo that
+    stopped (its credentials may not delete Secrets) is not."""
+    import dataclasses
+
+    from opsbook.catalog import RbacSpec
+
+    from .rbac import granted, runbook
     from .undo import (
         assert_second_undo_refused,
         assert_undone,
@@ -216,7 +222,23 @@ def test_a_failed_install_and_a_regretted_one_are_undone_from_their_records(opsb
     assert check["outcome"] == "failed" and secret_ref in check["summary"]
     assert 'metadata.labels.touched: (absent) -> "by-hand"' in check["summary"]
     kube.kubectl("label", "secret", "ml-platform-db", "touched-")  # back as the apply left it
-    undo_plan, undo_apply = undo(opsbook_run, am["run_id"], env, cwd=tmp_path)
+    # an undo that stops (its credentials may not delete Secrets): it says so, and a new undo finishes it
+    rb = runbook(RUNBOOK)
+    assert rb.rbac is not None
+    no_delete = dataclasses.replace(rb, rbac=RbacSpec(cluster_rules=rb.rbac.cluster_rules, rules=tuple(
+        dataclasses.replace(r, verbs=tuple(v for v in r.verbs if v != "delete")) if r.resources == ("secrets",)
+        else r for r in rb.rbac.rules)))
+    (tmp_path / "weak").mkdir()
+    with granted(kube, no_delete, {k: v for k, v in given.items() if k != "db_password"}, tmp_path / "weak") as g:
+        weak = {**env, "OPSBOOK_TARGETS": str(g.targets(tmp_path / "weak" / "targets.yaml", kube, name="kubetest",
+                                                         requires_approval=False))}
+        _, stopped = undo(opsbook_run, am["run_id"], weak, cwd=tmp_path)
+    kube.kubectl("delete", "serviceaccount", g.user.rsplit(":", 1)[1])  # the grant's RBAC is revoked, not its SA
+    assert stopped["status"] == "failed" and "forbidden" in next(
+        s for s in stopped["steps"] if s["id"] == "reverse")["summary"]
+    said = stopped["_proc"].stdout
+    assert "This undo stopped before everything was taken back" in said and f"opsbook undo {am['run_id']}" in said
+    undo_plan, undo_apply = undo(opsbook_run, am["run_id"], env, cwd=tmp_path)  # a failed undo does not count
     rows = next(s for s in undo_plan["steps"] if s["id"] == "reverse")["rows"]
     assert [(r["what"], r["now"]) for r in rows] == [(secret_ref, "as-left")]
     assert_undone(undo_apply, am["run_id"])

@@ -250,23 +250,36 @@ def _cmd_undo(args: argparse.Namespace) -> int:
     return _cmd_run(run_args)
 
 
+def _archive_flags(args: argparse.Namespace) -> str:
+    """``--outputs``/``--notebooks`` as given, so that a printed command acts on the same archive."""
+    out = ""
+    if getattr(args, "outputs", None):
+        out += f" --outputs {shlex.quote(args.outputs)}"
+    if getattr(args, "notebooks", None):
+        out += f" --notebooks {shlex.quote(args.notebooks)}"
+    return out
+
+
 def _say_how_to_undo(outcome: Any, args: argparse.Namespace, out: Any) -> None:
     """After an apply that did not succeed: what it changed, and the exact command that takes it back."""
     from opsbook.records.record import UNDO_RUNBOOK, changes_made
     from opsbook.text import safe_text
 
     m = outcome.manifest or {}
-    if m.get("mode") != "apply" or outcome.status == "succeeded" or m.get("runbook_id") == UNDO_RUNBOOK:
+    if m.get("mode") != "apply" or outcome.status == "succeeded":
+        return
+    if m.get("runbook_id") == UNDO_RUNBOOK:  # an undo that stopped: a new one takes back what is left
+        undoes = str(m.get("undoes") or "")
+        if undoes:
+            out.print(f"This undo stopped before everything was taken back (see its record). Fix the cause, then "
+                      f"plan a new undo: it takes back what is left.\n  opsbook undo {shlex.quote(undoes)}"
+                      + _archive_flags(args), highlight=False, markup=False, soft_wrap=True)
         return
     changes = changes_made(m)
     if not changes:
         out.print("This apply changed nothing that its record can undo.", highlight=False)
         return
-    cmd = f"opsbook undo {outcome.run_id}"
-    if getattr(args, "outputs", None):
-        cmd += f" --outputs {shlex.quote(args.outputs)}"
-    if getattr(args, "notebooks", None):
-        cmd += f" --notebooks {shlex.quote(args.notebooks)}"
+    cmd = f"opsbook undo {outcome.run_id}" + _archive_flags(args)
     out.print(f"This apply changed {len(changes)} thing(s) before it stopped:", highlight=False)
     for line in changes:
         out.print(f"  - {safe_text(line, oneline=True)}", highlight=False, markup=False, soft_wrap=True)

@@ -17,7 +17,7 @@ from typing import Any
 from opsbook.errors import ArchiveError, Forbidden, NotFound, OpsbookError
 from opsbook.ops import base
 from opsbook.ops.base import Check, Result, change, check, preflight, step
-from opsbook.ops.journal import Status, Undoer, undoer_named
+from opsbook.ops.journal import Status, Undoer, irreversible, undoer_named
 
 RUNBOOK_ID = "undo"
 #: kinds looked at before a namespace the apply created is deleted: anything of these that the apply
@@ -277,7 +277,8 @@ def plan_reverse(ctx: Context) -> Result:
                   details={"undoes": ctx.settings.undo_of})
 
 
-@change("reverse", "Take the changes back", plan=plan_reverse, skip_if=_no_apply_named)
+@change("reverse", "Take the changes back", plan=plan_reverse, skip_if=_no_apply_named,
+        undo=irreversible("an undo is not undone: to make the change again, run its runbook again (plan, approve, apply)"))
 def reverse(ctx: Context) -> Result:
     """Check everything again (refused, nothing touched, if anything changed since the apply), then
     reverse each change, newest first. Stops at the first one that fails, saying what was done."""
