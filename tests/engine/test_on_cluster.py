@@ -115,7 +115,7 @@ def test_job_rbac_and_logs_followed_to_success(oc, kube):
         notebook = json.loads((NOTEBOOKS / "initial-kubernetes-deployment.ipynb").read_text())
         assert role["rules"] == notebook["metadata"]["opsbook"]["rbac"]["rules"]
         assert [x["rules"] for x in items(kube, "clusterroles", run_id, cluster=True)] == [
-            [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "create"]}]]
+            [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "create", "delete"]}]]
         (crb,) = items(kube, "clusterrolebindings", run_id, cluster=True)
         assert crb["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": kube.namespace}]
         out, err = proc.communicate(timeout=60)

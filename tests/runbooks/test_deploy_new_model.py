@@ -363,3 +363,178 @@ def test_local_apply_with_a_registry_moves_the_alias_on_the_approved_evidence(re
         assert reg.by_alias(name, "production").version == v3
     finally:
         reg.set_alias(name, "production", v1)
+
+
+
+# --------------------------------------------------------------------------------------------- undo
+
+
+@pytest.mark.services
+def test_an_alias_move_is_journalled_and_its_undo_points_it_back(registry_model):
+    """The undo runbook's side of ``move-alias`` (``JOURNAL``, reaching the registry by the tracking URI
+    the entry records): the alias is pointed back at the version it was on before the apply."""
+    from types import SimpleNamespace
+
+    from opsbook.ops.journal import JOURNAL
+
+    reg, name, _, (v1, _, v3) = registry_model
+    undo_ctx = SimpleNamespace(registry_for=lambda uri: Registry(uri, timeout=60))
+    ctx = _ctx(reg, name, version=v3, mode="apply", move_alias=True)
+    try:
+        assert all(c.passed for c in rollout.check_registry(ctx))
+        ctx.serving = rollout.Serving(version=v1)
+        ctx.decision, ctx.decision_basis = "promote", {"decision": "promote"}
+        assert rollout.move_alias(ctx).outcome == "changed"
+        (entry,) = ctx.journal.entries
+        assert entry == {"type": "alias", "tracking_uri": reg.tracking_uri, "model": name, "alias": "production",
+                         "before": v1, "after": v3}
+        assert JOURNAL.status(undo_ctx, entry).state == "as-left"
+        assert JOURNAL.reverse(undo_ctx, entry) == f"pointed back at v{v1}"
+        assert reg.by_alias(name, "production").version == v1
+        assert JOURNAL.back_as_before(undo_ctx, entry).state == "restored"
+    finally:
+        reg.set_alias(name, "production", v1)
+
+
+def test_an_alias_the_apply_set_is_deleted_by_the_undo(registry_model):
+    """An alias that was not set before the apply (MLflow answers INVALID_PARAMETER_VALUE "... not
+    found", not RESOURCE_DOES_NOT_EXIST) is recorded as unset, and its undo deletes it."""
+    from types import SimpleNamespace
+
+    from opsbook.ops.journal import JOURNAL, Journal
+
+    reg, name, _, (_, _, v3) = registry_model
+    assert reg.by_alias(name, "undo-test") is None
+    undo_ctx = SimpleNamespace(registry_for=lambda uri: Registry(uri, timeout=60))
+    j = Journal()
+    j.alias(reg, model=name, alias="undo-test", version=v3)
+    (entry,) = j.entries
+    assert entry["before"] is None and entry["after"] == v3 and reg.by_alias(name, "undo-test").version == v3
+    assert JOURNAL.status(undo_ctx, entry).state == "as-left"
+    assert JOURNAL.reverse(undo_ctx, entry) == "alias deleted"
+    assert reg.by_alias(name, "undo-test") is None
+    assert JOURNAL.back_as_before(undo_ctx, entry).state == "restored"
+
+
+@pytest.mark.kube
+@pytest.mark.services
+def test_an_apply_stopped_at_the_alias_move_is_undone_from_its_record(kube, stable, registry_model, opsbook_run,
+                                                                       tmp_path, declared_rbac):
+    """As the runbook's ServiceAccount, with a registry: the approved apply deploys the canary of v3,
+    promotes it (the stable Deployment patched to v3 and rolled out, the canary deleted), then stops at
+    the alias move: ``production_alias`` is ``latest``, which MLflow reads as its newest version (v4
+    here, so the preflight passes on v3's legacy stage Production) but refuses to set (reserved). The
+    CLI names what the apply changed and the undo command; the undo puts the stable Deployment back on
+    v1 and finds the canary already gone. The namespace is compared with its state before the apply,
+    object by object, and so are the registry's aliases; a second undo is refused."""
+    from .undo import assert_second_undo_refused, assert_undone, differences, snapshot, undo
+
+    reg, name, _, (v1, _, v3) = registry_model
+    v4 = reg.register(reg.version(name, v1).source, name).version  # newer than the one deployed, nowhere
+    ns, stable_name = kube.namespace, "ml-ml-platform-proposer"
+    params = {"namespace": ns, "registered_model": name, "version": v3, "tracking_uri": reg.tracking_uri,
+              "production_alias": "latest", "move_alias": "true", "metrics_file": str(HEALTHY), "timeout": "60"}
+    grant = declared_rbac(RUNBOOK, params)
+    env = {"OPSBOOK_TARGETS": str(grant.targets(tmp_path / "targets.yaml", kube)), "OPSBOOK_OPERATOR": "fay"}
+    args = ["--target", "kt", *[x for k, v in params.items() for x in ("-p", k, v)]]
+
+    def aliases() -> dict[str, str]:
+        return {a: reg.by_alias(name, a).version for a in ("production", "latest")}
+
+    try:
+        plan = opsbook_run(RUNBOOK, *args, env=env)
+        assert plan.returncode == 0, plan.stdout + plan.stderr
+        (pm,) = manifests_of(opsbook_run.outputs, RUNBOOK)
+        assert _steps(pm)["move-alias"]["outcome"] == "planned"
+        before, aliases_before = snapshot(kube, [ns]), aliases()
+        assert aliases_before == {"production": v1, "latest": v4}
+
+        apply = opsbook_run(RUNBOOK, *args, "--mode", "apply", "--approve", pm["run_id"], env=env)
+        am = [m for m in manifests_of(opsbook_run.outputs, RUNBOOK) if m["mode"] == "apply"][-1]
+        assert apply.returncode == 1 and am["status"] == "failed", apply.stdout + apply.stderr
+        steps = _steps(am)
+        assert steps["deploy-canary"]["outcome"] == "changed" and steps["promote"]["outcome"] == "changed"
+        assert steps["move-alias"]["outcome"] == "failed" and "reserved" in steps["move-alias"]["summary"]
+        assert not (steps["move-alias"].get("undo") or {}).get("entries")  # refused: the alias did not move
+        assert "verify-instances" not in steps
+        canary, promoted = steps["deploy-canary"]["undo"], steps["promote"]["undo"]
+        assert canary["by"] == promoted["by"] == "opsbook.ops.journal:journal"
+        ((created,), (patched, deleted)) = canary["entries"], promoted["entries"]
+        assert (created["name"], created["before"]) == (f"{stable_name}-canary", None)
+        assert (deleted["name"], deleted["after"]) == (f"{stable_name}-canary", None)
+        assert patched["name"] == stable_name and rollout.model_of(patched["before"])[0] == "1"
+        assert rollout.model_of(patched["after"])[:2] == (v3, f"models:/{name}/{v3}")
+        out = apply.stdout + apply.stderr
+        assert f"promote: Deployment/{ns}/{stable_name} changed" in out and f"opsbook undo {am['run_id']}" in out
+        assert _versions(stable, ns, "stable") == [v3, v3] and _versions(stable, ns, "canary") == []
+
+        undo_plan, undo_apply = undo(opsbook_run, am["run_id"], env, cwd=tmp_path)
+        rows = next(s for s in undo_plan["steps"] if s["id"] == "reverse")["rows"]
+        # the canary, created and deleted by the apply, is no change: only the stable Deployment goes back
+        assert [(r["what"], r["now"]) for r in rows] == [(f"Deployment/{ns}/{stable_name}", "as-left")]
+        assert_undone(undo_apply, am["run_id"])
+        assert differences(before, snapshot(kube, [ns])) == []
+        assert aliases() == aliases_before
+        dep = stable.get(kind="Deployment", name=stable_name, namespace=ns)
+        assert rollout.model_of(dep)[:2] == ("1", "models:/proposer/1")
+        assert_second_undo_refused(opsbook_run, am["run_id"], env, undo_apply["run_id"], cwd=tmp_path)
+    finally:
+        reg.client.delete_model_version(name, v4)  # the module's registered model as the other tests know it
+
+
+@pytest.mark.kube
+def test_the_undo_of_a_promote_puts_back_a_canary_an_earlier_run_left(kube, stable):
+    """In process, each change with a fresh journal as the notebook API gives it: a canary of v2 left by
+    an earlier run; this apply's deploy-canary updates it to v3, promote patches the stable Deployment
+    and deletes the canary. The undo runbook reads those two changes of the canary as one (before: the
+    v2 canary, after: gone) and re-creates it, and puts the stable Deployment back: the namespace as before."""
+    from types import SimpleNamespace
+
+    from opsbook.clients import Clients
+    from opsbook.ops import undo
+    from opsbook.ops.deploy_new_model.context import FIELD_MANAGER
+    from opsbook.ops.journal import JOURNAL, Journal
+
+    from .undo import differences, snapshot
+
+    ns = kube.namespace
+    dep = stable.get(kind="Deployment", name="ml-ml-platform-proposer", namespace=ns)
+    left = rollout.render_canary(dep, version="2", uri="models:/proposer/2", model="proposer")
+    stable.apply([left], namespace=ns, field_manager=FIELD_MANAGER)
+    stable.wait_rollout(namespace=ns, name="ml-ml-platform-proposer-canary", timeout=60)
+    before = snapshot(kube, [ns])
+    ctx = _cluster_ctx(kube, stable, HEALTHY, version="3")
+    steps: list[dict] = []
+
+    def change(fn):
+        decl = declaration(fn)
+        assert decl is not None and decl.undo is JOURNAL
+        ctx.journal = Journal()
+        done = fn(ctx)
+        steps.append({"kind": "change", "id": decl.id, "title": decl.title, "outcome": "changed",
+                      "undo": {"by": JOURNAL.name, "entries": ctx.journal.entries}})
+        return done
+
+    assert all(c.passed for c in rollout.preflight(ctx))
+    rollout.serving(ctx)
+    rollout.canary_manifest(ctx)
+    assert change(rollout.deploy_canary).details["action"] == "update (running v2)"
+    rollout.collect(ctx)
+    rollout.judge(ctx)
+    assert rollout.decide(ctx).details["decision"] == "promote"
+    assert change(rollout.promote).details["canary_deleted"]
+    (canary,) = steps[0]["undo"]["entries"]
+    assert [rollout.model_of(canary[k])[0] for k in ("before", "after")] == ["2", "3"]
+    assert [e["name"] for e in steps[1]["undo"]["entries"]] == ["ml-ml-platform-proposer",
+                                                                "ml-ml-platform-proposer-canary"]
+    undo_ctx = undo.Context(settings=SimpleNamespace(undo_of="r", target="t", mode="apply"),
+                            clients=Clients(None, kube=stable))
+    undo_ctx.__dict__["applied"] = {"steps": steps}
+    items = undo_ctx.items  # newest first; the canary's two changes as one
+    assert [(i.step_id, i.entry["name"]) for i in items] == [
+        ("deploy-canary+promote", "ml-ml-platform-proposer-canary"), ("promote", "ml-ml-platform-proposer")]
+    assert rollout.model_of(items[0].entry["before"])[0] == "2" and items[0].entry["after"] is None
+    assert [undo_ctx.status(i).state for i in items] == ["as-left", "as-left"]
+    assert [JOURNAL.reverse(undo_ctx, i.entry) for i in items] == ["re-created", "put back as before"]
+    assert [JOURNAL.back_as_before(undo_ctx, i.entry).state for i in items] == ["restored", "restored"]
+    assert differences(before, snapshot(kube, [ns])) == []

@@ -123,7 +123,8 @@ def test_no_cluster_rules_no_cluster_role():
     kinds = by_kind(oncluster.render(request("deploy-new-model", given={"namespace": "ml-platform"})))
     assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
     assert kinds["Role"][0]["rules"] == [
-        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "create", "patch", "delete"]},
+        {"apiGroups": ["apps"], "resources": ["deployments"],
+         "verbs": ["get", "list", "create", "patch", "delete", "update"]},  # update: the undo puts the stable back
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]
 
 

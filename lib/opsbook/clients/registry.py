@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opsbook.clients.mlflow import Mlflow
-from opsbook.errors import NotFound
+from opsbook.errors import Invalid, NotFound
 
 __all__ = ["Registry", "RegistryVersion"]
 
@@ -86,6 +86,10 @@ class Registry(Mlflow):
             mv = self._call(f"read {name}@{alias}", self.client.get_model_version_by_alias, name, alias)
         except NotFound:
             return None
+        except Invalid as exc:  # MLflow 3 answers an unset alias INVALID_PARAMETER_VALUE "... alias X not found."
+            if f"alias {alias} not found" in str(exc):
+                return None
+            raise
         return _from_mlflow(mv)
 
     def latest_in_stage(self, name: str, stage: str = "Production") -> RegistryVersion | None:

@@ -14,6 +14,11 @@ running pod loads on restart) and ``opsbook.io/track: canary``; its pods keep th
 labels, so the Service sends them their share of traffic; the stable Deployment's selector includes
 ``opsbook.io/track: stable``, so it never adopts them (preflight refuses a stable Deployment whose
 selector would).
+
+The undo (``opsbook undo RUN_ID``): the canary's apply is journalled by ``deploy-canary`` (deleted if the
+run created it, put back if it changed it); promote and roll back journal the stable Deployment around
+their patch (put back as before) and the canary's deletion. The undo takes several changes of one object
+as one: a canary the run created and deleted needs nothing, one that was there before is re-created.
 """
 
 from __future__ import annotations
@@ -192,7 +197,9 @@ def canary_action(ctx: Context) -> str:
 
 
 def delete_canary(ctx: Context) -> bool:
-    return bool(ctx.kube.delete(kind="Deployment", name=ctx.canary_name, namespace=ctx.settings.namespace))
+    """Delete the canary (False: it was not there), journalled: the undo re-creates a canary that was
+    there before the run; one the run created and deletes is no change at all (``undo`` merges the two)."""
+    return ctx.journal.delete(ctx.kube, kind="Deployment", name=ctx.canary_name, namespace=ctx.settings.namespace)
 
 
 def patch_stable(ctx: Context, *, version: str, uri: str, dry_run: bool = False,

@@ -4,6 +4,10 @@ registry's production alias at what now serves, and verify every instance.
 
 Each change's declaration skips it when the decision is not its own, and in apply mode on a target
 without a cluster; in plan mode without a cluster it still says what it would do.
+
+Each journals what it changes (``opsbook undo RUN_ID`` takes it back, :data:`~opsbook.ops.journal.JOURNAL`):
+the stable Deployment around its patch (put back as it was), the canary's deletion when the run did
+not deploy it itself (re-created), the alias (pointed back, or deleted if it was not set).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from opsbook.errors import ClientError, TimedOut
 from opsbook.ops.base import Result, change, check
 from opsbook.ops.deploy_new_model.cluster import delete_canary, existing_canary, model_of, patch_stable
 from opsbook.ops.deploy_new_model.context import TRACK_LABEL, Context, Serving
+from opsbook.ops.journal import JOURNAL
 
 
 def _unless_decided(wanted: str, nothing: str) -> Callable[[Context], str | None]:
@@ -46,14 +51,15 @@ def plan_promote(ctx: Context) -> Result:
 
 
 @change("promote", "Promote to every instance", plan=plan_promote,
-        skip_if=_unless_decided("promote", "nothing rolled out"))
+        skip_if=_unless_decided("promote", "nothing rolled out"), undo=JOURNAL)
 def promote(ctx: Context) -> Result:
     """Full rollout: the stable Deployment to the new version (rolling update, waited for), then the
     canary deleted. The chart values to carry on are listed: the next ``helm upgrade`` would
     otherwise put the old version back."""
     s = ctx.settings
     before = ctx.serving.version if ctx.serving else ""
-    patch_stable(ctx, version=ctx.target_version, uri=ctx.target_uri)
+    with ctx.journal.object(ctx.kube, kind="Deployment", name=ctx.stable_name, namespace=s.namespace):
+        patch_stable(ctx, version=ctx.target_version, uri=ctx.target_uri)
     done = ctx.kube.wait_rollout(namespace=s.namespace, name=ctx.stable_name, timeout=s.timeout)
     deleted = delete_canary(ctx)
     helm_values = {f"services.{s.model}.model.version": ctx.target_version,
@@ -90,7 +96,8 @@ def plan_rollback(ctx: Context) -> Result:
                   outcome="planned")
 
 
-@change("rollback", "Roll back", plan=plan_rollback, skip_if=_unless_decided("rollback", "nothing to roll back"))
+@change("rollback", "Roll back", plan=plan_rollback, skip_if=_unless_decided("rollback", "nothing to roll back"),
+        undo=JOURNAL)
 def rollback(ctx: Context) -> Result:
     """Delete the canary; the stable Deployment keeps (or gets back) exactly the version recorded
     before any change."""
@@ -101,7 +108,8 @@ def rollback(ctx: Context) -> Result:
     now_v, now_uri, _ = model_of(stable)
     restored = False
     if version and (now_v != version or (uri and now_uri != uri)):
-        patch_stable(ctx, version=version, uri=uri or now_uri)
+        with ctx.journal.object(ctx.kube, kind="Deployment", name=ctx.stable_name, namespace=s.namespace):
+            patch_stable(ctx, version=version, uri=uri or now_uri)
         ctx.kube.wait_rollout(namespace=s.namespace, name=ctx.stable_name, timeout=s.timeout)
         restored = True
     return Result(summary=f"canary {ctx.canary_name} " + ("deleted" if deleted else "was not there") + f"; "
@@ -158,7 +166,7 @@ def plan_alias(ctx: Context) -> Result:
                   outcome="planned", details={"alias": ctx.settings.production_alias, "to_version": to})
 
 
-@change("move-alias", "Move the registry alias", plan=plan_alias, skip_if=_alias_untouched)
+@change("move-alias", "Move the registry alias", plan=plan_alias, skip_if=_alias_untouched, undo=JOURNAL)
 def move_alias(ctx: Context) -> Result:
     """Point the production alias at the version that serves after the decision. The record says which
     version, when, by whom, and on what evidence (approved plan, verdict)."""
@@ -168,7 +176,7 @@ def move_alias(ctx: Context) -> Result:
     s, reg, name = ctx.settings, ctx.registry, ctx.registry_name
     current = reg.by_alias(name, s.production_alias)
     at = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    reg.set_alias(name, s.production_alias, to)
+    ctx.journal.alias(reg, model=name, alias=s.production_alias, version=str(to))
     evidence = {k: ctx.decision_basis.get(k) for k in ("plan_run_id", "verdict", "verdict_reason", "verdict_source",
                                                           "override", "decision")}
     note = (f"@{s.production_alias} -> v{to} by {ctx.operator} at {at} (run {ctx.run_id}, "

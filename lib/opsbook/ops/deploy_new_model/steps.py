@@ -26,6 +26,7 @@ from opsbook.ops.deploy_new_model.context import (
     Serving,
     reason,
 )
+from opsbook.ops.journal import JOURNAL
 
 _DECISIONS = {"auto": "follow the judge's verdict (of the approved plan, in apply)",
               "promote": "promote (operator's decision)", "rollback": "roll back (operator's decision)"}
@@ -353,13 +354,14 @@ def _cannot_deploy(ctx: Context) -> str | None:
     return None
 
 
-@change("deploy-canary", "Deploy the canary", plan=plan_canary, skip_if=_cannot_deploy)
+@change("deploy-canary", "Deploy the canary", plan=plan_canary, skip_if=_cannot_deploy, undo=JOURNAL)
 def deploy_canary(ctx: Context) -> Result:
-    """Apply the canary (server-side apply) and wait until its one pod is Ready."""
+    """Apply the canary (server-side apply) and wait until its one pod is Ready. The undo deletes a
+    canary this created, and puts back one it changed."""
     canary = _rendered(ctx)
     ns = ctx.settings.namespace
     action = canary_action(ctx)
-    ctx.kube.apply([canary], namespace=ns, field_manager=FIELD_MANAGER)
+    ctx.journal.apply(ctx.kube, [canary], namespace=ns, field_manager=FIELD_MANAGER)
     done = ctx.kube.wait_rollout(namespace=ns, name=ctx.canary_name, timeout=ctx.settings.timeout)
     sel = ",".join(f"{k}={v}" for k, v in sorted(canary["spec"]["selector"]["matchLabels"].items()))
     pods = ctx.kube.pods(namespace=ns, selector=sel)
