@@ -129,6 +129,20 @@ def _rbac_state(k, ns, crb):
 
 
 @pytest.mark.kube
+def _release_at_revision_2(kube, k, ns: str, tmp_path) -> Helm:
+    """The release eradication rolls back: ``ml`` at revision 2 (1 proposer replica) over the known-good
+    revision 1, with the database Secret its pods read."""
+    helm = Helm(kubeconfig=kube.kubeconfig, kube_context=kube.context, namespace=ns)
+    values = tmp_path / "values.yaml"
+    values.write_text(values_for(kube, "services:\n  critic:\n    enabled: false\n"))
+    k.apply([{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ml-platform-db"},
+              "stringData": {"username": "u", "password": "p4ssw0rd-test"}}], namespace=ns)
+    helm.install("ml", str(CHART), values_files=[values], namespace=ns, wait=False)
+    helm.upgrade("ml", str(CHART), values_files=[values], namespace=ns, set_values={"services.proposer.replicas": 1},
+                 wait=False)
+    return helm
+
+
 def test_quarantine_applied_reapplied_idempotently_then_lifted(cluster, tmp_path):
     k, ns, _ = cluster
     inc, _ = make_incident(k, tmp_path, namespace=ns, lift_isolation=True)
@@ -485,15 +499,7 @@ def test_contain_then_recover_through_the_cli_with_approvals_and_a_verified_bund
     verified."""
     k, ns, crb = cluster
     before = _rbac_state(k, ns, crb)
-    # the release eradication rolls back: revision 2 (1 proposer replica) over the known-good revision 1
-    helm = Helm(kubeconfig=kube.kubeconfig, kube_context=kube.context, namespace=ns)
-    values = tmp_path / "values.yaml"
-    values.write_text(values_for(kube, "services:\n  critic:\n    enabled: false\n"))
-    k.apply([{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ml-platform-db"},
-              "stringData": {"username": "u", "password": "p4ssw0rd-test"}}], namespace=ns)
-    helm.install("ml", str(CHART), values_files=[values], namespace=ns, wait=False)
-    helm.upgrade("ml", str(CHART), values_files=[values], namespace=ns, set_values={"services.proposer.replicas": 1},
-                 wait=False)
+    _release_at_revision_2(kube, k, ns, tmp_path)
     given = {"incident_id": "INC-E2E", "namespace": ns, "selector": "app=web", "responders": "[alice, bob]",
              "compromised_accounts": f"[{ns}/web-sa]"}
     grant = declared_rbac(RUNBOOK, given)
@@ -583,14 +589,7 @@ def test_an_apply_that_stops_at_the_database_restore_is_undone_from_its_record(c
     from .undo import assert_second_undo_refused, assert_undone, differences, helm_state, snapshot, undo
 
     k, ns, crb = cluster
-    helm = Helm(kubeconfig=kube.kubeconfig, kube_context=kube.context, namespace=ns)
-    values = tmp_path / "values.yaml"
-    values.write_text(values_for(kube, "services:\n  critic:\n    enabled: false\n"))
-    k.apply([{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ml-platform-db"},
-              "stringData": {"username": "u", "password": "p4ssw0rd-test"}}], namespace=ns)
-    helm.install("ml", str(CHART), values_files=[values], namespace=ns, wait=False)
-    helm.upgrade("ml", str(CHART), values_files=[values], namespace=ns, set_values={"services.proposer.replicas": 1},
-                 wait=False)
+    _release_at_revision_2(kube, k, ns, tmp_path)
     dump = tmp_path / "app.sql"
     dump.write_text("CREATE TABLE public.runs (id integer);\nCOPY public.runs (id) FROM stdin;\n1\n\\.\n")
     with socket.socket() as sock:  # a port nothing listens on once closed: the database server is down

@@ -5,39 +5,16 @@ recovery restores exactly what containment saved."""
 
 from __future__ import annotations
 
-import copy
-import hashlib
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 from opsbook.errors import NotFound
+from opsbook.ops import journal
 from opsbook.ops.security_incident_response.context import SA_ANNOTATION, TOKEN_TYPE, Context, subject_matches
 
-SERVER_FIELDS = ("uid", "resourceVersion", "creationTimestamp", "managedFields", "generation", "selfLink",
-                 "deletionTimestamp", "deletionGracePeriodSeconds")
-
-
-def clean(obj: Mapping[str, Any], *, keep_status: bool = False) -> dict[str, Any]:
-    """An object without the fields the server sets (uid, resourceVersion, managedFields...), so
-    that a saved copy can be created again."""
-    out = copy.deepcopy(dict(obj))
-    meta = out.get("metadata") or {}
-    for k in SERVER_FIELDS:
-        meta.pop(k, None)
-    if not keep_status:
-        out.pop("status", None)
-    return out
-
-
-def secret_copy(sec: Mapping[str, Any]) -> dict[str, Any]:
-    """A Secret without its values: metadata, type and the sha256 of each key's (base64) value. A
-    leaked credential is never written to the record, nor put back."""
-    c = clean(sec)
-    data = c.pop("data", None) or {}
-    c.pop("stringData", None)
-    c["dataSha256"] = {k: hashlib.sha256(str(v).encode()).hexdigest() for k, v in sorted(data.items())}
-    return c
+# what a saved copy leaves out, and a Secret's copy without its values: the same as an undo's
+SERVER_FIELDS, clean, secret_copy = journal.SERVER_FIELDS, journal.clean, journal.secret_copy
 
 
 def affected_pods(ctx: Context) -> list[dict[str, Any]]:
