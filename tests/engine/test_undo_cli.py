@@ -80,3 +80,10 @@ def test_a_failed_apply_that_changed_nothing_says_so(tmp_path):
     assert r.returncode == 1
     assert "This apply changed nothing that its record can undo." in r.stdout
     assert "opsbook undo" not in r.stdout
+
+
+def test_undo_help_fits_80_columns():
+    r = subprocess.run([sys.executable, "-m", "opsbook", "undo", "--help"], capture_output=True, text=True,
+                       timeout=60, env={**os.environ, "COLUMNS": "80"})
+    assert r.returncode == 0 and "UNDO_PLAN_ID" in r.stdout
+    assert [line for line in r.stdout.splitlines() if len(line) > 80] == []

@@ -139,12 +139,14 @@ def _parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser(
         "undo", help="take back what a recorded apply changed (plan, then approved apply)",
-        description="Plan the undo of apply RUN_ID from its record: every change it made (newest first, also "
-                    "those of a failed apply), and whether each is still what the apply left. The plan is a record "
-                    "of its own; `--mode apply --approve UNDO_PLAN_ID` carries it out. An undo refuses anything "
-                    "changed since the apply (saying how), and an apply is undone once. Runs the undo runbook on "
-                    "the apply's target: `opsbook run undo -p undo_of RUN_ID --target TARGET`.",
-        epilog="exit codes: 0 succeeded, 1 refused or failed (see the record), 2 invalid input, 130 interrupted",
+        description="Plan the undo of apply RUN_ID from its record: every change it made (newest\n"
+                    "first, also those of a failed apply), and whether each is still what the apply\n"
+                    "left. The plan is a record of its own; `--mode apply --approve UNDO_PLAN_ID`\n"
+                    "carries it out. Anything changed since the apply is refused (with the\n"
+                    "difference), and an apply is undone once. It runs the undo runbook on the\n"
+                    "apply's target: `opsbook run undo -p undo_of RUN_ID --target TARGET`.",
+        epilog="exit codes: 0 succeeded, 1 refused or failed (see the record), 2 invalid\ninput, "
+               "130 interrupted",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sp.add_argument("run_id", metavar="RUN_ID", help="the apply to take back (`opsbook history --status failed`)")
     sp.add_argument("--mode", choices=["plan", "apply"], help="plan (default: record what would be taken back) "
