@@ -12,8 +12,10 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from opsbook import secrets
 from opsbook.clients import Clients
 from opsbook.clients.helm import Helm
 from opsbook.clients.kube import Kube
@@ -358,6 +360,58 @@ def test_database_restored_from_a_dump_rows_deleted_after_the_dump_are_back(post
 
 
 @pytest.mark.services
+def test_a_database_restore_is_undone_from_the_dump_taken_before_it(postgres, tmp_path, monkeypatch):
+    """Before restoring, the apply dumps the database as it is into ``.opsbook/undo/RUN_ID/`` (0700;
+    never into the record, which keeps its path, sha256, the password's reference and the row counts
+    before and after). The undo refuses while rows changed since the restore, says it cannot when the
+    dump is gone, and otherwise restores that dump: the rows are those from before the apply."""
+    import psycopg
+    from opsbook.ops import undo
+    from opsbook.ops.journal import Journal
+    from opsbook.ops.security_incident_response.eradicate import DATABASE
+
+    db = f"undo_{int(time.time() * 1000) % 10**9}"
+    dsn = postgres.create_database(db)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE runs (id int primary key, name text)")
+        conn.execute("INSERT INTO runs SELECT g, 'run-' || g FROM generate_series(1, 50) g")
+    pg = PgBackup(host=postgres.host, port=postgres.port, user=postgres.user)
+    good = pg.dump(db, tmp_path / "good.dump")
+    with psycopg.connect(dsn, autocommit=True) as conn:  # what happened since the good dump (kept by the undo)
+        conn.execute("DELETE FROM runs WHERE id > 10")
+        conn.execute("UPDATE runs SET name = 'changed-after-the-dump' WHERE id = 1")
+    monkeypatch.setenv("INC_DB_PASSWORD", "trust-auth-ignores-it")  # resolved by the undo from its reference
+    params = dict(namespace="ml", backup_file=str(good), db_host=postgres.host, db_port=postgres.port, db_name=db,
+                  db_user=postgres.user, db_password="env:INC_DB_PASSWORD", phases=["eradication"])
+    ctx, _ = make_incident(None, tmp_path, project_dir=tmp_path / "project", run_id="20261205T000000Z-abcdef",
+                           **params)
+    ctx.journal = Journal()
+    assert incident.restore_database(ctx).outcome == "changed"
+    (entry,) = ctx.journal.entries
+    dump = tmp_path / "project" / ".opsbook" / "undo" / "20261205T000000Z-abcdef" / f"{db}-before-restore.dump"
+    assert entry["dump"] == str(dump) and (dump.stat().st_mode & 0o777, dump.parent.stat().st_mode & 0o777) == (
+        0o600, 0o700)
+    assert (entry["rows_before"], entry["rows_after"]) == ({"public.runs": 10}, {"public.runs": 50})
+    assert entry["password_ref"] == "env:INC_DB_PASSWORD" and "password" not in entry
+    undo_ctx = undo.Context(settings=SimpleNamespace(undo_of="r", target="local", mode="apply"),
+                            clients=Clients(LOCAL), resolve=secrets.resolve)
+    assert DATABASE.status(undo_ctx, entry).state == "as-left"
+    with psycopg.connect(dsn, autocommit=True) as conn:  # someone adds a row after the restore: refused
+        conn.execute("INSERT INTO runs VALUES (51, 'new')")
+        st = DATABASE.status(undo_ctx, entry)
+        assert st.state == "drifted" and "public.runs: 50 -> 51" in st.detail
+        conn.execute("DELETE FROM runs WHERE id = 51")
+    moved = dump.rename(tmp_path / "elsewhere.dump")  # not on this machine any more: cannot
+    assert DATABASE.status(undo_ctx, entry).state == "cannot"
+    moved.rename(dump)
+    assert DATABASE.reverse(undo_ctx, entry).startswith("restored from the dump taken before the apply")
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM runs").fetchone() == (10,)
+        assert conn.execute("SELECT name FROM runs WHERE id = 1").fetchone() == ("changed-after-the-dump",)
+    assert DATABASE.back_as_before(undo_ctx, entry).state == "restored"
+
+
+@pytest.mark.services
 def test_plain_sql_dump_is_restored_with_psql(postgres, tmp_path):
     import psycopg
 
@@ -576,8 +630,8 @@ def test_an_apply_that_stops_at_the_database_restore_is_undone_from_its_record(c
     rolls ``ml`` back to its known-good revision and sets ``web``'s known-good digest, then stops at the
     database restore: nothing listens at db_host:db_port (the plan lists the dump's tables, and rows it
     cannot count; only the restore needs the server). Its record keeps what each change did (the
-    bindings and token Secret as the saved copies, never the token; the restore as irreversible, with
-    why), the CLI names the undo command, and the approved undo puts everything back, newest first:
+    bindings and token Secret as the saved copies, never the token; nothing for the restore, which changed
+    nothing), the CLI names the undo command, and the approved undo puts everything back, newest first:
     ``web``'s two changes as one, the release rolled back to the revision before, the accounts
     re-enabled through ``restore_item``, the policy deleted. The namespace, the ClusterRoleBinding and
     the release are compared with their state before the apply, object by object; a second undo of
@@ -631,10 +685,10 @@ def test_an_apply_that_stops_at_the_database_restore_is_undone_from_its_record(c
     (scaled,) = steps["scale-down"]["undo"]["entries"]
     assert (scaled["before"]["spec"]["replicas"], scaled["after"]["spec"]["replicas"]) == (2, 0)
     assert {e["kind"] for e in steps["quarantine"]["undo"]["entries"]} == {"Pod", "NetworkPolicy"}
-    assert "keeps no copy of the rows it replaced" in steps["restore-database"]["undo"]["none"]  # declared so
+    assert steps["restore-database"]["undo"] is None  # the server was down: nothing changed, nothing to undo
     assert base64.b64encode(b"leaked-token-value").decode() not in json.dumps(am)
     out = apply.stdout + apply.stderr  # what it changed, and the exact command that takes it back
-    assert f"disable-accounts: RoleBinding/{ns}/web-only disabled" in out and "restore-database: " in out
+    assert f"disable-accounts: RoleBinding/{ns}/web-only disabled" in out and "restore-database: " not in out
     assert f"opsbook undo {am['run_id']}" in out
 
     undo_plan, undo_apply = undo(opsbook_run, am["run_id"], env, cwd=tmp_path)
@@ -644,8 +698,7 @@ def test_an_apply_that_stops_at_the_database_restore_is_undone_from_its_record(c
     assert {r["what"]: r["now"] for r in rows if not r["what"].startswith(("Pod/", "Deployment/"))} == {
         f"Secret/{ns}/web-sa-token": "as-left", f"RoleBinding/{ns}/web-only": "as-left",
         f"RoleBinding/{ns}/shared": "as-left", f"ClusterRoleBinding/{crb}": "as-left",
-        f"helm release {ns}/ml": "as-left", f"NetworkPolicy/{ns}/opsbook-quarantine-inc-undo": "as-left",
-        "step restore-database": "cannot"}
+        f"helm release {ns}/ml": "as-left", f"NetworkPolicy/{ns}/opsbook-quarantine-inc-undo": "as-left"}
     assert_undone(undo_apply, am["run_id"])
     assert differences(before, snapshot(kube, [ns], cluster_names=cluster_names)) == []
     assert helm_state(kube, "ml", ns) == release_before

@@ -174,7 +174,7 @@ class Run:
                 settings=self.settings, target=self.target, mode=self.mode, run_id=self.id,
                 operator=self.operator, secret=self.secret, evidence=self.evidence,
                 plan_record=self.plan_record, path_base=path_base, archive=self.archive,
-                project_dir=catalog.project_root(), incident_runs=self._incident_runs)
+                project_dir=catalog.project_root(), incident_runs=self._incident_runs, resolve=secrets.resolve)
         return self._ctx
 
     def _incident_runs(self, incident_id: str) -> list[Any]:

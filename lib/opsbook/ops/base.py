@@ -136,7 +136,8 @@ class Context:
                  operator: str = "", clients: Any = None, secret: Callable[..., str] | None = None,
                  evidence: Callable[..., Any] | None = None, plan_record: Callable[[], Any] | None = None,
                  path_base: Callable[[str, Any], Path] | None = None, archive: Callable[[], Any] | None = None,
-                 project_dir: Path | None = None, incident_runs: Callable[[str], list[Any]] | None = None):
+                 project_dir: Path | None = None, incident_runs: Callable[[str], list[Any]] | None = None,
+                 resolve: Callable[..., str] | None = None):
         self.settings = settings
         self.target = target
         self.mode: str = mode or str(getattr(settings, "mode", "plan"))
@@ -155,6 +156,7 @@ class Context:
         #: the project's folder (``.opsbook/`` state, ``charts/``): the notebook API's, else the working folder
         self.project_dir = project_dir or Path.cwd()
         self._incident_runs = incident_runs
+        self._resolve = resolve
         from opsbook.ops.journal import Journal
 
         #: what the running change did, for ``opsbook undo`` (the notebook API gives each change in
@@ -198,6 +200,15 @@ class Context:
         if str(getattr(self.settings, name, "") or "").startswith("k8s:") and self.has_cluster:
             k8s = getattr(self.clients.kube, "read_secret_key", None)
         return self._secret(name, k8s=k8s)
+
+    def resolve_secret(self, ref: str) -> str:
+        """The value behind a secret reference kept in a record (an undo reconnecting with the
+        reference its apply recorded), registered for redaction like :meth:`secret`'s."""
+        if self._resolve is None:
+            raise OpsbookError(f"no secret resolver in this context: cannot resolve {ref!r}")
+        k8s = getattr(self.clients.kube, "read_secret_key", None) if ref.startswith("k8s:") and self.has_cluster \
+            else None
+        return self._resolve(ref, k8s=k8s)
 
     def evidence(self, name: str, content: Any, *, description: str = "") -> dict[str, Any] | None:
         """Save a file into the record's ``evidence/`` (redacted); None when this context keeps none."""

@@ -33,7 +33,7 @@ class Evidence(dict[str, Any]):
 def make_context(runbook_id: str, *, mode: str = "plan", target: Target | str | None = None,
                  clients: Clients | None = None, notebooks: Path | None = None, evidence: Any = None,
                  plan_record: dict[str, Any] | None = None, archive: Any = None, run_id: str = "test-run",
-                 operator: str = "tester", **values: Any) -> Any:
+                 operator: str = "tester", project_dir: Path | None = None, **values: Any) -> Any:
     """The runbook's ``Context`` (its ops module's class) with ``values`` over the parameters cell's
     defaults, validated as ``opsbook run`` validates them (a bad value raises ``ParameterError``)."""
     from opsbook.notebook import _context_class, _model_name
@@ -61,7 +61,8 @@ def make_context(runbook_id: str, *, mode: str = "plan", target: Target | str | 
         evidence=evidence if evidence is not None else Evidence(),
         plan_record=(lambda: plan_record) if plan_record is not None else None,
         path_base=path_base, archive=(lambda: archive) if archive is not None else None,
-        project_dir=catalog.project_root(), incident_runs=_incident_runs(archive))
+        project_dir=project_dir or catalog.project_root(), incident_runs=_incident_runs(archive),
+        resolve=secrets.resolve)
 
 
 def _incident_runs(archive: Any) -> Any:

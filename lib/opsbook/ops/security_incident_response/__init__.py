@@ -35,7 +35,8 @@ cluster is reachable), and every change is idempotent: applied twice, the second
 Every change also declares its undo (``opsbook undo RUN_ID``): labels, the quarantine policy,
 replicas, images and the helm rollback through ``ctx.journal``; the accounts through
 ``recover.ACCOUNTS``, whose undo of a disable is recovery's own ``restore_item``; a database restore
-is declared irreversible, with why.
+through ``eradicate.DATABASE``, which restores the dump the apply took just before it (kept in
+``.opsbook/undo/RUN_ID/`` on that machine, never in the record).
 
 Token Secrets of a compromised ServiceAccount are **not** copied with their data: the record keeps
 their metadata and the sha256 of each data key. Re-enabling re-creates them empty, and Kubernetes'

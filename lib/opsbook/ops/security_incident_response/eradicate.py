@@ -3,19 +3,24 @@ rolled back to a named revision, a known-good image digest redeployed, a Postgre
 restored from a dump with its row counts before and after kept as evidence.
 
 ``opsbook undo`` rolls the release back to the revision before the apply's rollback and puts the
-Deployment back as it was before the image was set (both through ``ctx.journal``); it does not
-take back a database restore (declared irreversible, with why)."""
+Deployment back as it was before the image was set (both through ``ctx.journal``). Before a database
+restore the apply dumps the database as it is (``pg_dump``) into a private folder of this machine
+(``.opsbook/undo/RUN_ID/``, mode 0700; the dump holds data, so it never goes into the record): the
+record keeps that dump's path and sha256, the server, the database, the password's reference and the
+row counts before and after; the undo restores that dump (:data:`DATABASE`)."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from opsbook.errors import ClientError, Invalid
 from opsbook.ops.base import Result, change, check
-from opsbook.ops.journal import JOURNAL, irreversible
+from opsbook.ops.journal import JOURNAL, Status, Undoer, register
 from opsbook.ops.security_incident_response import objects
 from opsbook.ops.security_incident_response.context import (
     Context,
@@ -168,11 +173,73 @@ def plan_restore_database(ctx: Context) -> Result:
                   details={"backup_sha256": _sha256_file(backup), "toc_entries": len(toc)})
 
 
+class DatabaseUndoer(Undoer):
+    """The undo of a database restore: the dump taken just before it restored in its place. The
+    database is as the apply left it while every table of the restore has the row count the apply
+    left (the only fingerprint the record keeps of the rows), and back as before when they have the
+    counts from before it. The dump must still be where the apply wrote it, with the same sha256."""
+
+    name = "opsbook.ops.security_incident_response.eradicate:database"
+
+    def key(self, entry: Mapping[str, Any]) -> str | None:
+        return f"db:{entry['host']}:{entry['port']}:{entry['database']}"
+
+    def merge(self, older: Mapping[str, Any], newer: Mapping[str, Any]) -> dict[str, Any] | None:
+        return {**newer, "dump": older["dump"], "dump_sha256": older["dump_sha256"],
+                "rows_before": older["rows_before"]}
+
+    def describe(self, entry: Mapping[str, Any]) -> tuple[str, str]:
+        return (f"database {entry['database']} on {entry['host']}:{entry['port']}",
+                f"restore the dump taken just before the apply's restore ({entry['dump']})")
+
+    def _db(self, ctx: Any, entry: Mapping[str, Any]) -> Any:
+        given = ctx.clients.given("pgbackup")
+        if given is not None:
+            return given
+        from opsbook.clients.pgbackup import PgBackup
+
+        ref = entry.get("password_ref") or ""
+        return PgBackup(host=entry["host"], port=int(entry["port"]), user=entry["user"],
+                        password=ctx.resolve_secret(ref) if ref else None)
+
+    def _counts(self, ctx: Any, entry: Mapping[str, Any]) -> dict[str, int]:
+        return self._db(ctx, entry).row_counts(entry["database"], list(entry["rows_after"]))
+
+    def status(self, ctx: Any, entry: Mapping[str, Any]) -> Status:
+        dump = Path(entry["dump"])
+        if not dump.is_file() or _sha256_file(str(dump)) != entry["dump_sha256"]:
+            return Status("cannot", f"the dump taken before the restore is not at {dump} on this machine (or it "
+                          "changed since): restore it by hand from where it is kept")
+        now = self._counts(ctx, entry)
+        if now == entry["rows_after"]:
+            return Status("as-left", "rows " + ", ".join(f"{t} {n}" for t, n in sorted(now.items())))
+        if now == entry["rows_before"]:
+            return Status("restored", "the row counts from before the restore")
+        diff = [f"{t}: {entry['rows_after'].get(t)} -> {now.get(t)}" for t in sorted(now)
+                if now.get(t) != entry["rows_after"].get(t)]
+        return Status("drifted", "rows changed since the apply's restore: " + "; ".join(diff))
+
+    def reverse(self, ctx: Any, entry: Mapping[str, Any]) -> str:
+        how = self._db(ctx, entry).restore(entry["database"], entry["dump"])
+        return f"restored from the dump taken before the apply ({how['tool']})"
+
+
+DATABASE = register(DatabaseUndoer())
+
+
+def _pre_restore_dump(ctx: Context) -> Path:
+    """Where the dump of the database as it is goes before a restore: ``.opsbook/undo/RUN_ID/`` of the
+    project, each folder mode 0700 (the dump holds the database's rows)."""
+    folder = ctx.project_dir / ".opsbook" / "undo" / (ctx.run_id or "run")
+    folder.parent.parent.mkdir(parents=True, exist_ok=True)
+    for d in (folder.parent, folder):
+        d.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(d, 0o700)
+    return folder / f"{ctx.settings.db_name}-before-restore.dump"
+
+
 @change("restore-database", "Restore the database", plan=plan_restore_database, phase="eradication",
-        skip_if=_NO_RESTORE, undo=irreversible(
-            "the restore replaced the tables of the dump with the dump's rows, and this runbook keeps no copy of "
-            "the rows it replaced (only their counts, in the evidence): to go back, restore a dump taken before "
-            "it (pg_dump), e.g. with this runbook's eradication phase and that dump as backup_file"))
+        skip_if=_NO_RESTORE, undo=DATABASE)
 def restore_database(ctx: Context) -> Result:
     """Restore the database from the dump (``pg_restore`` or ``psql``), counting rows before and after."""
     s, backup = ctx.settings, ctx.backup_file
@@ -180,8 +247,19 @@ def restore_database(ctx: Context) -> Result:
     _toc, tables = _dump_tables(db, backup)
     before = db.row_counts(s.db_name, tables)
     digest = _sha256_file(backup)
-    how = db.restore(s.db_name, backup)
-    after = db.row_counts(s.db_name, tables)
+    saved = db.dump(s.db_name, _pre_restore_dump(ctx))  # for the undo: the rows this restore replaces
+    os.chmod(saved, 0o600)
+    try:
+        how = db.restore(s.db_name, backup)
+    finally:  # also a restore that failed may have changed rows (it runs in one transaction: usually not)
+        try:
+            after = db.row_counts(s.db_name, tables)
+        except ClientError:
+            after = {t: -1 for t in tables}  # cannot tell: the undo's check will say so
+        if after != before:
+            ctx.journal.record({"type": "database", "host": s.db_host, "port": s.db_port, "user": s.db_user,
+                                "password_ref": s.db_password, "database": s.db_name, "dump": str(saved),
+                                "dump_sha256": _sha256_file(str(saved)), "rows_before": before, "rows_after": after})
     ctx.save("eradication/database-restore.json",
              {"backup_file": backup, "backup_sha256": digest, "database": s.db_name, "how": how,
               "rows_before": before, "rows_after": after}, "the database restore: row counts before and after")
