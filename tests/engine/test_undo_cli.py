@@ -55,8 +55,10 @@ def test_an_apply_that_changed_nothing_has_nothing_to_undo_and_the_undo_lists_wh
     listing = _manifests(out, "undo")[-1]
     step = next(s for s in listing["steps"] if s["id"] == "applies")
     assert step["outcome"] == "ok" and "undoes" not in listing
-    assert [(x["run id"], x["runbook"], x["changes"]) for x in step["rows"]] == [
-        (applied["run_id"], "environment-check", 0)]
+    assert [(x["run id"], x["runbook"], x["changes"], x["cannot be undone"]) for x in step["rows"]] == [
+        (applied["run_id"], "environment-check", 0, "")]
+    assert step["summary"] == ("0 of the 1 newest applies on target local can be undone (`opsbook undo RUN_ID`); "
+                               "1 recorded nothing that can be taken back, or were undone already (see the table)")
     assert {s["id"]: s["outcome"] for s in listing["steps"]}["reverse"] == "skipped"
     # the site links the apply and its undo both ways
     r = _opsbook_site(out, tmp_path / "site")

@@ -192,3 +192,13 @@ def test_a_copy_that_was_redacted_is_not_put_back_and_a_secrets_labels_are(kube,
     JOURNAL.reverse(ctx, sec)
     now = k.get(kind="Secret", name="s", namespace=ns)
     assert now["metadata"]["labels"] == {"a": "1"} and now["data"] == {"p": "b25l"}  # the values untouched
+
+
+def test_the_listing_counts_what_an_apply_can_undo_and_names_what_it_cannot():
+    manifest = {"steps": [
+        {"kind": "step", "id": "read", "undo": None},
+        {"kind": "change", "id": "deploy", "undo": {"by": JOURNAL.name, "entries": [
+            {"type": "object"}, {"type": "helm"}, {"type": "none", "what": "x", "why": "y"}]}},
+        {"kind": "change", "id": "start-embedded", "undo": {"none": "a local process"}},
+        {"kind": "change", "id": "nothing", "undo": None}]}
+    assert undo._changes(manifest) == (2, ["start-embedded"])

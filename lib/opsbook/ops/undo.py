@@ -161,9 +161,17 @@ def _no_apply_named(ctx: Context) -> str | None:
     return None if ctx.settings.undo_of else "no apply named (undo_of is empty): see the applies that can be undone"
 
 
-def _changes(manifest: dict[str, Any]) -> int:
-    return sum(len((s.get("undo") or {}).get("entries") or []) for s in manifest.get("steps") or []
-               if s.get("kind") == "change" and isinstance(s.get("undo"), dict))
+def _changes(manifest: dict[str, Any]) -> tuple[int, list[str]]:
+    """How many changes an apply recorded for an undo, and the steps whose change cannot be undone."""
+    n, cannot = 0, []
+    for s in manifest.get("steps") or []:
+        undo = s.get("undo")
+        if s.get("kind") != "change" or not isinstance(undo, dict):
+            continue
+        if "none" in undo:
+            cannot.append(str(s.get("id") or s.get("title")))
+        n += sum(e.get("type") != "none" for e in undo.get("entries") or [])
+    return n, cannot
 
 
 @preflight("undoable")
@@ -229,17 +237,20 @@ def applies(ctx: Context, limit: int = 20) -> Result:
         if e.runbook_id == RUNBOOK_ID or e.target != ctx.settings.target:
             continue
         try:
-            n = _changes(archive.load_manifest(e.run_id))
+            n, cannot = _changes(archive.load_manifest(e.run_id))
         except ArchiveError:
             continue
         rows.append({"run id": e.run_id, "runbook": e.runbook_id, "status": e.status, "ended": e.ended,
-                     "changes": n, "undone by": undone.get(e.run_id, "")})
+                     "changes": n, "cannot be undone": ", ".join(cannot), "undone by": undone.get(e.run_id, "")})
         if len(rows) >= limit:
             break
     todo = [r for r in rows if r["changes"] and not r["undone by"]]
-    return Result(summary=f"{len(todo)} of the {len(rows)} newest applies on target {ctx.settings.target} can be "
-                  "undone: `opsbook undo RUN_ID`" if rows else f"no apply on target {ctx.settings.target} in this archive",
-                  rows=rows, outcome="ok")
+    if not rows:
+        return Result(summary=f"no apply on target {ctx.settings.target} in this archive", rows=rows, outcome="ok")
+    rest = len(rows) - len(todo)
+    return Result(summary=f"{len(todo)} of the {len(rows)} newest applies on target {ctx.settings.target} can be undone "
+                  "(`opsbook undo RUN_ID`)" + (f"; {rest} recorded nothing that can be taken back, or were undone "
+                                             "already (see the table)" if rest else ""), rows=rows, outcome="ok")
 
 
 def _rows(ctx: Context, items: list[Item]) -> tuple[list[dict[str, Any]], list[tuple[Item, Status]]]:
