@@ -89,3 +89,30 @@ def test_undo_help_fits_80_columns():
                        timeout=60, env={**os.environ, "COLUMNS": "80"})
     assert r.returncode == 0 and "UNDO_PLAN_ID" in r.stdout
     assert [line for line in r.stdout.splitlines() if len(line) > 80] == []
+
+
+def test_an_undo_apply_needs_its_own_approved_plan_and_a_tampered_record_is_not_undone(tmp_path):
+    """The undo is gated like any high-risk apply: no --approve, or the plan of another apply's undo,
+    is refused before any kernel; and an apply record edited after the fact fails the undo's
+    preflight (its hashes no longer verify), so nothing it names is acted on."""
+    out = tmp_path / "outputs"
+    for _ in range(2):
+        r = _opsbook("run", "environment-check", "--mode", "apply", outputs=out)
+        assert r.returncode == 0, r.stdout + r.stderr
+    first, second = _manifests(out, "environment-check")
+    r = _opsbook("undo", first["run_id"], "--mode", "apply", outputs=out)
+    assert r.returncode == 2 and "needs --approve PLAN_RUN_ID" in r.stderr, r.stderr
+    _opsbook("undo", second["run_id"], outputs=out)  # a plan of the undo of the other apply (it fails: nothing
+    other_plan = _manifests(out, "undo")[-1]          # to undo; a failed plan is refused as well)
+    r = _opsbook("undo", first["run_id"], "--mode", "apply", "--approve", other_plan["run_id"], outputs=out)
+    assert r.returncode == 2 and f"--approve {other_plan['run_id']}" in r.stderr, r.stderr
+    assert [m["mode"] for m in _manifests(out, "undo")] == ["plan"]  # nothing ran in apply mode
+    record = next((out / "environment-check").glob(f"{first['run_id']}*"))
+    manifest = record / "manifest.json"
+    doc = json.loads(manifest.read_text())
+    doc["operator"] = "someone-else"
+    manifest.write_text(json.dumps(doc))
+    r = _opsbook("undo", first["run_id"], outputs=out)
+    assert r.returncode == 1, r.stdout + r.stderr
+    pre = next(s for s in _manifests(out, "undo")[-1]["steps"] if s["kind"] == "preflight")
+    assert pre["outcome"] == "failed" and "apply record: manifest_modified" in pre["summary"]

@@ -253,11 +253,11 @@ class Journal:
                api_version: str | None = None) -> Iterator[None]:
         """Around a change of one object: its state before and after is kept (also when the change
         raises: what it did is in the record). Nothing is kept when it did not change."""
-        before = _read(kube, kind=kind, name=name, namespace=namespace, api_version=api_version)
+        before = read(kube, kind=kind, name=name, namespace=namespace, api_version=api_version)
         try:
             yield
         finally:
-            after = _read(kube, kind=kind, name=name, namespace=namespace, api_version=api_version)
+            after = read(kube, kind=kind, name=name, namespace=namespace, api_version=api_version)
             self._object(kind, name, namespace, api_version, before, after)
 
     def _object(self, kind: str, name: str, namespace: str | None, api_version: str | None,
@@ -280,11 +280,11 @@ class Journal:
             info = kube.resource(kind=m["kind"], api_version=m.get("apiVersion"))
             ns = (meta.get("namespace") or namespace) if info.namespaced else None
             where = {"kind": m["kind"], "name": meta["name"], "namespace": ns, "api_version": m.get("apiVersion")}
-            before = _read(kube, **where)
+            before = read(kube, **where)
             try:
                 applied = kube.apply([m], namespace=namespace, **kw)
             except BaseException:
-                self._object(m["kind"], meta["name"], ns, m.get("apiVersion"), before, _read(kube, **where))
+                self._object(m["kind"], meta["name"], ns, m.get("apiVersion"), before, read(kube, **where))
                 raise
             # the server's answer is the object as it now is: no second read
             self._object(m["kind"], meta["name"], ns, m.get("apiVersion"), before, applied[0] if applied else None)
@@ -338,7 +338,9 @@ class Journal:
         self.record({"type": "none", "what": what, "why": why})
 
 
-def _read(kube: Any, *, kind: str, name: str, namespace: str | None, api_version: str | None) -> dict[str, Any] | None:
+def read(kube: Any, *, kind: str, name: str, namespace: str | None,
+         api_version: str | None = None) -> dict[str, Any] | None:
+    """The object as it is now; None when it is absent or being deleted."""
     try:
         obj = dict(kube.get(kind=kind, name=name, namespace=namespace, api_version=api_version))
     except NotFound:
@@ -348,15 +350,19 @@ def _read(kube: Any, *, kind: str, name: str, namespace: str | None, api_version
     return obj
 
 
-def _revision(helm: Any, release: str, namespace: str) -> int | None:
+def _history(helm: Any, release: str, namespace: str) -> dict[int, dict[str, Any]]:
+    """The release's revisions by number (empty: not installed)."""
     from opsbook.clients.helm import HelmNotFound
 
     try:
         hist = helm.history(release, namespace=namespace)
     except HelmNotFound:
-        return None
-    revs = [int(h["revision"]) for h in hist or [] if str(h.get("revision", "")).isdigit()]
-    return max(revs) if revs else None
+        return {}
+    return {int(h["revision"]): h for h in hist or [] if str(h.get("revision", "")).isdigit()}
+
+
+def _revision(helm: Any, release: str, namespace: str) -> int | None:
+    return max(_history(helm, release, namespace), default=None)
 
 
 # ------------------------------------------------------------------------------------- the reversal
@@ -415,13 +421,14 @@ class JournalUndoer(Undoer):
         if t == "object":
             return self._object_status(ctx, entry)
         if t == "helm":
-            now = _revision(ctx.helm_for(entry["namespace"]), entry["release"], entry["namespace"])
+            hist = _history(ctx.helm_for(entry["namespace"]), entry["release"], entry["namespace"])
+            now = max(hist, default=None)
             if now == entry["after"]:
                 return Status("as-left", f"revision {now}")
             if entry.get("before") is None and now is None:
                 return Status("restored", "not installed")
             if entry.get("before") is not None and now is not None and now > entry["after"] and \
-                    _rolled_back_to(ctx.helm_for(entry["namespace"]), entry, now):
+                    str(hist[now].get("description", "")).strip() == f"Rollback to {entry['before']}":
                 return Status("restored", f"revision {now} is a rollback to {entry['before']}")
             return Status("drifted", f"the release is at revision {now if now is not None else '(none)'}, "
                           f"not the apply's {entry['after']}: changed since")
@@ -438,7 +445,7 @@ class JournalUndoer(Undoer):
         return Status("cannot", str(entry.get("why", "")))
 
     def _object_status(self, ctx: Any, entry: Mapping[str, Any]) -> Status:
-        cur = _read(ctx.kube, kind=entry["kind"], name=entry["name"], namespace=entry.get("namespace"),
+        cur = read(ctx.kube, kind=entry["kind"], name=entry["name"], namespace=entry.get("namespace"),
                     api_version=entry.get("apiVersion"))
         before, after = entry.get("before"), entry.get("after")
         if before is not None and entry["kind"] == "Secret" and (before.get("type") != TOKEN_TYPE) and (
@@ -447,7 +454,7 @@ class JournalUndoer(Undoer):
                 return Status("restored", "as before")
             return Status("cannot", "a Secret's values are never recorded: the apply changed or deleted it, "
                           "so it cannot be put back (restore it from where its values are kept)")
-        if _same_state(cur, before):
+        if same_state(cur, before):
             return Status("restored", "absent, as before" if cur is None else "as before")
         if before is not None and REDACTED in json.dumps(before):
             return Status("cannot", "its copy in the record was redacted (it held a secret value): "
@@ -503,7 +510,7 @@ class JournalUndoer(Undoer):
             before.pop("dataSha256", None)  # a token Secret: re-created empty, the cluster mints a new token
         info = kube.resource(kind=entry["kind"], api_version=entry.get("apiVersion"))
         for attempt in range(3):  # a controller updating the status in between: read again and retry
-            cur = _read(kube, kind=entry["kind"], name=entry["name"], namespace=ns, api_version=entry.get("apiVersion"))
+            cur = read(kube, kind=entry["kind"], name=entry["name"], namespace=ns, api_version=entry.get("apiVersion"))
             try:
                 if cur is None:
                     kube.request("POST", info.path(namespace=ns), body=before)
@@ -532,7 +539,9 @@ class JournalUndoer(Undoer):
         raise AssertionError("unreachable")
 
 
-def _same_state(cur: Mapping[str, Any] | None, before: Mapping[str, Any] | None) -> bool:
+def same_state(cur: Mapping[str, Any] | None, before: Mapping[str, Any] | None) -> bool:
+    """Two states of an object (None: absent) are the same, ignoring what the server sets (see
+    :func:`_view`); a token Secret whatever its token (a re-created one gets a new token)."""
     if cur is None or before is None:
         return cur is None and before is None
     a, b = _view(cur) or {}, _view(before) or {}
@@ -542,19 +551,11 @@ def _same_state(cur: Mapping[str, Any] | None, before: Mapping[str, Any] | None)
     return a == b
 
 
-def _rolled_back_to(helm: Any, entry: Mapping[str, Any], now: int) -> bool:
-    try:
-        hist = {int(h["revision"]): h for h in helm.history(entry["release"], namespace=entry["namespace"])}
-    except Exception:  # noqa: BLE001 - not known: not restored
-        return False
-    desc = str((hist.get(now) or {}).get("description", ""))
-    return desc.strip() == f"Rollback to {entry['before']}"
-
-
+#: how ops name the undo of their changes: ``@change(..., undo=JOURNAL)``
 JOURNAL = register(JournalUndoer())
 
-#: how ops name the undo of their changes: ``@change(..., undo=JOURNAL)``
 __all__ = ["JOURNAL", "Irreversible", "Journal", "JournalUndoer", "Status", "Undoer", "clean", "comparable",
-           "differences", "irreversible", "kept_copy", "register", "secret_copy", "undo_record", "undoer_named"]
+           "differences", "irreversible", "kept_copy", "read", "register", "same_state", "secret_copy", "undo_record",
+           "undoer_named"]
 
 UndoDecl = Undoer | Irreversible | None

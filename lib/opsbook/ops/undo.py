@@ -137,11 +137,11 @@ class Context(base.Context):
             return Status("drifted", f"cannot be read: {exc}")
 
 
-def _undo_runs(ctx: Context) -> list[tuple[str, str]]:
-    """The undo applies of the same apply in the archive: (run id, status), a run that never
-    finished as ``started``."""
+def _undo_runs(ctx: Context) -> dict[str, list[tuple[str, str]]]:
+    """The undo applies in the archive (other than this run), by the apply each reverses: (run id,
+    status), oldest first; one that never finished as ``started``."""
     archive = ctx.archive()
-    out = []
+    out: dict[str, list[tuple[str, str]]] = {}
     for e in archive.history(runbook=RUNBOOK_ID):
         if e.mode != "apply" or e.run_id == ctx.run_id:
             continue
@@ -152,8 +152,7 @@ def _undo_runs(ctx: Context) -> list[tuple[str, str]]:
                 params = archive.load_manifest(e.run_id).get("parameters") or {}
         except ArchiveError:
             continue
-        if params.get("undo_of") == ctx.settings.undo_of:
-            out.append((e.run_id, "started" if e.is_start else str(e.status)))
+        out.setdefault(str(params.get("undo_of")), []).append((e.run_id, "started" if e.is_start else str(e.status)))
     return out
 
 
@@ -199,7 +198,7 @@ def undoable(ctx: Context) -> list[Check]:
         return checks
     checks.append(Check("same target", ctx.settings.target == m.get("target"),
                         f"the apply ran on target {m.get('target')}; this run is on {ctx.settings.target}"))
-    done = [(r, st) for r, st in _undo_runs(ctx) if st in ("succeeded", "started")]
+    done = [(r, st) for r, st in _undo_runs(ctx).get(run_id, []) if st in ("succeeded", "started")]
     checks.append(Check("not undone yet", not done, "; ".join(
         f"already undone by {r}" if st == "succeeded" else f"undo run {r} started and never finished: see its "
         "record and the cluster" for r, st in done) or "no undo of it succeeded"))
@@ -225,13 +224,7 @@ def applies(ctx: Context, limit: int = 20) -> Result:
     recorded for an undo and whether an undo of it succeeded already."""
     archive = ctx.archive()
     entries = [e for e in archive.history() if e.mode == "apply" and not e.is_start]
-    undone = {}
-    for e in entries:
-        if e.runbook_id == RUNBOOK_ID and e.status == "succeeded":
-            try:
-                undone[archive.load_manifest(e.run_id).get("parameters", {}).get("undo_of")] = e.run_id
-            except ArchiveError:
-                continue
+    undone = {applied: next((r for r, st in runs if st == "succeeded"), "") for applied, runs in _undo_runs(ctx).items()}
     rows = []
     for e in reversed(entries):
         if e.runbook_id == RUNBOOK_ID or e.target != ctx.settings.target:

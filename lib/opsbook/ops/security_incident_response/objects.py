@@ -113,11 +113,7 @@ def create(ctx: Context, obj: dict[str, Any]) -> dict[str, Any]:
 
 def read(ctx: Context, item: Mapping[str, Any]) -> dict[str, Any] | None:
     """The object a saved item names as it is now (None: absent, or being deleted)."""
-    try:
-        obj = dict(ctx.kube.get(kind=item["kind"], name=item["name"], namespace=item["namespace"] or None))
-    except NotFound:
-        return None
-    return None if (obj.get("metadata") or {}).get("deletionTimestamp") else obj
+    return journal.read(ctx.kube, kind=item["kind"], name=item["name"], namespace=item["namespace"] or None)
 
 
 def disable_item(ctx: Context, item: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -24,13 +24,13 @@ from opsbook.errors import NotFound, OpsbookError, TimedOut
 from opsbook.ops.base import Result, change, check
 from opsbook.ops.journal import (
     JOURNAL,
-    TOKEN_TYPE,
     Status,
     Undoer,
     comparable,
     differences,
     kept_copy,
     register,
+    same_state,
 )
 from opsbook.ops.security_incident_response import objects, tokens
 from opsbook.ops.security_incident_response.context import (
@@ -125,18 +125,6 @@ def _rv(obj: Mapping[str, Any] | None) -> str | None:
     return ((obj or {}).get("metadata") or {}).get("resourceVersion")
 
 
-def _same(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool:
-    """Two states of an object (None: absent) are the same, ignoring the fields the server sets; a
-    token Secret whatever its token (the cluster mints a new one into a re-created Secret)."""
-    if a is None or b is None:
-        return a is None and b is None
-    x, y = comparable(a) or {}, comparable(b) or {}
-    if b.get("kind") == "Secret" and b.get("type") == TOKEN_TYPE:
-        x.pop("dataSha256", None)
-        y.pop("dataSha256", None)
-    return x == y
-
-
 def _subjects(subjects: list[Mapping[str, Any]]) -> str:
     return ", ".join(f"{x.get('kind')}:{x.get('name')}" for x in subjects)
 
@@ -173,7 +161,7 @@ class AccountsUndoer(Undoer):
     def merge(self, older: Mapping[str, Any], newer: Mapping[str, Any]) -> dict[str, Any] | None:
         """Disabled, then re-enabled by the same apply (containment and recovery in one run): nothing
         to undo when it is back as it was; else the older entry, as the newer left the object."""
-        if _same(self._before(older), newer.get("after")):
+        if same_state(self._before(older), newer.get("after")):
             return None
         return {**older, "after": newer.get("after"), "resourceVersion": newer.get("resourceVersion")}
 
@@ -201,7 +189,7 @@ class AccountsUndoer(Undoer):
         rv = _rv(cur)
         subjects = list((cur or {}).get("subjects") or [])
         if cur is not None and entry.get("after") is not None and (
-                rv == entry.get("resourceVersion") or _same(cur, entry["after"])):
+                rv == entry.get("resourceVersion") or same_state(cur, entry["after"])):
             return Status("as-left", f"resourceVersion {rv}")
 
         def since(what: Mapping[str, Any] | None) -> str:
